@@ -1,0 +1,256 @@
+"""Initialisation advice: Network spec -> Advice, with the diagnostics that justify it.
+
+Vanilla MLPs (``arch="mlp"``): the edge of chaos (Schoenholz et al. 2017), with the bias
+variance chosen by a depth-aware rule (docs/theory.md, "Advice for vanilla MLPs"):
+
+1. chi_1(q*) = 1, so the correlation depth scale xi_c is infinite and the trainable-depth
+   bound L <= 6 xi_c (MATH.md 1.7) holds at every depth.
+2. Among the points of the critical line, take the largest sigma_b2 <= ``sigma_b2_max`` (0.05,
+   the bias of Schoenholz 2017's phase diagrams) whose input-output Jacobian stays well
+   conditioned at this depth: the nonlinearity's share of the spread of the squared singular
+   values, L (mu_2 / mu_1^2 - 1) with mu_k = E[phi'(sqrt(q*) z)^(2k)] (Pennington, Schoenholz
+   & Ganguli 2017; MATH.md 6.2), must stay below ``jacobian_budget`` (default 1).  Deeper
+   networks therefore get a smaller bias variance and a smaller q*, i.e. a more linear regime.
+   ReLU-like (positively homogeneous) activations have a single critical point, He's (2, 0).
+
+Residual networks (``arch="resnet-full"`` / ``"resnet-reduced"``) are advised by
+meanfield.residual.advise_residual (Yang & Schoenholz 2017), with depth-dependent variances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import gaussian
+from .activations import Activation, get_activation
+from .errors import DomainError, MeanfieldError, NoFixedPoint
+from .fixed_points import _homogeneous_k, edge_of_chaos, edge_of_chaos_curve, fixed_point, OK
+from .maps import check_depth, check_variance, iterate
+
+ARCHES = ("mlp", "resnet-full", "resnet-reduced")
+CORRELATION_IN = 0.5
+
+# PyTorch's calculate_gain (multiplies the std, so sigma_w2 = gain^2), MATH.md 8.1.
+_TORCH_GAIN2 = {"tanh": 25.0 / 9.0, "relu": 2.0, "selu": 9.0 / 16.0, "sigmoid": 1.0, "linear": 1.0}
+
+
+def torch_gain2(act: Activation) -> float:
+    """sigma_w2 = gain^2 of torch.nn.init.calculate_gain for this activation (1 where PyTorch has none)."""
+    name = act.name
+    if name.startswith("leaky_relu:"):
+        a = float(name.split(":")[1])
+        return 2.0 / (1.0 + a * a)
+    return _TORCH_GAIN2.get(name, 1.0)
+
+
+def _default_inits(act: Activation, width: int | None) -> list[tuple[str, float, float, str]]:
+    bias_default = 1.0 / (3.0 * width) if width else 0.0
+    return [
+        ("pytorch_default", 1.0 / 3.0, bias_default,
+         "nn.Linear's kaiming_uniform(a=sqrt(5)): Var W = 1/(3 fan_in); bias U(+-1/sqrt(fan_in))"),
+        ("pytorch_gain", torch_gain2(act), 0.0,
+         "N(0, gain^2/fan_in) with torch.nn.init.calculate_gain, zero bias"),
+        ("xavier", 1.0, 0.0, "Glorot: Var W = 2/(fan_in + fan_out) = 1/fan_in for square layers, zero bias"),
+        ("he", 2.0, 0.0, "Kaiming/He: Var W = 2/fan_in, zero bias"),
+        ("lecun", 1.0, 0.0, "LeCun: Var W = 1/fan_in, zero bias"),
+    ]
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """What the theory predicts for one initialisation at the requested depth."""
+
+    name: str
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float | None
+    chi_1: float | None
+    phase: str | None
+    xi_c: float | None  # None: infinite
+    trainable_depth: float | None  # 6 xi_c (MATH.md 1.7); None: unbounded
+    correlation_out: float | None  # c^L of two inputs with c^0 = 0.5
+    log10_gradient_ratio: float | None  # log10 prod_l chi_1(q^l): gradient norm ratio input/output
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finite_or_none(x) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def diagnose(activation, sigma_w2: float, sigma_b2: float, depth: int, *, name: str = "",
+             note: str = "", input_q: float = 1.0) -> Diagnostics:
+    """Predicted q*, chi_1, phase, xi_c, trainable depth, c^L and the gradient ratio over ``depth``
+    layers for unit-length inputs (x.x/d = input_q): q^1 = sigma_w2 input_q + sigma_b2."""
+    act = get_activation(activation)
+    try:
+        fp = fixed_point(act, sigma_w2, sigma_b2, q0=sigma_w2 * input_q + sigma_b2)
+    except NoFixedPoint as exc:
+        return Diagnostics(name, sigma_w2, sigma_b2, None, None, None, None, None, None, None,
+                           (note + "; " if note else "") + str(exc))
+    q0 = sigma_w2 * input_q + sigma_b2
+    try:
+        tr = iterate(act, sigma_w2, sigma_b2, depth, q0=q0, c0=CORRELATION_IN)
+        qs = np.asarray(tr.q[:-1])
+        chis = sigma_w2 * gaussian.v_dphi(act, qs)
+        with np.errstate(divide="ignore"):
+            lg = float(np.sum(np.log10(chis)))
+        c_out = tr.c[-1]
+    except MeanfieldError as exc:
+        lg, c_out, note = None, None, (note + "; " if note else "") + str(exc)
+    xi = _finite_or_none(fp.xi_c)
+    return Diagnostics(name, float(sigma_w2), float(sigma_b2), fp.q_star, fp.chi_1, fp.phase, xi,
+                       None if xi is None else 6.0 * xi, _finite_or_none(c_out), _finite_or_none(lg), note)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Recommended (sigma_w2, sigma_b2) for a vanilla MLP and the diagnostics behind it."""
+
+    arch: str
+    activation: str
+    depth: int
+    width: int | None
+    rule: str
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float
+    chi_1: float
+    xi_c: float | None
+    trainable_depth: float | None
+    correlation_in: float
+    correlation_out: float | None
+    log10_gradient_ratio: float | None
+    jacobian_nonlinearity_spread: float
+    weight_std: float | None
+    bias_std: float
+    ntk_condition_number: float | None
+    comparisons: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["comparisons"] = [dict(c) for c in self.comparisons]
+        return d
+
+
+def _jacobian_excess(act: Activation, q) -> np.ndarray:
+    """mu_2 / mu_1^2 - 1, mu_k = E[phi'(sqrt q z)^(2k)] (MATH.md 6.2)."""
+    mu1 = gaussian.v_dphi(act, q)
+    d1 = act.d1
+    mu2 = gaussian.expect1(lambda u: d1(u) ** 4, q, act.kinks)
+    return mu2 / mu1 ** 2 - 1.0
+
+
+def _choose_sigma_b2(act: Activation, depth: int, sigma_b2_max: float, jacobian_budget: float):
+    grid = np.concatenate([np.logspace(-8, np.log10(max(sigma_b2_max, 1e-8)), 161)])
+    eoc = edge_of_chaos_curve(act, grid)
+    ok = (eoc.status == OK) & np.isfinite(eoc.q_star) & (eoc.q_star > 0)
+    if not ok.any():
+        # The critical line may start above sigma_b2_max (gelu, silu): take its first point.
+        wide = np.logspace(-8, 1, 361)
+        eoc2 = edge_of_chaos_curve(act, wide)
+        ok2 = (eoc2.status == OK) & np.isfinite(eoc2.q_star) & (eoc2.q_star > 0)
+        if not ok2.any():
+            raise NoFixedPoint(
+                f"{act.name} has no edge of chaos for sigma_b2 in [0, 10]: chi_1(q*) = 1 has no solution "
+                f"at a stable length fixed point, so no (sigma_w2, sigma_b2) makes xi_c infinite")
+        i = int(np.argmax(ok2))
+        return float(wide[i]), (f"the critical line of {act.name} starts at sigma_b2 = {wide[i]:.3g} "
+                                f"> sigma_b2_max = {sigma_b2_max:g}; its first point is used")
+    excess = np.full(grid.shape, np.inf)
+    excess[ok] = _jacobian_excess(act, eoc.q_star[ok])
+    fits = ok & (depth * excess <= jacobian_budget)
+    if fits.any():
+        i = int(np.flatnonzero(fits)[-1])
+        return float(grid[i]), ""
+    i = int(np.flatnonzero(ok)[0])
+    return float(grid[i]), (f"even the smallest bias variance on the critical line leaves a Jacobian "
+                            f"spread L (mu2/mu1^2 - 1) = {depth * excess[i]:.3g} > budget {jacobian_budget:g}")
+
+
+def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: int | None = None,
+               sigma_b2_max: float = 0.05, jacobian_budget: float = 1.0, ntk: bool = True) -> Advice:
+    """Edge-of-chaos advice for a vanilla MLP of ``depth`` layers (see the module docstring)."""
+    act = get_activation(activation)
+    depth = check_depth(depth)
+    if width is not None:
+        width = check_depth(width, "width")
+    check_variance("sigma_b2_max", sigma_b2_max)
+    if not jacobian_budget > 0:
+        raise DomainError(f"jacobian_budget must be positive, got {jacobian_budget}")
+    notes: list[str] = []
+    if act.d1 is None and act.closed_forms.get("vd") is None:
+        raise DomainError(f"cannot advise for {act.name}: {act.missing_reason or 'it has no derivative'}")
+    k = _homogeneous_k(act)
+    if sigma_b2 is not None:
+        sb = float(check_variance("sigma_b2", sigma_b2))
+        rule = "edge of chaos at the given sigma_b2: sigma_w2 solves chi_1(q*) = 1"
+    elif k is not None:
+        sb = 0.0
+        rule = (f"edge of chaos: {act.name} is positively homogeneous, so its only critical point is "
+                f"(sigma_w2, sigma_b2) = ({1 / k:g}, 0)")
+    else:
+        sb, why = _choose_sigma_b2(act, depth, sigma_b2_max, jacobian_budget)
+        rule = (f"edge of chaos (chi_1 = 1), sigma_b2 the largest <= {sigma_b2_max:g} with depth * "
+                f"(mu2/mu1^2 - 1) <= {jacobian_budget:g} (docs/theory.md)")
+        if why:
+            notes.append(why)
+    eoc = edge_of_chaos(act, sb)
+    sw = float(eoc.sigma_w2)
+    d = diagnose(act, sw, sb, depth, name="advised")
+    q_star = d.q_star if d.q_star is not None else float("nan")
+    excess = float(_jacobian_excess(act, q_star)) if math.isfinite(q_star) else 0.0
+    comps = [diagnose(act, w2, b2, depth, name=nm, note=nt).to_dict()
+             for nm, w2, b2, nt in _default_inits(act, width)]
+    ntk_cond = None
+    if ntk:
+        ntk_cond = _ntk_condition(act, depth, sw, sb, notes)
+    if k is not None:
+        notes.append("every q is a fixed point at the critical point; q* is reported for unit-length inputs")
+    return Advice(
+        arch="mlp", activation=act.name, depth=depth, width=width, rule=rule, sigma_w2=sw, sigma_b2=sb,
+        q_star=q_star, chi_1=float(d.chi_1) if d.chi_1 is not None else 1.0, xi_c=d.xi_c,
+        trainable_depth=d.trainable_depth, correlation_in=CORRELATION_IN,
+        correlation_out=d.correlation_out, log10_gradient_ratio=d.log10_gradient_ratio,
+        jacobian_nonlinearity_spread=depth * excess,
+        weight_std=math.sqrt(sw / width) if width else None, bias_std=math.sqrt(sb),
+        ntk_condition_number=ntk_cond, comparisons=comps, notes=notes)
+
+
+def _ntk_condition(act, depth, sw, sb, notes) -> float | None:
+    try:
+        from .dynamics import ntk_condition_number
+    except ImportError:
+        return None
+    try:
+        return _finite_or_none(ntk_condition_number("mlp", act, depth, sw, sb))
+    except MeanfieldError as exc:
+        notes.append(f"NTK condition number unavailable: {exc}")
+        return None
+
+
+def advise(arch: str = "mlp", activation="tanh", depth: int = 10, **options):
+    """Recommended initialisation variances for ``arch`` at ``depth``, with their diagnostics.
+
+    ``arch="mlp"``: :func:`advise_mlp` (edge of chaos, depth-aware bias variance).
+    ``arch="resnet-full" | "resnet-reduced"``: meanfield.residual.advise_residual.
+    """
+    if arch not in ARCHES:
+        raise DomainError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHES)}")
+    if arch == "mlp":
+        extra = set(options) - {"sigma_b2", "width", "sigma_b2_max", "jacobian_budget", "ntk"}
+        if extra:
+            raise DomainError(f"options {sorted(extra)} do not apply to arch 'mlp'")
+        return advise_mlp(activation, depth, **options)
+    from .residual import advise_residual
+
+    return advise_residual(arch, activation, depth, **options)
+
+
+__all__ = ["advise", "advise_mlp", "Advice", "Diagnostics", "diagnose", "torch_gain2", "ARCHES"]
