@@ -22,7 +22,7 @@ from scipy.optimize import elementwise
 
 from . import gaussian
 from .activations import Activation, get_activation
-from .errors import NoFixedPoint
+from .errors import DomainError, NoFixedPoint
 from .maps import check_variance
 
 # per-point status codes of the grid solvers
@@ -446,13 +446,16 @@ def _chaotic_c_star(act: Activation, q, sw, sb):
         return (sw_ * w + sb_) / q_ - c
 
     h0 = cmap(np.zeros_like(q), q, sw, sb)
-    hi = np.full(q.shape, 1 - 1e-3)
-    for _ in range(8):
-        bad = cmap(hi, q, sw, sb) >= 0
-        if not bad.any():
-            break
-        hi = np.where(bad, 1 - (1 - hi) / 10, hi)
-    lo = np.where(h0 > 0, 0.0, -1.0)
+    h0 = np.where(np.abs(h0) <= 1e-14, 0.0, h0)  # odd phi, sigma_b2 = 0: C(0) = 0 up to rounding
+    # First sign change on a coarse c grid; probing very close to 1 would ask the product rule
+    # for accuracy it does not have at c -> 1.
+    cg = np.array([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999])
+    hg = np.stack([cmap(np.full(q.shape, cv), q, sw, sb) for cv in cg], axis=1)
+    neg = hg <= 0
+    first = np.where(neg.any(axis=1), neg.argmax(axis=1), cg.size - 1)
+    hi = cg[first]
+    lo_pos = np.where(first > 0, cg[np.maximum(first - 1, 0)], 0.0)
+    lo = np.where(h0 > 0, lo_pos, -1.0 + 1e-9)
     hi = np.where(h0 > 0, hi, 0.0)
     res = elementwise.find_root(cmap, (lo, hi), args=(q, sw, sb), tolerances={"xatol": 1e-12})
     c = np.where(h0 == 0, 0.0, res.x)
@@ -460,9 +463,87 @@ def _chaotic_c_star(act: Activation, q, sw, sb):
         chic = sw * gaussian.w_dphi(act, q, q, c)
     else:
         chic = sw * gaussian.expect2_hermite(act.d1, act.d1, q, q, c)
+    # Just above the edge of chaos c* -> 1, beyond the product rule's resolution.  There the
+    # C-map is C(1 - e) = 1 - chi_1 e + a e^2 + ..., whose stable root has slope 2 - chi_1: the
+    # first-order value, used for these points (it only feeds the xi_c contours of a picture).
+    near = ~np.isfinite(c)
+    if near.any():
+        chi1 = sw * gaussian.v_dphi(act, q)
+        c = np.where(near, np.nan, c)
+        chic = np.where(near, 2.0 - chi1, chic)
     return c, chic
 
 
 __all__ = ["FixedPoint", "fixed_point", "solve_q_star", "QStar", "edge_of_chaos", "edge_of_chaos_curve",
-           "EdgeOfChaos", "solve_grid", "FixedPointGrid", "c_star", "phase_of", "STATUS_MESSAGES"]
+           "EdgeOfChaos", "solve_grid", "FixedPointGrid", "c_star", "phase_of", "STATUS_MESSAGES",
+           "PhaseDiagram", "phase_diagram"]
 
+
+
+@dataclass(frozen=True)
+class PhaseDiagram:
+    """chi_1, q*, c*, xi_c over a (sigma_w2, sigma_b2) grid and the edge-of-chaos curve."""
+
+    activation: str
+    sigma_w2: np.ndarray  # 1-D axis
+    sigma_b2: np.ndarray  # 1-D axis
+    chi_1: np.ndarray  # (len(sigma_b2), len(sigma_w2))
+    q_star: np.ndarray
+    c_star: np.ndarray | None
+    xi_c: np.ndarray | None
+    status: np.ndarray
+    eoc_sigma_b2: np.ndarray
+    eoc_sigma_w2: np.ndarray
+
+    def arrays(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
+        return d
+
+    def summary(self) -> dict:
+        ok = np.isfinite(self.chi_1)
+        n = self.chi_1.size
+        return {
+            "activation": self.activation,
+            "grid": [int(self.sigma_b2.size), int(self.sigma_w2.size)],
+            "sigma_w2_range": [float(self.sigma_w2[0]), float(self.sigma_w2[-1])],
+            "sigma_b2_range": [float(self.sigma_b2[0]), float(self.sigma_b2[-1])],
+            "fraction_ordered": float(np.sum(ok & (self.chi_1 < 1)) / n),
+            "fraction_chaotic": float(np.sum(ok & (self.chi_1 > 1)) / n),
+            "fraction_no_fixed_point": float(np.sum(~ok) / n),
+            "eoc_points": int(np.sum(np.isfinite(self.eoc_sigma_w2))),
+        }
+
+
+def phase_diagram(activation, *, sigma_w2_max: float = 5.0, sigma_b2_max: float = 2.0, grid: int = 200,
+                  sigma_w2_min: float | None = None, with_xi_c: bool = True, progress=None) -> PhaseDiagram:
+    """chi_1(q*) over a grid x grid lattice of (sigma_w2, sigma_b2), the edge-of-chaos curve, and
+    (optionally) xi_c (MATH.md 1.3-1.6).  One vectorised solve; ``progress(done, total)`` is called
+    while the chaotic phase's c* is solved."""
+    act = get_activation(activation)
+    if isinstance(grid, bool) or int(grid) != grid or grid < 2:
+        raise DomainError(f"grid must be an integer >= 2, got {grid!r}")
+    grid = int(grid)
+    check_variance("sigma_w2_max", sigma_w2_max, positive=True)
+    check_variance("sigma_b2_max", sigma_b2_max, positive=True)
+    lo = sigma_w2_max / (2 * grid) if sigma_w2_min is None else float(check_variance("sigma_w2_min", sigma_w2_min))
+    sw_axis = np.linspace(lo, sigma_w2_max, grid)
+    sb_axis = np.linspace(0.0, sigma_b2_max, grid)
+    sw, sb = np.meshgrid(sw_axis, sb_axis)
+    res = solve_grid(act, sw, sb, with_c_star=with_xi_c, progress=progress)
+    eb = np.linspace(0.0, sigma_b2_max, 4 * grid)
+    if act.d1 is None and act.closed_forms.get("vd") is None:
+        ew = np.full(eb.shape, np.nan)
+    else:
+        eoc = edge_of_chaos_curve(act, eb)
+        ew = np.where(np.isin(eoc.status, (OK, MARGINAL)), eoc.sigma_w2, np.nan)
+        # Keep the critical points whose q* is the one reached from unit-length inputs, like the
+        # rest of the diagram (gelu / silu have critical points with a tiny basin).
+        fin = np.isfinite(ew) & (eoc.status == OK)
+        if fin.any():
+            reach = solve_q_star(act, ew[fin], eb[fin], q0=1.0)
+            same = (reach.status == OK) & (np.abs(reach.q_star - eoc.q_star[fin]) <= 1e-6 * (1 + eoc.q_star[fin]))
+            sub = ew[fin]
+            sub[~same] = np.nan
+            ew[fin] = sub
+    return PhaseDiagram(act.name, sw_axis, sb_axis, res.chi_1, res.q_star, res.c_star, res.xi_c,
+                        res.status, eb, np.asarray(ew, float))

@@ -1,0 +1,71 @@
+"""Pictures.  matplotlib is imported here only, and only when a function is called.
+
+Each function takes ``ax=None`` (a new figure is made) and returns the Axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        try:
+            matplotlib.use("Agg")
+        except Exception:  # noqa: BLE001 - an interactive session keeps its backend
+            pass
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_phase_diagram(pd, ax=None, *, xi_levels=(3, 10, 30, 100)):
+    """chi_1(q*) over (sigma_w2, sigma_b2) on a log colour scale centred at 1, the edge-of-chaos
+    curve, xi_c contours, and the regions where q* does not exist shaded grey."""
+    plt = _plt()
+    from matplotlib.colors import LogNorm, TwoSlopeNorm
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 5.2), dpi=130)
+    x, y, chi = pd.sigma_w2, pd.sigma_b2, np.asarray(pd.chi_1, float)
+    finite = np.isfinite(chi) & (chi > 0)
+    lo = max(np.nanmin(chi[finite]) if finite.any() else 0.1, 1e-3)
+    hi = max(np.nanmax(chi[finite]) if finite.any() else 10.0, 1.0 + 1e-3)
+    logchi = np.where(finite, np.log10(np.where(finite, chi, 1.0)), np.nan)
+    vmin, vmax = min(np.log10(lo), -1e-3), max(np.log10(hi), 1e-3)
+    mesh = ax.pcolormesh(x, y, logchi, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, vmin, vmax), shading="auto")
+    cb = ax.figure.colorbar(mesh, ax=ax)
+    cb.set_label(r"$\log_{10}\chi_1$  (blue: ordered, red: chaotic)")
+    if (~finite).any():
+        ax.contourf(x, y, (~finite).astype(float), levels=[0.5, 1.5], colors="0.75", hatches=["//"])
+        iy, ix = np.unravel_index(np.argmax(~finite), chi.shape)
+        cols = np.flatnonzero((~finite).any(axis=0))
+        ax.text(x[cols[len(cols) // 2]], y[len(y) // 2], "no fixed point\n(q diverges)", ha="center",
+                va="center", fontsize=9, color="0.2", bbox=dict(fc="white", ec="none", alpha=0.7))
+    if pd.xi_c is not None:
+        xi = np.where(np.isfinite(pd.xi_c), pd.xi_c, 1e6)
+        cs = ax.contour(x, y, xi, levels=list(xi_levels), colors="k", linewidths=0.7, linestyles="--")
+        ax.clabel(cs, fmt=lambda v: rf"$\xi_c$={v:g}", fontsize=7)
+    ok = np.isfinite(pd.eoc_sigma_w2)
+    if ok.any():
+        ax.plot(pd.eoc_sigma_w2[ok], pd.eoc_sigma_b2[ok], color="k", lw=2.2, label=r"edge of chaos ($\chi_1=1$)")
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    ordered = finite & (chi < 1)
+    chaotic = finite & (chi > 1)
+    for mask, label in ((ordered, "ordered"), (chaotic, "chaotic")):
+        if mask.sum() > 0.02 * mask.size:
+            yy, xx = np.nonzero(mask)
+            ax.text(x[int(np.median(xx))], y[int(np.percentile(yy, 70))], label, ha="center", va="center",
+                    fontsize=13, weight="bold", color="white",
+                    bbox=dict(fc="#2b5a9e" if label == "ordered" else "#b3262c", ec="none", alpha=0.8))
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(y[0], y[-1])
+    ax.set_xlabel(r"$\sigma_w^2$ (weight variance $\times$ fan-in)")
+    ax.set_ylabel(r"$\sigma_b^2$ (bias variance)")
+    ax.set_title(f"Phase diagram of a deep {pd.activation} network")
+    return ax
+
+
+__all__ = ["plot_phase_diagram"]
