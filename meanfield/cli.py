@@ -1,0 +1,325 @@
+"""The `meanfield` command line: thin commands over the public Python functions.
+
+Every command prints data on stdout (``--json``: one JSON object whose keys are the Python
+result's fields) and messages on stderr.  Exit codes: 0 ok, 1 numerical failure (one line),
+2 bad usage or input outside the theory's domain (one line).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from .errors import ConvergenceError, DomainError, MeanfieldError
+
+app = typer.Typer(
+    help="Initialise deep networks from the infinite-width theory of random networks.\n\n"
+         "Start with:  meanfield advise --arch mlp --activation tanh --depth 50",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+ACT_HELP = "Activation spec, e.g. tanh, relu, erf, gelu, leaky_relu:0.1, alpha_relu:0.75 (see `meanfield activations`)."
+JSON_HELP = "Print one JSON object (the Python result's fields) on stdout instead of a table."
+
+
+def jsonable(obj: Any) -> Any:
+    """Recursively convert to JSON-safe values: numpy scalars/arrays to Python, NaN/inf to None."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def emit(result: Any, as_json: bool, human: Callable[[dict], None] | None = None) -> None:
+    d = result.to_dict() if hasattr(result, "to_dict") else result
+    d = jsonable(d)
+    if as_json:
+        sys.stdout.write(json.dumps(d, allow_nan=False) + "\n")
+    elif human is not None:
+        human(d)
+    else:
+        _print_mapping(d)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "inf / undefined"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        if len(v) > 8:
+            return "[" + ", ".join(_fmt(x) for x in v[:4]) + ", ..., " + ", ".join(_fmt(x) for x in v[-2:]) + "]"
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def _print_mapping(d: dict, indent: str = "") -> None:
+    width = max((len(k) for k in d), default=0)
+    for k, v in d.items():
+        if isinstance(v, dict):
+            typer.echo(f"{indent}{k}:")
+            _print_mapping(v, indent + "  ")
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            typer.echo(f"{indent}{k}:")
+            for item in v:
+                typer.echo(f"{indent}  - " + ", ".join(f"{a}={_fmt(b)}" for a, b in item.items()))
+        else:
+            typer.echo(f"{indent}{k:<{width}}  {_fmt(v)}")
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handled(fn: Callable) -> Callable:
+    """Turn meanfield's exceptions into a one-line message and exit code (2 domain, 1 numerical)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DomainError as exc:
+            fail(_one_line(exc), 2)
+        except ConvergenceError as exc:
+            fail(_one_line(exc), 1)
+        except MeanfieldError as exc:
+            fail(_one_line(exc), 1)
+        except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
+            fail(f"numerical failure: {_one_line(exc)}", 1)
+
+    return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def progress_bar(enabled: bool, label: str):
+    """A rich progress bar on stderr, or a no-op; returns (callback, close)."""
+    if not enabled:
+        return None, lambda: None
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    prog.start()
+    task = prog.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        prog.update(task, completed=done, total=total)
+
+    return update, prog.stop
+
+
+# ----------------------------------------------------------------------------------------------
+# commands
+# ----------------------------------------------------------------------------------------------
+
+@app.command("activations")
+@handled
+def activations_cmd(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the activation registry and which Gaussian moments are available in closed form."""
+    from .activations import _REGISTRY, get_activation
+
+    rows = []
+    examples = {"leaky_relu": "leaky_relu:0.1", "alpha_relu": "alpha_relu:0.75", "elu": "elu:1"}
+    for name in sorted(_REGISTRY):
+        act = get_activation(examples.get(name, name))
+        rows.append({"name": name, "example": examples.get(name, name), "closed_form": list(act.closed),
+                     "kinks": list(act.kinks), "description": act.description})
+    if as_json:
+        emit({"activations": rows, "aliases": {"swish": "silu"}}, True)
+        return
+    for r in rows:
+        cf = ", ".join(r["closed_form"]) or "quadrature"
+        typer.echo(f"{r['example']:<18} {cf:<26} {r['description']}")
+    typer.echo("aliases: swish -> silu.  Closed-form keys: v=E[phi^2], vd=E[phi'^2], dv=dV/dq, "
+               "vdd=E[phi'' phi], w=E[phi(u)phi(v)], wd=E[phi'(u)phi'(v)].")
+
+
+@app.command("fixed-point")
+@handled
+def fixed_point_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    sigma_w2: float = typer.Option(..., "--sigma-w2", help="Weight variance times fan-in (sigma_w^2)."),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance (sigma_b^2)."),
+    q0: float = typer.Option(1.0, "--q0", help="First-layer pre-activation length the iteration starts from."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """q*, c*, chi_1, chi_c, depth scales xi_q, xi_c and the phase at (sigma_w2, sigma_b2)."""
+    from .fixed_points import fixed_point
+
+    emit(fixed_point(activation, sigma_w2, sigma_b2, q0=q0), as_json)
+
+
+@app.command("eoc")
+@handled
+def eoc_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance at which to find the critical sigma_w2."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """The edge of chaos: sigma_w2 with chi_1(q*) = 1 at the given sigma_b2, and q* there."""
+    from .fixed_points import edge_of_chaos
+
+    emit(edge_of_chaos(activation, sigma_b2), as_json)
+
+
+@app.command("iterate")
+@handled
+def iterate_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    sigma_w2: float = typer.Option(..., "--sigma-w2", help="Weight variance times fan-in."),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance."),
+    depth: int = typer.Option(..., "--depth", "-L", help="Number of layers to iterate."),
+    arch: str = typer.Option("mlp", "--arch", help="mlp, resnet-full or resnet-reduced."),
+    q0: float = typer.Option(1.0, "--q0", help="mlp: the first layer's pre-activation length."),
+    c0: float = typer.Option(0.5, "--c0", help="Correlation (cosine for resnets) of the two inputs."),
+    sigma_v2: Optional[float] = typer.Option(None, "--sigma-v2", help="resnet-full: branch output weight variance (default 1)."),
+    sigma_a2: Optional[float] = typer.Option(None, "--sigma-a2", help="resnet-full: branch bias variance (default 0)."),
+    p0: float = typer.Option(1.0, "--p0", help="resnets: the input's length p^0 (mean square of x^0)."),
+    every: int = typer.Option(1, "--every", help="resnets: keep every K-th layer in the output."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Iterate the mean-field recursions: q and c (mlp) or p, q, e, s, chi (residual networks)."""
+    if arch == "mlp":
+        if sigma_v2 is not None or sigma_a2 is not None:
+            raise DomainError("--sigma-v2/--sigma-a2 apply to resnet architectures only")
+        from .maps import iterate
+
+        emit(iterate(activation, sigma_w2, sigma_b2, depth, q0=q0, c0=c0), as_json)
+        return
+    if arch not in ("resnet-full", "resnet-reduced"):
+        raise DomainError(f"unknown arch {arch!r}; choose mlp, resnet-full or resnet-reduced")
+    from .residual import iterate_residual
+
+    kw = {k: v for k, v in (("sigma_v2", sigma_v2), ("sigma_a2", sigma_a2)) if v is not None}
+    emit(iterate_residual(arch, activation, sigma_w2, sigma_b2, depth, p0=p0, c0=c0, every=every, **kw), as_json)
+
+
+@app.command("exponents")
+@handled
+def exponents_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    arch: str = typer.Option("resnet-full", "--arch", help="resnet-full or resnet-reduced."),
+    sigma_w2: float = typer.Option(1.0, "--sigma-w2", help="Weight variance times fan-in."),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance."),
+    sigma_v2: Optional[float] = typer.Option(None, "--sigma-v2", help="resnet-full: branch output weight variance (default 1)."),
+    sigma_a2: Optional[float] = typer.Option(None, "--sigma-a2", help="resnet-full: branch bias variance (default 0)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Asymptotic depth laws of a residual network: analytic exponents beside fitted ones."""
+    from .residual import exponents
+
+    kw = {k: v for k, v in (("sigma_v2", sigma_v2), ("sigma_a2", sigma_a2)) if v is not None}
+    emit(exponents(activation, arch, sigma_w2=sigma_w2, sigma_b2=sigma_b2, **kw), as_json)
+
+
+@app.command("advise")
+@handled
+def advise_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    depth: int = typer.Option(..., "--depth", "-L", help="Number of layers (residual blocks for resnets)."),
+    arch: str = typer.Option("mlp", "--arch", help="mlp, resnet-full or resnet-reduced."),
+    sigma_b2: Optional[float] = typer.Option(None, "--sigma-b2", help="Fix the bias variance; the advice then solves for sigma_w2."),
+    width: Optional[int] = typer.Option(None, "--width", help="Layer width (fan-in), to print per-layer weight stds."),
+    sigma_v2: Optional[float] = typer.Option(None, "--sigma-v2", help="resnet-full: fix the branch output weight variance."),
+    sigma_a2: Optional[float] = typer.Option(None, "--sigma-a2", help="resnet-full: fix the branch bias variance."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="resnets: the allowed log gradient explosion / distance budget (see docs/residual.md)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Recommended initialisation variances at this depth, with the predicted diagnostics."""
+    from .advise import advise
+
+    opts = {k: v for k, v in (("sigma_b2", sigma_b2), ("width", width), ("sigma_v2", sigma_v2),
+                              ("sigma_a2", sigma_a2), ("budget", budget)) if v is not None}
+    result = advise(arch=arch, activation=activation, depth=depth, **opts)
+    emit(result, as_json, _human_advice)
+
+
+def _human_advice(d: dict) -> None:
+    main = {k: v for k, v in d.items() if k not in ("comparisons", "notes")}
+    _print_mapping(main)
+    comps = d.get("comparisons") or []
+    if comps:
+        keys = [k for k in ("name", "sigma_w2", "sigma_b2", "phase", "chi_1", "xi_c", "correlation_out",
+                            "log10_gradient_ratio") if k in comps[0]]
+        typer.echo("\ncompared with common defaults at the same depth:")
+        typer.echo("  " + "  ".join(f"{k:>14}" for k in keys))
+        for c in comps:
+            typer.echo("  " + "  ".join(f"{_fmt(c.get(k)):>14}" for k in keys))
+    for n in d.get("notes") or []:
+        typer.echo(f"note: {n}")
+
+
+@app.command("phase-diagram")
+@handled
+def phase_diagram_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    out: Path = typer.Option(..., "--out", help="PNG file to write (its folder must exist)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Also write the grid arrays to this .npz file."),
+    grid: int = typer.Option(200, "--grid", help="Points per axis (N x N grid)."),
+    sigma_w2_max: float = typer.Option(5.0, "--sigma-w2-max", help="Largest sigma_w2 on the x axis."),
+    sigma_b2_max: float = typer.Option(2.0, "--sigma-b2-max", help="Largest sigma_b2 on the y axis."),
+    no_xi: bool = typer.Option(False, "--no-xi", help="Skip the xi_c contours (faster)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """chi_1 over a (sigma_w2, sigma_b2) grid with the edge-of-chaos curve and xi_c contours."""
+    from ._io import atomic_savefig, atomic_savez, check_output_path
+    from .fixed_points import phase_diagram
+
+    check_output_path(out)
+    if data is not None:
+        check_output_path(data)
+    update, close = progress_bar(not (quiet or as_json) and grid * grid >= 2500, "chaotic phase c*")
+    try:
+        pd = phase_diagram(activation, grid=grid, sigma_w2_max=sigma_w2_max, sigma_b2_max=sigma_b2_max,
+                           with_xi_c=not no_xi, progress=update)
+    finally:
+        close()
+    from .plot import plot_phase_diagram
+
+    ax = plot_phase_diagram(pd)
+    ax.figure.tight_layout()
+    atomic_savefig(ax.figure, out)
+    summary = pd.summary()
+    summary["out"] = str(out)
+    if data is not None:
+        atomic_savez(data, **{k: v for k, v in pd.arrays().items()})
+        summary["data"] = str(data)
+    emit(summary, as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
