@@ -51,7 +51,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 Seed = Union[int, np.random.Generator, np.random.SeedSequence, None]
 
 #: working memory (bytes) one chunk of networks may use; chunks are processed one after another
-_BUDGET = 256 * 2**20
+_BUDGET = 512 * 2**20
 _METHODS = ("conditional", "dense")
 
 
@@ -174,7 +174,7 @@ class _Dense:
         self._kept = self._draw() if keep else None
 
     def _draw(self) -> np.ndarray:
-        w = np.random.default_rng(self._seed).standard_normal(self.shape)
+        w = np.random.Generator(np.random.SFC64(self._seed)).standard_normal(self.shape)
         w *= self.std
         return w
 
@@ -203,10 +203,12 @@ class _Conditional:
         self.shape = (n_nets, n_out, n_in)
         self.std = math.sqrt(var / n_in)
         self._Q = self._A = None
+        self._used = False
 
     def forward(self, X: np.ndarray) -> np.ndarray:
-        if self._Q is not None:
+        if self._used:
             raise RuntimeError("a conditional layer can be applied forward only once")
+        self._used = True
         n_nets, n_out, _ = self.shape
         Q, R = np.linalg.qr(np.swapaxes(X, 1, 2))            # X^T = Q R
         A = self.rng.standard_normal((n_nets, n_out, Q.shape[-1]))
@@ -218,7 +220,7 @@ class _Conditional:
         if self._Q is None:
             raise RuntimeError("a conditional layer must be applied forward before backward")
         Q, A = self._Q, self._A
-        self._Q = self._A = None
+        self._Q = self._A = None  # a second backward pass would need the same G: refuse it
         n_nets, _, n_in = self.shape
         evals, evecs = np.linalg.eigh(D @ np.swapaxes(D, 1, 2))
         root = (evecs * np.sqrt(np.clip(evals, 0.0, None))[:, None, :]) @ np.swapaxes(evecs, 1, 2)
@@ -558,7 +560,8 @@ def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: in
 
 class _Net:
     """One batch of ``n_nets`` random networks of §4.1 (``mlp``) or §4.3 (``resnet``) with a
-    ``n_out``-dimensional output, drawn in the fan-in form W ~ N(0, sigma^2/fan_in).
+    ``n_out``-dimensional output, drawn in the fan-in form W ~ N(0, sigma^2/fan_in) by the
+    sampler ``method``.  With ``method="conditional"`` each pass may be run once.
 
     ``gain2`` maps each parameter group to the factor its gradient term carries in the NTK:
     sigma^2/fan_in (weights) or sigma^2 (biases) for the NTK parametrisation, where the
@@ -567,12 +570,12 @@ class _Net:
     """
 
     def __init__(self, arch, phi, dphi, rng, n_nets, d, width, depth, n_out, var, std_param,
-                 keep):
+                 method="dense", keep=False):
         self.arch, self.phi, self.dphi = arch, phi, dphi
         n = width
 
         def dense(n_o, n_i, v):
-            return _Dense(rng, n_nets, n_o, n_i, v, keep)
+            return _layer(method, rng, n_nets, n_o, n_i, v, keep)
 
         def bias(m, v):
             return math.sqrt(v) * rng.standard_normal((n_nets, 1, m))
@@ -629,6 +632,7 @@ class _Net:
             return theta
         g = self.gain2
         Xs, Hs = _resnet_forward(phi, self.Ws, self.bs, self.Vs, self.as_, self.U.forward(X))
+        self.O.forward(Xs[-1])  # the output itself is not needed; a conditional readout is
         Gs, Ds = _resnet_backward(dphi, self.Ws, self.Vs, Hs, self.O.backward(ones))
         theta = g["out"] * gram(Xs[-1]) + g["in"] * gram(X) * gram(Gs[0])
         for l, H in enumerate(Hs):
@@ -667,8 +671,8 @@ def _weights_bytes(arch: str, d: int, width: int, depth: int, n_out: int) -> int
 def empirical_ntk(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
                   sigma_w2: float, sigma_b2: float, sigma_v2: float = 1.0,
                   sigma_a2: float = 0.0, sigma_in2: float = 1.0, sigma_o2: float = 1.0,
-                  width: int, parametrization: str = "ntk", seed: Seed = None
-                  ) -> EmpiricalKernel:
+                  width: int, parametrization: str = "ntk", seed: Seed = None,
+                  method: str = "dense") -> EmpiricalKernel:
     """NTK sum_theta df(x)/dtheta df(x')/dtheta of ONE random network with scalar output,
     from hand-derived per-example backward vectors (MATH.md §4.2 factorisation).
 
@@ -679,15 +683,19 @@ def empirical_ntk(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: 
     raw parameters (the limit of §4.1/4.3); ``"standard"`` differentiates the N(0, sigma^2/fan_in)
     weights themselves and returns the raw kernel, whose hidden-weight terms grow like width
     (divide by width to compare with §4.2).
+
+    ``method="dense"`` builds the network's matrices; ``"conditional"`` samples the same random
+    kernel (exactly in distribution) in O(width * n_inputs^2) per layer (module doc).
     """
     arch, name, phi, dphi, Z, rows, depth, width, var = _kernel_args(
         arch, activation, X, X2, depth, width, sigma_w2, sigma_b2, sigma_v2, sigma_a2,
         sigma_in2, sigma_o2, need_d1=True)
     parametrization = _choice("parametrization", parametrization, ("ntk", "standard"))
+    method = _choice("method", method, _METHODS)
     rng = np.random.default_rng(seed)
     keep = _weights_bytes(arch, Z.shape[-1], width, depth, 1) <= _BUDGET
     net = _Net(arch, phi, dphi, rng, 1, Z.shape[-1], width, depth, 1, var,
-               parametrization == "standard", keep)
+               parametrization == "standard", method, keep)
     theta = net.ntk(Z, rows)[0]
     return EmpiricalKernel(arch, name, parametrization, depth, width, 1, 1, _seed_value(seed),
                            ntk=theta)
@@ -696,27 +704,33 @@ def empirical_ntk(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: 
 def empirical_nngp(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
                    sigma_w2: float, sigma_b2: float, sigma_v2: float = 1.0,
                    sigma_a2: float = 0.0, sigma_in2: float = 1.0, sigma_o2: float = 1.0,
-                   width: int, n_nets: int = 64, n_outputs: int = 16, seed: Seed = None
-                   ) -> EmpiricalKernel:
+                   width: int, n_nets: int = 64, n_outputs: int = 16, seed: Seed = None,
+                   method: str = "dense") -> EmpiricalKernel:
     """Monte Carlo NNGP kernel: the mean of f(x) f(x') over ``n_nets`` random networks (in
     memory-bounded batches) and their ``n_outputs`` output units (architectures as in
     :func:`empirical_ntk`).  The limit is Sigma^{L+1} (§4.1) or sigma_o2 P^L (§4.3).
 
     Output units of one network share its hidden layers, so the standard error ``nngp_se`` is
     taken across networks; more outputs cost almost nothing and reduce the readout noise.
+    ``method`` as in :func:`empirical_ntk`.
     """
     arch, name, phi, _, Z, rows, depth, width, var = _kernel_args(
         arch, activation, X, X2, depth, width, sigma_w2, sigma_b2, sigma_v2, sigma_a2,
         sigma_in2, sigma_o2, need_d1=False)
     n_nets = _int("n_nets", n_nets, 2)
     n_outputs = _int("n_outputs", n_outputs, 1)
+    method = _choice("method", method, _METHODS)
     rng = np.random.default_rng(seed)
-    per_net = 8 * (2 * width * max(width, Z.shape[-1], n_outputs) + 3 * Z.shape[1] * width)
+    B, d = Z.shape[1:]
+    if method == "dense":
+        per_net = 8 * (2 * width * max(width, d, n_outputs) + 3 * B * width)
+    else:
+        per_net = 8 * (depth + 2) * 6 * max(width, n_outputs) * min(B, max(width, d))
     size = max(1, min(n_nets, _BUDGET // per_net))
     total = total2 = 0.0
     for lo, hi in _chunks(n_nets, size):
-        net = _Net(arch, phi, None, rng, hi - lo, Z.shape[-1], width, depth, n_outputs, var,
-                   False, False)
+        net = _Net(arch, phi, None, rng, hi - lo, d, width, depth, n_outputs, var, False,
+                   method)
         f = net.output(Z)
         k = f[:, rows[0]] @ np.swapaxes(f[:, rows[1]], 1, 2) / n_outputs
         total = total + k.sum(axis=0)
@@ -760,8 +774,9 @@ def inputs_on_sphere(n: int, d: int, *, correlation: Any = None, seed: Seed = No
     evals, evecs = np.linalg.eigh((C + C.T) / 2)
     tol = 1e-10 * n
     if evals[0] < -tol:
-        raise DomainError(f"correlation is not positive semi-definite (eigenvalue {evals[0]:.3g}"
-                          f"{'; a scalar c needs c >= -1/(n-1)' if np.ndim(correlation) == 0 else ''})")
+        hint = "; a scalar c needs c >= -1/(n-1)" if np.ndim(correlation) == 0 else ""
+        raise DomainError(f"correlation is not positive semi-definite (eigenvalue "
+                          f"{evals[0]:.3g}{hint})")
     keep = evals > tol
     rank = int(keep.sum())
     if rank > d:
