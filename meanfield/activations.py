@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy import special as sps
 
 from .errors import DomainError
 
@@ -193,6 +192,18 @@ def _sech2(x):
     return 4.0 * e / (1.0 + e) ** 2
 
 
+class _LazySpecial:
+    """scipy.special, imported on first use (it costs ~0.2 s at start-up)."""
+
+    def __getattr__(self, name):
+        from scipy import special
+
+        return getattr(special, name)
+
+
+sps = _LazySpecial()
+
+
 def _sigmoid(x):
     return sps.expit(x)
 
@@ -271,7 +282,7 @@ def _builtin(name: str, params: tuple[float, ...]) -> Activation:
     if name == "erf":
         c = 2.0 / math.sqrt(math.pi)
         return Activation(
-            "erf", sps.erf, lambda x: c * np.exp(-x * x), lambda x: -2.0 * x * c * np.exp(-x * x),
+            "erf", lambda x: sps.erf(x), lambda x: c * np.exp(-x * x), lambda x: -2.0 * x * c * np.exp(-x * x),
             closed_forms=_erf_forms(), odd=True, description="error function (Williams' arcsine kernel)")
     if name == "relu":
         return _leaky_relu(0.0, name="relu")

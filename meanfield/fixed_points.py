@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import elementwise
 
 from . import gaussian
 from .activations import Activation, get_activation
@@ -36,7 +35,17 @@ STATUS_MESSAGES = {
     UNSTABLE: "the fixed point reached is unstable (|slope| >= 1): the length map oscillates",
     NO_EOC: "no edge of chaos: chi_1(q*) = 1 has no solution",
 }
-_QGRID = np.concatenate([[0.0], np.logspace(-10, 10, 401)])
+class _LazyElementwise:
+    """scipy.optimize.elementwise, imported on first use (start-up time of the CLI)."""
+
+    def __getattr__(self, name):
+        from scipy.optimize import elementwise as mod
+
+        return getattr(mod, name)
+
+
+elementwise = _LazyElementwise()
+_QGRID = np.concatenate([[0.0], np.logspace(-10, 10, 201)])
 _PHASE_TOL = 1e-9
 
 

@@ -218,10 +218,10 @@ def _nan_guard(out, *args):
     return out
 
 
-# Large arrays of q (phase diagrams, edge-of-chaos curves) read the 1-D moments from a quintic
+# Large arrays of q (phase-diagram grids, >= 2048 points) read the 1-D moments from a quintic
 # spline in log q, tabulated once per activation by the quadrature above.  Step 0.01 in log q
 # keeps the spline within ~1e-13 relative of the quadrature (tests/test_gaussian.py checks it).
-_TABLE_MIN_SIZE = 256
+_TABLE_MIN_SIZE = 2048
 _TABLE_LOGQ = (np.log(1e-6), np.log(1e6))
 _TABLE_STEP = 0.01
 
@@ -235,8 +235,21 @@ def _table(act: "Activation", name: str):
     return make_interp_spline(x, y, k=5)
 
 
+def _table_built(act: "Activation", name: str) -> bool:
+    try:
+        return _BUILT.get((id(act), name)) is act
+    except TypeError:
+        return False
+
+
+_BUILT: dict = {}
+
+
 def _tabulated(act: "Activation", name: str, q: np.ndarray, method: str) -> np.ndarray:
-    if method == "auto" and q.size >= _TABLE_MIN_SIZE:
+    # Build the table for a big array; once built, mid-size arrays (a root finder's shrinking
+    # active set) use it too.  Small and scalar calls always integrate directly.
+    if method == "auto" and (q.size >= _TABLE_MIN_SIZE or (q.size >= 64 and _table_built(act, name))):
+        _BUILT[(id(act), name)] = act
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.log(q)
         inside = (x >= _TABLE_LOGQ[0]) & (x <= _TABLE_LOGQ[1])
