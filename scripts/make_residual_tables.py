@@ -1,0 +1,91 @@
+"""Tabulate the normalised kernel deficit of activations without a closed-form kernel.
+
+Writes ``meanfield/data/residual_kernel_<name>.npz`` (read by meanfield.residual).  Every value
+comes from meanfield.gaussian through ``meanfield.residual.w_phi_equal`` (gaussian.expect2, with
+extra panel splits where the inner smoothing is wide) and ``gaussian.v_phi``; this script only
+chooses the grid.  The stored function is
+
+    F(x, t) = G(q, c) / theta,   G = 1 - W_phi(q, q, q c) / V_phi(q) = D / V,
+
+on the uniform grid x = log q in [X0, X0 + NX HX] (step HX) and t in [0, 1] (step 1/NT), where
+theta = arccos c = sinh(A t) / S with S = sqrt(1 + q) and A = asinh(pi S).  The stretch puts
+grid points both in the boundary layer theta ~ q^(-1/2), where a bounded activation's kernel
+turns from quadratic to linear in theta, and in the bulk.  D = V - W is the per-layer growth
+of the squared distance of two inputs in a residual network (MATH.md section 2.3).
+
+Usage:  python scripts/make_residual_tables.py [tanh ...] [--processes N]
+About 20 CPU-minutes per activation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from meanfield import gaussian  # noqa: E402
+from meanfield.activations import get_activation  # noqa: E402
+from meanfield.residual import TABLE_GRID, table_theta, w_phi_equal  # noqa: E402
+
+
+def _row(args):
+    name, x, old = args
+    act = get_activation(name)
+    q = float(np.exp(x))
+    t = np.linspace(0.0, 1.0, TABLE_GRID["nt"] + 1)
+    theta = table_theta(t, q)
+    xc = 2.0 * np.sin(0.5 * theta) ** 2  # 1 - cos(theta) without cancellation
+    xc[-1] = 2.0
+    v = float(gaussian.v_phi(act, np.array([q]), method="quad")[0])
+    if old is None:
+        w = w_phi_equal(act, np.full(t.shape, q), xc)
+    else:  # --patch: recompute only the points w_phi_equal treats specially
+        w = np.full(t.shape, np.nan)
+        wide = (q * xc > 50.0) & (xc < 0.3)
+        if not wide.any():
+            return old
+        w[wide] = w_phi_equal(act, np.full(int(wide.sum()), q), xc[wide])
+    g = 1.0 - w / v
+    f = np.zeros_like(g)
+    f[1:] = g[1:] / theta[1:]
+    if old is not None:
+        f = np.where(np.isnan(f), old, f)
+    return f
+
+
+def build(name: str, processes: int, patch: bool = False) -> Path:
+    g = TABLE_GRID
+    xs = g["x0"] + g["hx"] * np.arange(g["nx"] + 1)
+    out = ROOT / "meanfield" / "data" / f"residual_kernel_{name}.npz"
+    old = np.load(out)["F"] if patch else [None] * xs.size
+    t0 = time.time()
+    with Pool(processes) as pool:
+        rows = pool.map(_row, [(name, float(x), o) for x, o in zip(xs[::-1], old[::-1])],
+                        chunksize=1)
+    table = np.array(rows[::-1])
+    tmp = out.with_name(out.stem + ".tmp.npz")
+    np.savez_compressed(tmp, F=table, x0=g["x0"], hx=g["hx"], nx=g["nx"], nt=g["nt"],
+                        activation=name,
+                        source="meanfield.residual.w_phi_equal (gaussian.expect2) / gaussian.v_phi")
+    os.replace(tmp, out)
+    print(f"{name}: {table.shape} in {time.time() - t0:.0f} s -> {out.relative_to(ROOT)}")
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", default=["tanh"])
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--patch", action="store_true",
+                    help="recompute only the wide-smoothing points of an existing table")
+    a = ap.parse_args()
+    for n in a.names:
+        build(n, a.processes, a.patch)
