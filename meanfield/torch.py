@@ -326,8 +326,8 @@ def _check_elementwise(f: Callable[[torch.Tensor], torch.Tensor], what: str) -> 
                   and torch.allclose(f(x[:7].clone()), y[:7], rtol=1e-12, atol=1e-12)
                   and torch.allclose(f(x.view(8, 8).clone()).reshape(-1), y, rtol=1e-12, atol=1e-12))
     except Exception as exc:  # noqa: BLE001 - any failure means "not an elementwise function"
-        raise DomainError(f"{what} is not an elementwise function that meanfield can wrap "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the "
+        raise DomainError(f"{what} is not elementwise, so meanfield cannot wrap it as an activation "
+                          f"({type(exc).__name__} on a flat tensor: {str(exc).splitlines()[0] if str(exc) else ''}); the "
                           f"mean-field theory covers elementwise activations only; {_STRUCTURE_HINT}") from None
     if not ok:
         raise DomainError(f"{what} is not elementwise (its value at a unit depends on other units or on the "
@@ -364,8 +364,8 @@ def wrap_activation(fn: "nn.Module | Callable[[torch.Tensor], torch.Tensor] | st
     return _custom_from(f, label)
 
 
-def _custom_from(f: Callable[[torch.Tensor], torch.Tensor], label: str) -> Activation:
-    _check_elementwise(f, label)
+def _custom_from(f: Callable[[torch.Tensor], torch.Tensor], label: str, where: str = "") -> Activation:
+    _check_elementwise(f, f"{label[6:] if label.startswith('torch:') else label}{' ' + where if where else ''}")
     d1, d2 = _np_shim(f, 1), _np_shim(f, 2)
     try:
         d1(np.linspace(-1.0, 1.0, 3))
@@ -490,7 +490,7 @@ def _same_activation(g: _Graph, regions: Sequence[tuple[str, _Region]]) -> Activ
     """The one activation of all regions (a spec, or a custom wrapper); DomainError if they differ."""
     where0, r0 = regions[0]
     spec0 = r0.spec()
-    act0 = get_activation(spec0) if spec0 is not None else _custom_from(r0, f"torch:{r0.label(True)}")
+    act0 = get_activation(spec0) if spec0 is not None else _custom_from(r0, f"torch:{r0.label(True)}", where0)
     grid = np.linspace(-4.0, 4.0, 41)
     ref = None
     for where, r in regions[1:]:
@@ -549,7 +549,7 @@ def trace_structure(model: nn.Module) -> Structure:
         elif g.is_anc(b, a):
             skip, branch = b, a
         else:
-            if any(g.is_anc(L, a) for L in layers) and any(g.is_anc(L, b) for L in layers):
+            if any(L is a or g.is_anc(L, a) for L in layers) and any(L is b or g.is_anc(L, b) for L in layers):
                 raise DomainError(f"the addition {n.name} adds two paths neither of which is the other's input "
                                   f"(a projection shortcut?); meanfield reads identity shortcuts x + f(x) only; "
                                   f"{_STRUCTURE_HINT}")
@@ -565,6 +565,10 @@ def trace_structure(model: nn.Module) -> Structure:
         regions = []
         for L0, L1 in zip(layers[:-1], layers[1:]):
             where = f"between {L0.target} and {L1.target}"
+            if not g.is_anc(L0, L1):
+                raise DomainError(f"layer {L1.target} does not read the output of layer {L0.target} (parallel "
+                                  f"paths?); meanfield reads chains of layers and identity shortcuts x + f(x); "
+                                  f"{_STRUCTURE_HINT}")
             r = g.region(L0, g.data_input(L1), where)
             regions.append((where, r))
             if r.dropout:
@@ -780,12 +784,16 @@ def _generator(generator: torch.Generator | None, seed: Any) -> tuple[torch.Gene
 
 
 def _fill(t: torch.Tensor, var: float, g: torch.Generator) -> None:
+    """t <- N(0, var), drawn as float32 (float64 for float64 tensors) on the generator's device, so
+    that a seed gives the same numbers on every device."""
     if var == 0.0:
         t.zero_()
         return
     dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
-    z = torch.randn(t.shape, generator=g, device=g.device, dtype=dtype)
-    t.copy_(z.mul_(math.sqrt(var)))
+    if t.device == g.device and t.dtype == dtype:
+        t.normal_(0.0, math.sqrt(var), generator=g)
+    else:
+        t.copy_(torch.empty(t.shape, dtype=dtype, device=g.device).normal_(0.0, math.sqrt(var), generator=g))
 
 
 def fan_in(layer: nn.Module) -> int:
@@ -1042,21 +1050,34 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
     E = (r * out).sum()
     outs = [seen[name][0][1] for name, _ in roles]
     ins = [seen[name][0][0] for name, _ in roles]
-    weights = [mods[name].weight for name, _ in roles]
-    wi = [i for i, w in enumerate(weights) if w.requires_grad]
-    targets = outs + ins + [out] + [weights[i] for i in wi]
+    layers = [mods[name] for name, _ in roles]
+    # dE/dW of a Linear layer is sum_r delta_r x_r^T over the rows r: its sum of squares is
+    # sum_rs (delta_r . delta_s)(x_r . x_s), cheap for small batches; ConvNd layers use autograd.
+    wi = [i for i, L in enumerate(layers) if not isinstance(L, nn.Linear) and L.weight.requires_grad]
+    targets = outs + ins + [out] + [layers[i].weight for i in wi]
     grads = torch.autograd.grad(E, targets, allow_unused=True)
     k = len(roles)
     g_out, g_in, g_top = grads[:k], grads[k:2 * k], grads[2 * k]
-    g_w: list[torch.Tensor | None] = [None] * k
-    for i, gw in zip(wi, grads[2 * k + 1:]):
-        g_w[i] = gw
+    g_w: dict[int, torch.Tensor | None] = dict(zip(wi, grads[2 * k + 1:]))
 
     def gms(t):
         return _ms(t) if t is not None else np.full(n, np.nan)
 
     def wms(i):
-        gw = g_w[i]
+        """Mean square of dE/dW^l per input."""
+        L = layers[i]
+        if isinstance(L, nn.Linear):
+            d, a = g_out[i], ins[i]
+            if d is None:
+                return float("nan")
+            d = d.detach().reshape(-1, d.shape[-1]).to(torch.float64)
+            a = a.detach().reshape(-1, a.shape[-1]).to(torch.float64)
+            if d.shape[0] <= max(d.shape[1], a.shape[1]):
+                tot = float(((d @ d.T) * (a @ a.T)).sum())
+            else:
+                tot = float(((d.T @ a) ** 2).sum())
+            return tot / L.weight.numel() / n
+        gw = g_w.get(i)
         return float((gw.detach().to(torch.float64) ** 2).mean()) / n if gw is not None else float("nan")
 
     extra: dict[str, Any] = {}
