@@ -95,16 +95,26 @@ def _sin_minus_theta_cos(th):
     return out
 
 
+@lru_cache(maxsize=4)
+def _lagrange_denominators(n: int) -> np.ndarray:
+    k = np.arange(n)
+    d = k[:, None] - k[None, :]
+    np.fill_diagonal(d, 1)
+    return 1.0 / np.prod(d.astype(float), axis=1)
+
+
 def _lagrange_weights(frac: np.ndarray, n: int) -> np.ndarray:
-    """Weights of n-point Lagrange interpolation on nodes 0..n-1 at positions frac (shape (m,))."""
-    nodes = np.arange(n, dtype=float)
-    d = frac[:, None] - nodes[None, :]
-    w = np.ones((frac.size, n))
-    for k in range(n):
-        for j in range(n):
-            if j != k:
-                w[:, k] *= d[:, j] / (k - j)
-    return w
+    """Weights of n-point Lagrange interpolation on nodes 0..n-1 at positions frac (shape (m,)):
+    w_k = prod_{j != k} (x - j) / (k - j), from prefix and suffix products (no division)."""
+    d = frac[:, None] - np.arange(n, dtype=float)[None, :]
+    left = np.ones_like(d)
+    right = np.ones_like(d)
+    left[:, 1:] = np.cumprod(d[:, :-1], axis=1)
+    right[:, :-1] = np.cumprod(d[:, :0:-1], axis=1)[:, ::-1]
+    return left * right * _lagrange_denominators(n)
+
+
+_TABLE_NOISE = 1e-9  # relative interpolation error of the kernel tables (tests check it)
 
 
 class _Table:
@@ -162,6 +172,12 @@ class _Kernel:
         self.alpha = alpha  # exponent of alpha_relu (1 for the relu family), None otherwise
         self.slope = None  # leaky-relu slope a for the relu family
         self.kind = "quadrature"
+        cf = act.closed_forms
+        self.noise = _EPS64  # relative accuracy of G (the tables': their interpolation error)
+        # relative accuracy of V_phi, V_phi' (closed forms: rounding; gaussian's quadrature of
+        # V at q >> 1: about 1e-9)
+        self.noise_v = _EPS64 if (cf.get("v") is not None and
+                                  (cf.get("vd") is not None or act.d1 is None)) else 1e-9
         self.grad_reason = ""
         if act.d1 is None and "vd" not in act.closed_forms:
             self.grad_reason = (act.missing_reason or f"{act.name} has no derivative") + \
@@ -185,6 +201,7 @@ class _Kernel:
             self.kind = "closed"
         elif act.name in ("tanh", "sigmoid") and _load_table("tanh") is not None:
             self.kind = "table" if act.name == "tanh" else "sigmoid-table"
+            self.noise = _TABLE_NOISE
             self.table = _load_table("tanh")
             self.tanh = get_activation("tanh")
 
@@ -282,33 +299,52 @@ class _Kernel:
         return 1.0 - w / v
 
 
-# Panel splits (in units of the inner smoothing width) that gaussian.expect2 needs when the
-# Gaussian smoothing of g is wide but c is close to 1; see w_phi_equal.
+# Panel splits for gaussian.expect2 in units of the inner smoothing width, and on the
+# activation's own scale (pre-activation units); see w_phi_equal.
 _SMOOTH_SPLITS = np.array([0.3, 0.6, 1.25, 2.0, 3.0, 4.2, 5.6, 7.5])
+_U_SPLITS = 2.0 ** np.arange(-4, 6)
 
 
-def w_phi_equal(act: Activation, q, xc) -> np.ndarray:
+def _needs_splits(q: np.ndarray, xc: np.ndarray) -> np.ndarray:
+    """Points where gaussian.expect2's panels miss the inner smoothing scale: q (1 -+ c) >> 1
+    with c close to +-1 (the inner Gaussian is wide in u but its mean moves fast in z1)."""
+    m = np.minimum(xc, 2.0 - xc)
+    return (q * m > 2.0) & (m < 0.5)
+
+
+def w_phi_equal(act: Activation, q, xc, force: bool = False) -> np.ndarray:
     """W_phi(q, q, q c) with 1 - c = xc, by gaussian.expect2 (or the closed form).
 
     gaussian.expect2 integrates the outer variable on panels at the activation's scale and at
-    the Gaussian's scale, but not at the scale of the inner smoothing, sqrt(q (1 - c^2)) / (c
-    sqrt(q)) in z1.  For q (1 - c) >> 1 with 1 - c << 1 (large q, c near 1) that leaves one
-    coarse panel across a smoothed step, and w_phi is off by up to ~1e-3 (tanh, q = 4e7,
-    1 - c = 4e-5).  Here such points are integrated one by one with the smoothing scale passed
-    as extra split points (expect2's ``kinks``), which brings them to ~1e-12.
+    the Gaussian's scale, but not at the scale of the inner smoothing, sqrt(1 - c^2) / |c| in
+    z1.  For q (1 - |c|) >> 1 with |c| close to 1 that can leave one coarse panel across a
+    smoothed step, and w_phi is then off by up to ~1e-3 (tanh, q = 4e7, 1 - c = 4e-5).  Such
+    points (all points with ``force``) are integrated one by one with the smoothing scale and
+    the activation's scale passed as extra split points (expect2's ``kinks``): ~1e-12.
     """
     q, xc = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(xc, dtype=float))
     c = 1.0 - xc
     if act.closed_forms.get("w") is not None:
         return gaussian.w_phi(act, q, q, c)
-    out = np.array(gaussian.w_phi(act, q, q, c), dtype=float)
-    wide = (q * xc > 50.0) & (xc < 0.3)
-    for i in zip(*np.nonzero(wide)):
-        sd = math.sqrt(q[i] * xc[i] * (2.0 - xc[i]))
-        splits = tuple(np.concatenate([-sd * _SMOOTH_SPLITS[::-1], sd * _SMOOTH_SPLITS]))
+    need = np.ones(q.shape, dtype=bool) if force else _needs_splits(q, xc)
+    out = np.array(gaussian.w_phi(act, q, q, c), dtype=float) if not need.all() \
+        else np.empty(q.shape)
+    for i in zip(*np.nonzero(need)):
+        sd = math.sqrt(max(q[i] * xc[i] * (2.0 - xc[i]), 0.0))
+        sm = sd * _SMOOTH_SPLITS if sd > 0 else np.array([])
+        splits = np.concatenate([-sm[::-1], sm, -_U_SPLITS[::-1], _U_SPLITS])
         out[i] = gaussian.expect2(act.fn, act.fn, q[i], q[i], c[i],
-                                  kinks=tuple(act.kinks) + splits)
+                                  kinks=tuple(act.kinks) + tuple(splits.tolist()))
     return out
+
+
+def v_phi_accurate(act: Activation, q: float) -> float:
+    """V_phi(q) by gaussian.expect1 with the activation's scale as extra splits (for tables)."""
+    if act.closed_forms.get("v") is not None:
+        return float(gaussian.v_phi(act, q))
+    fn = act.fn
+    splits = tuple(act.kinks) + tuple(np.concatenate([-_U_SPLITS[::-1], _U_SPLITS]).tolist())
+    return float(gaussian.expect1(lambda u: fn(u) ** 2, q, kinks=splits, order=16))
 
 
 def _exp_q(lq: np.ndarray, name: str) -> np.ndarray:
@@ -523,36 +559,53 @@ class _Block:
         return self.nodes[pick] + gaps[pick] // 2
 
 
-def _close(K: int, exact: np.ndarray, interp: np.ndarray, size: float, noise) -> bool:
+_EPS64 = 64 * np.finfo(float).eps
+
+
+def _close(K: int, exact: np.ndarray, interp: np.ndarray, size: float, noise,
+           rel_noise: float = _EPS64) -> bool:
     """Accumulated interpolation error over K layers within _RTOL of ``size`` or within the
-    rounding noise (``noise``: magnitude of the terms the exact increment is computed from)."""
+    noise of the increments themselves (``noise``: magnitude of the terms an increment is
+    computed from, ``rel_noise``: their relative accuracy: rounding, or a kernel table's
+    interpolation error)."""
     err = K * np.max(np.abs(exact - interp))
-    floor = K * 64 * np.finfo(float).eps * float(np.max(noise))
+    floor = K * rel_noise * float(np.max(noise))
     return bool(err <= _RTOL * size + floor)
 
 
 def _newton(block: _Block, y0: float, f: Callable[[np.ndarray], np.ndarray], scale: float,
-            step: Callable[[np.ndarray], np.ndarray]) -> np.ndarray | None:
-    """Solve delta_j = f(y0 + (S delta)_j) for the node increments delta (None: no convergence)."""
+            step: Callable[[np.ndarray], np.ndarray],
+            guess: np.ndarray | None = None) -> np.ndarray | None:
+    """Solve delta_j = f(y0 + (S delta)_j) for the node increments delta (None: no convergence).
+
+    Chord-Newton: the Jacobian I - diag(f') S is formed by finite differences at the first
+    iterate and refreshed only if the residual stops shrinking fast."""
     S = block.S
-    delta = f(np.full(block.n, y0))
+    delta = guess if guess is not None else f(np.full(block.n, y0))
     if not np.all(np.isfinite(delta)):
         return None
-    for _ in range(30):
+    J = None
+    prev = math.inf
+    for it in range(40):
         y = y0 + S @ delta
         fy = f(y)
         r = delta - fy
         if not np.all(np.isfinite(r)):
             return None
-        hstep = step(y)
-        fd = (f(y + hstep) - fy) / hstep
-        J = np.eye(block.n) - fd[:, None] * S
+        rn = float(np.max(np.abs(r)))
+        if rn <= 4e-16 * max(scale, float(np.max(np.abs(delta))), 1e-300) and it > 0:
+            return delta
+        if J is None or rn > 0.1 * prev:
+            hstep = step(y)
+            fd = (f(y + hstep) - fy) / hstep
+            J = np.eye(block.n) - fd[:, None] * S
+        prev = rn
         try:
             dd = np.linalg.solve(J, -r)
         except np.linalg.LinAlgError:
             return None
         delta = delta + dd
-        if np.max(np.abs(dd)) <= 1e-15 * max(scale, np.max(np.abs(delta)), 1e-300):
+        if np.max(np.abs(dd)) <= 1e-15 * max(scale, float(np.max(np.abs(delta))), 1e-300):
             return delta
     return None
 
@@ -654,18 +707,21 @@ class _Runner:
                 u_c = u + B.prefix(cu, chk - 1)
                 du_c, lv_c, g_c, lq_c = m.forward(u_c)
                 ub = u + float(B.prefix(cu, b))
-                if not _close(K, du_c, B.value(cu, chk), max(1.0, abs(ub)), np.abs(du_c)):
+                nv = m.K.noise_v
+                if not _close(K, du_c, B.value(cu, chk), max(1.0, abs(ub)), np.abs(du_c), nv):
                     return None
                 if self.grads:
                     Cb = C + float(B.prefix(cC, b))
                     dC_c = m.dC(lq_c)
-                    if not _close(K, dC_c, B.value(cC, chk), max(1.0, abs(Cb)), np.abs(dC_c)):
+                    if not _close(K, dC_c, B.value(cC, chk), max(1.0, abs(Cb)), np.abs(dC_c),
+                                  nv):
                         return None
                 if self.cosine and x > 0.0:
                     x_c = x + B.prefix(cx, chk - 1)
                     xb = x + float(B.prefix(cx, b))
                     dx_c, noise = m.dx(x_c, u_c, lv_c, g_c, lq_c, noise=True)
-                    if not _close(K, dx_c, B.value(cx, chk), abs(xb), noise):
+                    if not _close(K, dx_c, B.value(cx, chk), abs(xb), noise,
+                                  max(m.K.noise, nv)):
                         return None
         except _OutOfRange:
             return None
@@ -688,6 +744,11 @@ class _Runner:
             coefs[: B.n, 3] = cu
             coefs[: B.n, 4] = cC
             coefs[: B.n, 5] = clv
+            # drop trailing coefficients below rounding (smooth blocks need far fewer terms)
+            mag = np.abs(coefs)
+            keep = mag > 1e-17 * np.maximum(mag.max(axis=0), 1e-300)
+            deg = int(np.max(np.nonzero(keep.any(axis=1))[0])) + 1 if keep.any() else 1
+            coefs = coefs[:deg]
             for i0 in range(lo, hi, 1 << 17):
                 i1 = min(hi, i0 + (1 << 17))
                 vals = np.polynomial.chebyshev.chebval(B.tau(lay[i0:i1]), coefs)  # (6, m)

@@ -2,8 +2,9 @@
 
 Writes ``meanfield/data/residual_kernel_<name>.npz`` (read by meanfield.residual).  Every value
 comes from meanfield.gaussian through ``meanfield.residual.w_phi_equal`` (gaussian.expect2, with
-extra panel splits where the inner smoothing is wide) and ``gaussian.v_phi``; this script only
-chooses the grid.  The stored function is
+extra panel splits at the inner smoothing scale and the activation's scale, so the values do not
+depend on expect2's default panels) and ``v_phi_accurate`` (gaussian.expect1, likewise); this
+script only chooses the grid.  The stored function is
 
     F(x, t) = G(q, c) / theta,   G = 1 - W_phi(q, q, q c) / V_phi(q) = D / V,
 
@@ -31,9 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from meanfield import gaussian  # noqa: E402
 from meanfield.activations import get_activation  # noqa: E402
-from meanfield.residual import TABLE_GRID, table_theta, w_phi_equal  # noqa: E402
+from meanfield.residual import (  # noqa: E402
+    TABLE_GRID, _needs_splits, table_theta, v_phi_accurate, w_phi_equal)
 
 
 def _row(args):
@@ -44,15 +45,15 @@ def _row(args):
     theta = table_theta(t, q)
     xc = 2.0 * np.sin(0.5 * theta) ** 2  # 1 - cos(theta) without cancellation
     xc[-1] = 2.0
-    v = float(gaussian.v_phi(act, np.array([q]), method="quad")[0])
+    v = v_phi_accurate(act, q)
     if old is None:
-        w = w_phi_equal(act, np.full(t.shape, q), xc)
+        w = w_phi_equal(act, np.full(t.shape, q), xc, force=True)
     else:  # --patch: recompute only the points w_phi_equal treats specially
         w = np.full(t.shape, np.nan)
-        wide = (q * xc > 50.0) & (xc < 0.3)
+        wide = _needs_splits(np.full(t.shape, q), xc)
         if not wide.any():
             return old
-        w[wide] = w_phi_equal(act, np.full(int(wide.sum()), q), xc[wide])
+        w[wide] = w_phi_equal(act, np.full(int(wide.sum()), q), xc[wide], force=True)
     g = 1.0 - w / v
     f = np.zeros_like(g)
     f[1:] = g[1:] / theta[1:]
