@@ -940,6 +940,14 @@ class Profile:
         """grad2 at the first layer (mlp) or the stream input (resnets) over the top."""
         return float(self.grad2[0])
 
+    @property
+    def log10_gradient_ratio(self) -> float:
+        """log10 of :attr:`gradient_ratio`, finite even where the ratio overflows float range."""
+        if "log_grad2" in self.extra:
+            return float(np.asarray(self.extra["log_grad2"])[0]) / math.log(10.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.log10(self.grad2[0]))
+
     def rows(self) -> list[dict]:
         """Tidy rows: one dict per layer with every quantity."""
         out = []
@@ -1256,7 +1264,7 @@ def _predict_resnet(st: Structure, m: Profile, var: Variances) -> Profile:
     chi = avg("chi")
     gw = avg("grad_w")
     return Profile("predicted", st.arch, st.activation, st.depth, m.n_inputs, m.pairs, m.layers, q, c, chi, gw,
-                   p, e)
+                   p, e, extra={"log_grad2": avg("log_chi")})
 
 
 def compare(model: nn.Module, x: torch.Tensor, advice_or_variances: Any = None, *,
