@@ -50,7 +50,7 @@ Measured accuracy against 30-digit mpmath (tests/test_special.py, scripts/make_g
 relative error below 2e-15 for every c in [-1, 1] (including c = +-1, 1 - 1e-12, -1 + 1e-12,
 1 - 2**-53) and alpha from -0.45 to 10, including alpha within 1e-12 of a half-integer; the
 derivative kernel below 5e-15. (Values below ~1e-308, e.g. alpha = 20 at c = -1 + 1e-16,
-underflow to 0.) Speed: about 0.1-0.25 s per 10^6 values of c on one core, plus ~40 ms once
+underflow to 0.) Speed: about 0.1-0.3 s per 10^6 values of c on one core, plus ~50 ms once
 per new alpha (cached).
 """
 
