@@ -1,0 +1,432 @@
+"""Fast, accurate W_phi and W_phi' for activations without a closed form (tanh, gelu, ...).
+
+The kernel recursions (MATH.md 4.1, 4.3) need, for every entry of an N x M block,
+
+    W(q1, q2, c) = E[phi(u) phi(v)],   D(q1, q2, c) = E[phi'(u) phi'(v)]
+
+with Var u = q1, Var v = q2, corr(u, v) = c.  One 2-D quadrature per entry
+(:func:`meanfield.gaussian.expect2`, ~10-25 ms) is far too slow for 10^6-10^7 entries, so
+within one layer the entries are read from tables built by that same quadrature:
+
+1. **One table per variance pair (q1, q2).**  D is tabulated as a Chebyshev interpolant in the
+   angle theta = arccos(c) (theta in [0, pi], or [0, pi/2] for odd phi, where D is even and W
+   odd in c).  The angle resolves what happens at c -> 1 for large q (the kernel there tends to
+   the arcsine law of sign(u)); a function analytic in c is analytic in theta, and kinked
+   activations' kernels, which behave like sqrt(1 - c), become smooth.  The node values come
+   from ``gaussian.expect2`` (composite Gauss-Legendre, order 8: ~1e-14 absolute for tanh up
+   to q = 30) and the degree doubles (17, 33, ..., 513 nodes, nested) until the trailing
+   Chebyshev coefficients fall below 1e-12 of the largest.
+2. **W from D by the Price identity** (MATH.md section 0): dW/dq12 = D, so
+   W(c) = W(q1, q2, 1) - sqrt(q1 q2) * int_c^1 D(c') dc', integrated exactly on the Chebyshev
+   series in theta.  The anchor W(q1, q2, 1) is ``gaussian.w_phi`` at c = 1 (equal to V_phi(q)
+   for q1 = q2), so the table meets the diagonal exactly.  W at the other end (c = 0 for odd phi,
+   where W = 0 exactly, or c = -1 from ``gaussian.w_phi``) checks the whole table; a failed check
+   doubles the degree again.
+3. **Fast evaluation.**  Each Chebyshev series is re-expanded as degree-4 Taylor polynomials
+   about the points of a uniform theta grid (2^10 ... 2^17 intervals, refined until the Taylor
+   form agrees with the Chebyshev series to 1e-12 at 4096 random angles), so an entry costs one
+   arccos, a rounding, five gathers and a Horner step per function: no search, no loop.
+4. **Unequal variances.**  When the layer's variances are not all equal (inputs of different
+   lengths), W and D are interpolated in (log q1, log q2) on a tensor Chebyshev grid of
+   variance pairs (2, 3, 5, 9, 17 or 33 nodes, nested), one theta table per unordered pair;
+   the number of nodes is checked against direct quadrature at test points.  Layers where the
+   variances agree to 1e-12 (normalised inputs: the common case) use a single table.
+
+Accuracy (measured by tests/test_kernels.py against mpmath and ``gaussian.w_phi``): about
+1e-12 relative for tanh at 0.01 <= q <= 30 with equal variances, 1e-10 with unequal ones;
+degrades gracefully (warning) only when a table hits its size limit.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import gaussian
+from ..activations import Activation
+
+#: Gauss-Legendre order of gaussian.expect2 for the table nodes (its default is 12): 8 gives
+#: ~1e-14 absolute for tanh up to q = 50 (2e-13 at q = 50, c -> 1) at half the cost of 12.
+QUAD_ORDER = 8
+QUAD_ORDER_KINKED = 8
+#: trailing Chebyshev coefficients must fall below this fraction of the largest one
+CHEB_TOL = 1e-12
+#: the (W, D) checks of a finished table, relative to the table's scale
+CHECK_TOL = 1e-10
+#: looser targets for kinked activations (elu, selu, hard_tanh): expect2's node values are
+#: themselves only good to ~1e-9 there (1e-6 within 1e-3 of c = 1), so tighter targets would
+#: only chase quadrature noise
+CHEB_TOL_KINKED = 1e-9
+CHECK_TOL_KINKED = 1e-8
+TAYLOR_DEGREE = 4
+_CHEB_LEVELS = (16, 32, 64, 128, 256, 512)
+_GRID_LEVELS = tuple(2 ** k for k in range(10, 18))
+_TQ_LEVELS = (1, 2, 4, 8, 16, 32)  # Chebyshev degree in log q (n + 1 nested nodes)
+
+
+def _cheb_points(n: int) -> np.ndarray:
+    """Chebyshev extrema y_k = cos(pi k / n), k = 0..n (from +1 down to -1)."""
+    return np.cos(np.pi * np.arange(n + 1) / n)
+
+
+def _cheb_coef(values: np.ndarray) -> np.ndarray:
+    """Chebyshev coefficients of the interpolant through values at _cheb_points(n) (last axis)."""
+    from scipy.fft import dct
+
+    n = values.shape[-1] - 1
+    a = dct(values, type=1, axis=-1) / n
+    a[..., 0] *= 0.5
+    a[..., -1] *= 0.5
+    return a
+
+
+class TableSet:
+    """Tables of W and D for a list of variance pairs (q1_k, q2_k), sharing one grid.
+
+    The table variable is x = sqrt(1 - |c|) in [0, 1]: piece "pos" holds c >= 0 (c = 1 - x^2),
+    piece "neg" (not needed for odd phi) holds c < 0 (c = x^2 - 1).  ``coef_w[j]`` and
+    ``coef_d[j]`` have shape (n_tables, n_pieces * (G + 1)): the j-th Taylor coefficient (in units
+    of the grid spacing) about grid point g of table k, piece "neg" at offset G + 1.
+    """
+
+    def __init__(self, act: Activation, q1: np.ndarray, q2: np.ndarray):
+        self.act = act
+        self.odd = bool(act.odd)
+        self.q1 = np.asarray(q1, dtype=float).reshape(-1)
+        self.q2 = np.asarray(q2, dtype=float).reshape(-1)
+        self.error_estimate = 0.0
+        self._build()
+
+    # -- construction --------------------------------------------------------------------
+    def _node_values(self, x: np.ndarray, sign: float) -> np.ndarray:
+        """D at every (q1_k, q2_k) x c(x), c = sign (1 - x^2), by gaussian.expect2: (T, len(x))."""
+        d1 = self.act.d1
+        c = sign * (1.0 - x * x)
+        T = self.q1.size
+        shape = (T, x.size)
+        q1 = np.broadcast_to(self.q1[:, None], shape)
+        q2 = np.broadcast_to(self.q2[:, None], shape)
+        cc = np.broadcast_to(c[None, :], shape)
+        order = QUAD_ORDER_KINKED if self.act.kinks else QUAD_ORDER
+        return gaussian.expect2(d1, d1, q1, q2, cc, self.act.kinks, order=order)
+
+    def _build(self) -> None:
+        from numpy.polynomial import chebyshev as C
+
+        act = self.act
+        T = self.q1.size
+        s = np.sqrt(self.q1 * self.q2)
+        w1 = np.asarray(gaussian.w_phi(act, self.q1, self.q2, np.ones(T)), dtype=float)
+        w_m1 = None if self.odd else np.asarray(gaussian.w_phi(act, self.q1, self.q2, -np.ones(T)),
+                                                 dtype=float)
+        cheb_tol, check_tol = (CHEB_TOL_KINKED, CHECK_TOL_KINKED) if act.kinks else (CHEB_TOL, CHECK_TOL)
+        self.check_tol = check_tol
+        signs = (1.0,) if self.odd else (1.0, -1.0)
+        level, n = 0, _CHEB_LEVELS[0]
+        y = _cheb_points(n)
+        vals = [self._node_values(0.5 * (y + 1.0), sg) for sg in signs]
+        while True:
+            x = 0.5 * (y + 1.0)
+            a_d = [_cheb_coef(v) for v in vals]
+            # int_0^x D(c(xi)) 2 xi dxi = int dy D x  (dxi = dy / 2)
+            a_i = [C.chebint(_cheb_coef(v * x[None, :]).T, lbnd=-1.0).T for v in vals]
+            tail = np.zeros(T)
+            for a in a_d:
+                scale = np.max(np.abs(a), axis=1) + 1e-300
+                tail = np.maximum(tail, np.max(np.abs(a[:, -3:]), axis=1) / scale)
+            j_pos = C.chebval(1.0, a_i[0].T)          # int_0^1 D dc
+            w0 = w1 - s * j_pos                         # W(c = 0)
+            scale_w = np.abs(w1) + s * np.max(np.abs(vals[0]), axis=1) + 1e-300
+            if self.odd:
+                err_w = np.abs(w0) / scale_w            # E[phi]^2 = 0
+            else:
+                k_neg = C.chebval(1.0, a_i[1].T)        # int_{-1}^0 D dc
+                err_w = np.abs(w0 - s * k_neg - w_m1) / scale_w
+            bad = (tail > cheb_tol) | (err_w > check_tol)
+            if not bad.any() or level + 1 == len(_CHEB_LEVELS):
+                if bad.any():
+                    warnings.warn(
+                        f"kernel table for {act.name} did not converge at {n + 1} nodes "
+                        f"(q up to {float(np.max(np.maximum(self.q1, self.q2))):.3g}); relative error "
+                        f"about {float(np.max(np.maximum(tail, err_w))):.1e}", RuntimeWarning, stacklevel=4)
+                self.error_estimate = float(np.max(np.maximum(tail * 10, err_w)))
+                break
+            level += 1
+            n2 = _CHEB_LEVELS[level]
+            y2 = _cheb_points(n2)
+            for i, sg in enumerate(signs):  # nested nodes: integrate only the new ones
+                new = np.empty((T, n2 + 1))
+                new[:, ::2] = vals[i]
+                new[:, 1::2] = self._node_values(0.5 * (y2[1::2] + 1.0), sg)
+                vals[i] = new
+            y, n = y2, n2
+        self.n_nodes = n + 1
+        # W on each piece as a Chebyshev series in y:
+        #   pos: W = w1 - s J(x),   neg: W = (w0 - s K(1)) + s K(x)
+        a_w = [-s[:, None] * a_i[0]]
+        a_w[0][:, 0] += w1
+        if not self.odd:
+            aw_neg = s[:, None] * a_i[1]
+            aw_neg[:, 0] += w0 - s * C.chebval(1.0, a_i[1].T)
+            a_w.append(aw_neg)
+        self._series_w, self._series_d = a_w, a_d
+        self._taylor()
+
+    def _taylor(self) -> None:
+        """Re-expand the series as Taylor polynomials about the points of a uniform x grid,
+        refining the grid until it reproduces the series at random test points."""
+        from numpy.polynomial import chebyshev as C
+
+        rng = np.random.default_rng(12345)
+        ytest = rng.uniform(-1.0, 1.0, 4096)
+        series = self._series_w + self._series_d
+        refs = [C.chebval(ytest, a.T) for a in series]
+        scales = [np.max(np.abs(r), axis=1, keepdims=True) + 1e-300 for r in refs]
+        p = TAYLOR_DEGREE
+        for G in _GRID_LEVELS:
+            if G < 2 * self.n_nodes and G != _GRID_LEVELS[-1]:
+                continue
+            xg = np.linspace(0.0, 1.0, G + 1)
+            yg = 2.0 * xg - 1.0
+            hy = 2.0 / G  # grid step in y
+            tabs = []
+            for a in series:
+                cur, fact, cols = a.T, 1.0, []
+                for j in range(p + 1):
+                    if j:
+                        cur = C.chebder(cur)
+                        fact *= j
+                    cols.append(C.chebval(yg, cur) * (hy ** j / fact))
+                tabs.append(np.stack(cols))  # (p + 1, T, G + 1)
+            u = (ytest + 1.0) / hy
+            g = np.rint(u).astype(np.intp)
+            dlt = u - g
+            err = max(float(np.max(np.abs(_horner(tab[:, :, g], dlt) - ref) / sc))
+                      for tab, ref, sc in zip(tabs, refs, scales))
+            if err <= 0.01 * self.check_tol or G == _GRID_LEVELS[-1]:
+                break
+        self.G = G
+        self.error_estimate = max(self.error_estimate, err)
+        k = len(self._series_w)
+        self.coef_w = np.ascontiguousarray(np.concatenate(tabs[:k], axis=2))
+        self.coef_d = np.ascontiguousarray(np.concatenate(tabs[k:], axis=2))
+
+    # -- evaluation ----------------------------------------------------------------------
+    def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid index (with the piece offset) and offset in grid steps of every entry."""
+        u = np.abs(c)
+        np.subtract(1.0, u, out=u)
+        np.maximum(u, 0.0, out=u)
+        np.sqrt(u, out=u)
+        u *= self.G
+        g = (u + 0.5).astype(np.intp)
+        u -= g
+        if not self.odd:
+            g += (c < 0) * (self.G + 1)
+        return g, u
+
+    def eval(self, k: int, g: np.ndarray, dlt: np.ndarray, c: np.ndarray | None = None,
+             want_w: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """(W, D) of table k at located entries; ``c`` supplies the sign of W for odd phi."""
+        d = _horner_gather(self.coef_d[:, k], g, dlt)
+        if not want_w:
+            return None, d
+        w = _horner_gather(self.coef_w[:, k], g, dlt)
+        if self.odd and c is not None:
+            np.copysign(w, c, out=w)
+        return w, d
+
+
+def _horner(coefs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    out = coefs[-1].copy()
+    for j in range(coefs.shape[0] - 2, -1, -1):
+        out *= x
+        out += coefs[j]
+    return out
+
+
+def _horner_gather(coefs: np.ndarray, g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """sum_j coefs[j][g] x^j with one gather per coefficient (coefs: (p + 1, G + 1))."""
+    out = np.take(coefs[-1], g)
+    tmp = np.empty_like(out)
+    for j in range(coefs.shape[0] - 2, -1, -1):
+        out *= x
+        np.take(coefs[j], g, out=tmp)
+        out += tmp
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Layer maps for a block of entries with per-row / per-column variances
+# ------------------------------------------------------------------------------------------
+
+def _lagrange(nodes: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Lagrange basis on ``nodes`` evaluated at t: shape (len(nodes), len(t))."""
+    n = nodes.size
+    out = np.ones((n, t.size))
+    for i in range(n):
+        for j in range(n):
+            if j != i:
+                out[i] *= (t - nodes[j]) / (nodes[i] - nodes[j])
+    return out
+
+
+_CACHE: "OrderedDict[tuple, TableSet]" = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _table_set(act: Activation, q1: tuple, q2: tuple) -> TableSet:
+    """Tables for these variance pairs; small sets (a layer of normalised inputs) are kept in a
+    small LRU cache, so repeating a computation with the same hyperparameters is cheap."""
+    key = (act, q1, q2)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    ts = TableSet(act, np.array(q1), np.array(q2))
+    if len(q1) <= 3:
+        _CACHE[key] = ts
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return ts
+
+
+def clear_cache() -> None:
+    """Forget the cached tables (benchmarks time cold computations)."""
+    _CACHE.clear()
+
+
+class TabulatedMaps:
+    """W and D for a layer whose row variances are ``q_rows`` and column variances ``q_cols``.
+
+    Entries with a zero variance (an input that is exactly zero and no bias) are read from 1-D
+    expectations: W(0, q, c) = phi(0) E[phi(sqrt(q) z)].
+    """
+
+    EQUAL_TOL = 1e-12
+
+    def __init__(self, act: Activation, q_rows: np.ndarray, q_cols: np.ndarray):
+        self.act = act
+        q_all = np.concatenate([np.ravel(q_rows), np.ravel(q_cols)])
+        pos = q_all[q_all > 0]
+        self.has_zero = bool(np.any(q_all == 0))
+        if pos.size == 0:
+            self.nodes = None
+            return
+        t = np.log(pos)
+        lo, hi = float(t.min()), float(t.max())
+        self.t_lo, self.t_hi = lo, hi
+        if hi - lo <= self.EQUAL_TOL:
+            self.nodes = np.array([0.5 * (lo + hi)])
+            self.pairs = [(0, 0)]
+            self.tables = _table_set(act, (float(np.exp(self.nodes[0])),), (float(np.exp(self.nodes[0])),))
+            return
+        n0 = _initial_tq_degree(hi - lo)
+        for n in [m for m in _TQ_LEVELS if m >= n0]:
+            self._setup(n)
+            if self._verify() or n == _TQ_LEVELS[-1]:
+                break
+
+    def _setup(self, n: int) -> None:
+        mid, half = 0.5 * (self.t_lo + self.t_hi), 0.5 * (self.t_hi - self.t_lo)
+        self.nodes = mid + half * _cheb_points(n)
+        qn = np.exp(self.nodes)
+        self.pairs = [(i, j) for i in range(n + 1) for j in range(i, n + 1)]
+        self.tables = _table_set(self.act, tuple(float(qn[i]) for i, _ in self.pairs),
+                                 tuple(float(qn[j]) for _, j in self.pairs))
+
+    def _verify(self) -> bool:
+        """Compare with direct quadrature at variance pairs between the nodes."""
+        lo, hi = self.t_lo, self.t_hi
+        t1 = np.array([lo + 0.13 * (hi - lo), lo + 0.61 * (hi - lo), lo + 0.97 * (hi - lo)])
+        t2 = np.array([lo + 0.89 * (hi - lo), lo + 0.61 * (hi - lo), lo + 0.02 * (hi - lo)])
+        c = np.array([0.43, 0.91, -0.27])
+        q1, q2 = np.exp(t1), np.exp(t2)
+        w, d = self._eval_pairs(q1, q2, c)
+        act = self.act
+        order = QUAD_ORDER_KINKED if act.kinks else QUAD_ORDER
+        w_ref = gaussian.expect2(act.fn, act.fn, q1, q2, c, act.kinks, order=order)
+        d_ref = gaussian.expect2(act.d1, act.d1, q1, q2, c, act.kinks, order=order)
+        sw = np.sqrt(gaussian.v_phi(act, q1) * gaussian.v_phi(act, q2)) + 1e-300
+        sd = np.sqrt(gaussian.v_dphi(act, q1) * gaussian.v_dphi(act, q2)) + 1e-300
+        err = max(float(np.max(np.abs(w - w_ref) / sw)), float(np.max(np.abs(d - d_ref) / sd)))
+        self.interp_error = err
+        return err <= self.tables.check_tol
+
+    def _eval_pairs(self, q1, q2, c):
+        """(W, D) at matching 1-D arrays (q1, q2, c) via the tables (no zero variances)."""
+        l1 = _lagrange(self.nodes, np.log(q1))
+        l2 = _lagrange(self.nodes, np.log(q2))
+        return self._combine(l1, l2, np.asarray(c, float), elementwise=True)
+
+    def _combine(self, l1, l2, c, elementwise=False, want_w=True):
+        tabs = self.tables
+        g, dlt = tabs.locate(c)
+        w_out = np.zeros(c.shape) if want_w else None
+        d_out = np.zeros(c.shape)
+        for k, (i, j) in enumerate(self.pairs):
+            w, d = tabs.eval(k, g, dlt, c, want_w)
+            if len(self.pairs) == 1:
+                return w, d
+            if elementwise:
+                wt = l1[i] * l2[j] + (l1[j] * l2[i] if i != j else 0.0)
+            else:
+                wt = l1[i][:, None] * l2[j][None, :]
+                if i != j:
+                    wt += l1[j][:, None] * l2[i][None, :]
+            d *= wt
+            d_out += d
+            if want_w:
+                w *= wt
+                w_out += w
+        return w_out, d_out
+
+    def __call__(self, q_rows: np.ndarray, q_cols: np.ndarray, c: np.ndarray,
+                 want_w: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """(W, D) on the block c (rows x cols) with the block's row/column variances."""
+        act = self.act
+        if self.nodes is None:  # every variance is zero
+            f0, d0 = float(act.fn(np.zeros(1))[0]), float(act.d1(np.zeros(1))[0])
+            return (np.full(c.shape, f0 * f0) if want_w else None), np.full(c.shape, d0 * d0)
+        zr, zc = q_rows == 0, q_cols == 0
+        l1 = _lagrange(self.nodes, np.log(np.where(zr, 1.0, q_rows)))
+        l2 = _lagrange(self.nodes, np.log(np.where(zc, 1.0, q_cols)))
+        w, d = self._combine(l1, l2, c, want_w=want_w)
+        if zr.any() or zc.any():
+            w, d = self._zero_rows(q_rows, q_cols, zr, zc, w, d, want_w)
+        return w, d
+
+    def _zero_rows(self, q_rows, q_cols, zr, zc, w, d, want_w):
+        act = self.act
+        f0, d0 = float(act.fn(np.zeros(1))[0]), float(act.d1(np.zeros(1))[0])
+        m_c = gaussian.expect1(act.fn, q_cols, act.kinks)
+        md_c = gaussian.expect1(act.d1, q_cols, act.kinks)
+        m_r = gaussian.expect1(act.fn, q_rows, act.kinks)
+        md_r = gaussian.expect1(act.d1, q_rows, act.kinks)
+        d = np.array(d, copy=True)
+        if want_w:
+            w = np.array(w, copy=True)
+            w[zr, :] = f0 * m_c[None, :]
+            w[:, zc] = f0 * m_r[:, None]
+        d[zr, :] = d0 * md_c[None, :]
+        d[:, zc] = d0 * md_r[:, None]
+        return w, d
+
+
+def _initial_tq_degree(width: float) -> int:
+    """Chebyshev degree in log q expected to reach 1e-12 for a log-variance range ``width``,
+    assuming the maps are analytic within |Im log q| < pi/2 (true for tanh, erf-like phi)."""
+    r = (0.5 * np.pi) / max(0.5 * width, 1e-300)
+    rho = r + math.sqrt(r * r + 1.0)
+    need = math.log(1e12) / math.log(rho)
+    for m in _TQ_LEVELS:
+        if m >= need:
+            return m
+    return _TQ_LEVELS[-1]
+
+
+__all__ = ["TableSet", "TabulatedMaps", "QUAD_ORDER", "clear_cache"]

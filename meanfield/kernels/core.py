@@ -1,0 +1,365 @@
+"""``kernel()``: infinite-width NNGP and NTK Gram matrices, computed in row blocks.
+
+The public entry point validates its arguments (one-line :class:`~meanfield.errors.DomainError`
+naming the bad value), runs the 1-D length recursion on every input's diagonal, then computes
+the N x M matrices block by block: each block goes through all layers at once, so peak memory
+is the two outputs plus one block's working arrays (at most twice the outputs, i.e. peak within
+3x the output).  For X2 = None only the upper triangle is computed and mirrored.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..activations import get_activation
+from ..errors import DomainError
+from ..maps import check_depth, check_variance
+from .mlp import MLP
+from .resnet import ResNet
+
+ARCHS = ("mlp", "resnet", "resnet-reduced")
+PARAMETRIZATIONS = ("ntk", "standard")
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+#: float64 working arrays alive per block entry (measured with tracemalloc, rounded up)
+_WORK_ARRAYS = 14
+_MIN_WORK_BYTES = 8 * 2**20
+_MAX_WORK_BYTES = 128 * 2**20
+#: the condition number is skipped above this size (an O(N^3) eigendecomposition)
+COND_MAX_N = 8000
+
+
+def _none_if_bad(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _range(a: np.ndarray | None) -> dict | None:
+    if a is None or a.size == 0:
+        return None
+    return {"min": _none_if_bad(np.min(a)), "max": _none_if_bad(np.max(a))}
+
+
+def condition_number(K: np.ndarray) -> float:
+    """lambda_max / lambda_min of a symmetric PSD matrix; inf when it is singular (lambda_min
+    <= N eps lambda_max, the level of rounding)."""
+    ev = np.linalg.eigvalsh(np.asarray(K, dtype=np.float64))
+    lo, hi = float(ev[0]), float(ev[-1])
+    if hi <= 0 or lo <= K.shape[0] * np.finfo(float).eps * hi:
+        return math.inf
+    return hi / lo
+
+
+@dataclass(frozen=True)
+class LayerDiagonals:
+    """Per-layer kernel diagonals of the inputs (one column per input).
+
+    mlp: ``nngp`` = Sigma^l(x, x) and ``ntk`` = Theta^l(x, x) for l = 1..L+1, ``q`` the
+    variances fed to phi (l = 1..L).  resnet: ``nngp`` = P^l (residual stream, l = 0..L),
+    ``ntk`` = Theta_x^l, ``q`` = Q^l (pre-activations, l = 1..L).
+    """
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+    q: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {k: np.where(np.isfinite(v), v, np.nan).tolist() for k, v in
+                (("nngp", self.nngp), ("ntk", self.ntk), ("q", self.q))}
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    """Infinite-width kernels of one architecture on inputs X (N x d) and X2 (M x d).
+
+    ``nngp`` and ``ntk`` are N x M; ``nngp_diag`` / ``ntk_diag`` are k(x, x) for the rows of X
+    (and ``*_diag2`` for X2, None when X2 was not given).  ``layers`` / ``layers2`` hold the
+    per-layer diagonals when ``diagonals=True``.  ``table_error`` is the estimated relative
+    error of the tabulated Gaussian maps (None when only closed forms were used).
+    """
+
+    arch: str
+    activation: str
+    depth: int
+    parametrization: str
+    sigma_w2: tuple[float, ...]
+    sigma_b2: tuple[float, ...]
+    sigma_v2: tuple[float, ...] | None
+    sigma_a2: tuple[float, ...] | None
+    sigma_in2: float | None
+    sigma_o2: float | None
+    branch_scale: float | None
+    dtype: str
+    nngp: np.ndarray = field(repr=False)
+    ntk: np.ndarray = field(repr=False)
+    nngp_diag: np.ndarray = field(repr=False)
+    ntk_diag: np.ndarray = field(repr=False)
+    nngp_diag2: np.ndarray | None = field(default=None, repr=False)
+    ntk_diag2: np.ndarray | None = field(default=None, repr=False)
+    layers: LayerDiagonals | None = field(default=None, repr=False)
+    layers2: LayerDiagonals | None = field(default=None, repr=False)
+    table_error: float | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        """True when the kernels are Gram matrices of X with itself (X2 not given)."""
+        return self.nngp_diag2 is None
+
+    @cached_property
+    def ntk_condition_number(self) -> float | None:
+        """lambda_max / lambda_min of the NTK Gram matrix (inf if singular; None for X2 or N
+        above COND_MAX_N)."""
+        if not self.symmetric or self.ntk.shape[0] > COND_MAX_N:
+            return None
+        return condition_number(self.ntk)
+
+    @cached_property
+    def nngp_condition_number(self) -> float | None:
+        if not self.symmetric or self.nngp.shape[0] > COND_MAX_N:
+            return None
+        return condition_number(self.nngp)
+
+    def summary(self) -> dict[str, Any]:
+        """Shapes, diagonal ranges and condition numbers: a JSON-safe dict (None for inf/NaN)."""
+        cn = self.ntk_condition_number
+        cg = self.nngp_condition_number
+        return {
+            "arch": self.arch,
+            "activation": self.activation,
+            "depth": self.depth,
+            "parametrization": self.parametrization,
+            "sigma_w2": list(self.sigma_w2),
+            "sigma_b2": list(self.sigma_b2),
+            "sigma_v2": None if self.sigma_v2 is None else list(self.sigma_v2),
+            "sigma_a2": None if self.sigma_a2 is None else list(self.sigma_a2),
+            "sigma_in2": self.sigma_in2,
+            "sigma_o2": self.sigma_o2,
+            "branch_scale": self.branch_scale,
+            "dtype": self.dtype,
+            "shape": list(self.ntk.shape),
+            "symmetric": self.symmetric,
+            "nngp_diag": _range(self.nngp_diag),
+            "ntk_diag": _range(self.ntk_diag),
+            "nngp_diag2": _range(self.nngp_diag2),
+            "ntk_diag2": _range(self.ntk_diag2),
+            "ntk_condition_number": _none_if_bad(cn),
+            "nngp_condition_number": _none_if_bad(cg),
+            "ntk_singular": None if cn is None else not math.isfinite(cn),
+            "table_error": self.table_error,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The --json output: :meth:`summary` (the matrices themselves go to the .npz file)."""
+        return self.summary()
+
+
+# ------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------
+
+def check_inputs(name: str, X: Any) -> np.ndarray:
+    """A finite, non-empty (N, d) float64 array, or a one-line DomainError naming it."""
+    try:
+        A = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DomainError(f"{name} must be a numeric array of shape (N, d), got {type(X).__name__}") from None
+    if A.ndim != 2:
+        raise DomainError(f"{name} must be 2-D (N inputs x d features), got shape {A.shape}")
+    if A.shape[0] == 0 or A.shape[1] == 0:
+        raise DomainError(f"{name} is empty (shape {A.shape}): need at least one input of dimension >= 1")
+    if not np.all(np.isfinite(A)):
+        i, j = np.argwhere(~np.isfinite(A))[0]
+        raise DomainError(f"{name} must be finite, got {A[i, j]} at [{i}, {j}]")
+    return A
+
+
+def per_layer(name: str, value: Any, n: int, what: str) -> np.ndarray:
+    """A scalar variance, or one per layer: returns an array of length n (validated)."""
+    arr = np.asarray(check_variance(name, value), dtype=float)
+    if arr.ndim == 0:
+        return np.full(n, float(arr))
+    if arr.ndim != 1 or arr.size != n:
+        raise DomainError(f"{name} must be a scalar or a sequence of {n} values (one per {what}), "
+                          f"got shape {arr.shape}")
+    return arr
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if isinstance(value, str) and value.strip().lower() in allowed:
+        return value.strip().lower()
+    raise DomainError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _dtype(value: Any) -> tuple[str, type]:
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise DomainError(f"dtype must be 'float64' or 'float32', got {value!r}") from None
+    if dt.name not in _DTYPES:
+        raise DomainError(f"dtype must be 'float64' or 'float32', got {value!r}")
+    return dt.name, _DTYPES[dt.name]
+
+
+# ------------------------------------------------------------------------------------------
+# the driver
+# ------------------------------------------------------------------------------------------
+
+def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
+           sigma_w2: Any, sigma_b2: Any, sigma_v2: Any = 1.0, sigma_a2: Any = 0.0,
+           sigma_in2: float = 1.0, sigma_o2: float = 1.0, branch_scale: float = 1.0,
+           parametrization: str = "ntk", dtype: Any = "float64", diagonals: bool = False,
+           block_rows: int | None = None,
+           progress: Callable[[int, int], None] | None = None) -> KernelResult:
+    """NNGP and NTK Gram matrices of an infinitely wide network (MATH.md 4.1-4.3).
+
+    Parameters
+    ----------
+    arch : ``"mlp"`` -- ``depth`` = L hidden layers (dense + activation) then a linear readout
+        dense layer; NNGP = Sigma^{L+1}, NTK = Theta^{L+1} of MATH.md 4.1, the first layer sees
+        x.x'/d.  ``"resnet"`` -- the full residual MLP of MATH.md 4.3 (input dense layer
+        sigma_in2, L residual blocks h = W x + b, x <- x + V phi(h) + a, readout sigma_o2).
+        ``"resnet-reduced"`` -- the reduced block x <- x + phi(h) (V = I, a = 0).
+    activation : a registry spec (``"relu"``, ``"tanh"``, ``"leaky_relu:0.1"``...) or an
+        Activation.  Closed-form kernels are used where the registry has them (relu family, erf,
+        sin, cos, alpha_relu); other activations use tables built by Gaussian quadrature
+        (see meanfield.kernels._tables: ~1e-12 relative for smooth activations).
+    X, X2 : inputs of shape (N, d) and (M, d); X2 = None means X2 = X (symmetric Gram matrix).
+    depth : L >= 1 (hidden layers, or residual blocks).
+    sigma_w2, sigma_b2 : weight and bias variances (fan-in normalised: W ~ N(0, sigma_w2 /
+        fan_in)).  Scalars, or sequences with one value per dense layer (mlp: L + 1, readout
+        last) or per residual block (resnet: L).
+    sigma_v2, sigma_a2 : residual branch's weight and bias variances (resnet only; scalar or
+        one per block).  sigma_in2, sigma_o2 : input and readout layers (resnet only).
+    branch_scale : multiplier alpha of every residual branch (e.g. 1/sqrt(L)); resnet only.
+    parametrization : ``"ntk"`` (NTK parametrisation: the NTK w.r.t. N(0, 1) raw parameters,
+        Jacot et al.) or ``"standard"``.  In the standard parametrisation the NTK grows like
+        the width n; the returned kernel is lim Theta_SP / n (gradient flow with learning rate
+        eta_0 / n), in which first-layer (input) weights and all biases drop out (MATH.md 4.2).
+        The NNGP is the same in both.
+    dtype : ``"float64"`` (default) or ``"float32"`` for the returned matrices (computation is
+        always float64; float32 halves the memory).
+    diagonals : also return every layer's kernel diagonal (``result.layers``).
+    block_rows : rows per block (default: from a memory budget of twice the output size, at
+        least 8 MiB and at most 128 MiB of working arrays).
+    progress : called as ``progress(done, total)`` (entries) after every block.
+    """
+    arch = _choice("arch", arch, ARCHS)
+    act = get_activation(activation)
+    if act.d1 is None:
+        raise DomainError(f"activation {act.name!r} has no derivative, so its NTK is undefined"
+                          f"{': ' + act.missing_reason if act.missing_reason else ''}")
+    X = check_inputs("X", X)
+    sym = X2 is None
+    X2a = X if sym else check_inputs("X2", X2)
+    if X2a.shape[1] != X.shape[1]:
+        raise DomainError(f"X and X2 must have the same input dimension, got d = {X.shape[1]} "
+                          f"and {X2a.shape[1]}")
+    L = check_depth(depth)
+    parametrization = _choice("parametrization", parametrization, PARAMETRIZATIONS)
+    ntk = parametrization == "ntk"
+    dt_name, dt = _dtype(dtype)
+    if block_rows is not None:
+        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+            raise DomainError(f"block_rows must be a positive integer, got {block_rows!r}")
+    if progress is not None and not callable(progress):
+        raise DomainError("progress must be a callable progress(done, total) or None")
+
+    if arch == "mlp":
+        sw = per_layer("sigma_w2", sigma_w2, L + 1, "dense layer, readout last")
+        sb = per_layer("sigma_b2", sigma_b2, L + 1, "dense layer, readout last")
+        model = MLP(act, L, sw, sb, ntk)
+        meta = dict(sigma_v2=None, sigma_a2=None, sigma_in2=None, sigma_o2=None, branch_scale=None)
+    else:
+        reduced = arch == "resnet-reduced"
+        sw = per_layer("sigma_w2", sigma_w2, L, "residual block")
+        sb = per_layer("sigma_b2", sigma_b2, L, "residual block")
+        alpha = float(check_variance("branch_scale", branch_scale))
+        if reduced:
+            sv, sa = np.ones(L), np.zeros(L)
+        else:
+            sv = per_layer("sigma_v2", sigma_v2, L, "residual block")
+            sa = per_layer("sigma_a2", sigma_a2, L, "residual block")
+        s_in = float(check_variance("sigma_in2", sigma_in2))
+        s_o = float(check_variance("sigma_o2", sigma_o2))
+        a2 = alpha * alpha
+        model = ResNet(act, L, sw, sb, a2 * sv, a2 * sa, s_in, s_o, ntk, reduced, a2)
+        meta = dict(sigma_v2=None if reduced else tuple(map(float, sv)),
+                    sigma_a2=None if reduced else tuple(map(float, sa)),
+                    sigma_in2=s_in, sigma_o2=s_o, branch_scale=alpha)
+
+    d = X.shape[1]
+    g_rows = np.einsum("ij,ij->i", X, X) / d
+    g_cols = g_rows if sym else np.einsum("ij,ij->i", X2a, X2a) / d
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # inf on overflow is reported below
+        rd = model.diagonal(g_rows)
+        cd = rd if sym else model.diagonal(g_cols)
+    nngp_d, ntk_d = model.final(rd)
+    for nm, arr in (("NNGP", nngp_d), ("NTK", ntk_d)):
+        if not np.all(np.isfinite(arr)):
+            raise DomainError(f"the {nm} diagonal overflows float64 at depth {L} ({act.name}, "
+                              f"sigma_w2 = {float(sw.max()):g}): the length map diverges; "
+                              "use smaller variances or depth")
+    maps = model.layer_maps(rd, cd)
+
+    N, M = X.shape[0], X2a.shape[0]
+    out_nngp = np.empty((N, M), dtype=dt)
+    out_ntk = np.empty((N, M), dtype=dt)
+    if block_rows is None:
+        budget = min(max(2 * out_nngp.nbytes * 2, _MIN_WORK_BYTES), _MAX_WORK_BYTES)
+        block_rows = max(1, int(budget // (_WORK_ARRAYS * 8 * M)))
+    b = int(min(block_rows, N))
+    total = N * (N + 1) // 2 if sym else N * M
+    done = 0
+    for r0 in range(0, N, b):
+        r1 = min(N, r0 + b)
+        rows = slice(r0, r1)
+        cols = slice(r0, N) if sym else slice(0, M)
+        Xc = X[cols] if sym else X2a
+        G = X[rows] @ Xc.T
+        G /= d
+        diag = (np.arange(r1 - r0), np.arange(r1 - r0)) if sym else None
+        nn, nt = model.block(G, maps, rows, cols, rd, diag)
+        if sym:
+            sq = r1 - r0
+            for mat in (nn, nt):  # exact symmetry of the diagonal square
+                upper = np.triu(mat[:, :sq])
+                mat[:, :sq] = upper + np.triu(upper, 1).T
+            out_nngp[r0:, r0:r1] = nn.T
+            out_ntk[r0:, r0:r1] = nt.T
+            out_nngp[r0:r1, r0:] = nn
+            out_ntk[r0:r1, r0:] = nt
+            done += (r1 - r0) * (N - r0) - (r1 - r0) * (r1 - r0 - 1) // 2
+        else:
+            out_nngp[r0:r1] = nn
+            out_ntk[r0:r1] = nt
+            done += (r1 - r0) * M
+        del nn, nt, G
+        if progress is not None:
+            progress(done, total)
+
+    table_error = None
+    for m in maps:
+        if not m.closed and m._tab is not None and m._tab.nodes is not None:
+            e = max(m._tab.tables.error_estimate, getattr(m._tab, "interp_error", 0.0))
+            table_error = e if table_error is None else max(table_error, e)
+    layers = layers2 = None
+    if diagonals:
+        layers = LayerDiagonals(**model.records(rd))
+        if not sym:
+            layers2 = LayerDiagonals(**model.records(cd))
+    nngp_d2 = ntk_d2 = None
+    if not sym:
+        nngp_d2, ntk_d2 = model.final(cd)
+    return KernelResult(
+        arch=arch, activation=act.name, depth=L, parametrization=parametrization,
+        sigma_w2=tuple(map(float, sw)), sigma_b2=tuple(map(float, sb)), dtype=dt_name,
+        nngp=out_nngp, ntk=out_ntk, nngp_diag=nngp_d, ntk_diag=ntk_d, nngp_diag2=nngp_d2,
+        ntk_diag2=ntk_d2, layers=layers, layers2=layers2, table_error=table_error, **meta)
