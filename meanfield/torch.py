@@ -1295,9 +1295,9 @@ def compare(model: nn.Module, x: torch.Tensor, advice_or_variances: Any = None, 
     return Comparison(m, pred, var, source, tuple(notes) + st.notes)
 
 
-_LOG_QUANTITIES = {"q": "q^l (mean squared pre-activation)", "p": "p^l (mean square of the stream)",
+_LOG_QUANTITIES = {"q": "$q^l$ (mean squared pre-activation)", "p": "$p^l$ (mean square of the stream)",
                    "grad2": "gradient second moment / top", "grad_w2": "weight-gradient second moment / top"}
-_LIN_QUANTITIES = {"c": "c^l (correlation of input pairs)", "e": "e^l (cosine of the stream)"}
+_LIN_QUANTITIES = {"c": "$c^l$ (correlation of input pairs)", "e": "$e^l$ (cosine of the stream)"}
 
 
 def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
@@ -1327,7 +1327,10 @@ def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
     vals = vals[np.isfinite(vals)]
     if quantity in _LOG_QUANTITIES and vals.size and np.all(vals > 0):
         ax.set_yscale("log")
-    ax.set_xlabel("layer l" if comparison.measured.arch == "mlp" else "block l")
+    ax.set_xlabel("layer $l$" if comparison.measured.arch == "mlp" else "block $l$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label)
     mp = comparison.measured
     ax.set_title(f"{mp.arch}, {mp.activation}, depth {mp.depth}", fontsize=10)
