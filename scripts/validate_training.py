@@ -53,14 +53,14 @@ class Settings:
     width: int = 128
     depths: tuple[int, ...] = (10, 50, 200)
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 3
-    batch: int = 64
+    epochs: int = 1
+    batch: int = 32
     lr: float = 0.01
     momentum: float = 0.9
     grid_depths: tuple[int, ...] = (10, 30, 100)
     grid_sigma_w2: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    grid_seeds: tuple[int, ...] = (0, 1)
-    n_probe: int = 32
+    grid_seeds: tuple[int, ...] = (0,)
+    n_probe: int = 16
 
 
 ARCHS = (("mlp", "tanh"), ("mlp", "relu"), ("resnet-full", "tanh"), ("resnet-full", "relu"))
