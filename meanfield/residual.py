@@ -1105,7 +1105,7 @@ def _tanh_fixed_point(sv: float, sa: float) -> tuple[float, float]:
         return 0.0, 1.0 - 2.0 / math.pi
     f = lambda e: sv * (2.0 / math.pi * math.asin(e) - e) + sa * (1.0 - e)  # noqa: E731
     # f(0) = sa > 0 and f < 0 just below 1 (asin's infinite slope): one root in (0, 1)
-    es = brentq(f, 0.0, 1.0 - 1e-15, xtol=1e-16, rtol=4e-16)
+    es = brentq(f, 0.0, 1.0 - 1e-15, xtol=1e-17, rtol=1e-15)
     mu = 1.0 - 2.0 / math.pi * (sv / B) / math.sqrt(1.0 - es * es)
     return es, mu
 
@@ -1175,12 +1175,16 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
                          "sigma_v2 + sigma_a2; the local exponent approaches 1 like l^-1/2")
         c_chi = TANH_CHI_CONSTANT * sv * math.sqrt(sw) / math.sqrt(B)
         kc, dc = _local(lambda l: math.log(C_at(l)), L)
-        fc = (C_at(L) - C_at(L // 4)) / (math.sqrt(L) - math.sqrt(L // 4))
+        # log(chi^0/chi^L) = C sqrt(L) + D log L + E (the log from p^l = B l - O(sqrt l) and the
+        # second order of log(1 + x)): solve for C from L/4, L/2, L
+        ls = np.array([L // 4, L // 2, L], dtype=float)
+        M = np.stack([np.sqrt(ls), np.log(ls), np.ones(3)], axis=1)
+        fc = float(np.linalg.solve(M, np.array([C_at(int(v)) for v in ls]))[0])
         ce = _entry("sub-exponential", "log(chi^0/chi^L) ~ C L^k", 0.5, kc, c_chi, fc,
                     source="MATH.md 2.4.2 [D][V]", uncertainty=_unc(dc), fit_range=rng,
                     note="C = (4/3) sqrt(2/pi) sigma_v2 sigma_w / sqrt(sigma_v2 + sigma_a2); "
                          "the O(1) offset makes the local exponent approach 1/2 like L^-1/2; "
-                         "fitted_constant is the slope of log(chi^0/chi^L) against sqrt(L)")
+                         "fitted_constant: C of C sqrt(L) + D log L + E through L/4, L/2, L")
         ee, Te = _cosine_entry(traj, L, e_star, -mu, "MATH.md 2.4.3 [D][V]", every, sa > 0,
                                two_term=0.5 if sa > 0 else None)
         se = _poly_entry(Te, L, 1.0, 2.0 * B * (1.0 - e_star), "s^l ~ C l^k", "MATH.md 2.4.3 [D]",
@@ -1334,55 +1338,62 @@ def _infinite_entry(K: _Kernel) -> dict:
 
 
 def _cosine_entry(traj, L, e_star, exponent, source, every, start_near: bool,
-                  two_term: float | None = None, alpha_jd: float | None = None) -> dict:
-    """|e^l - e*| ~ l^exponent: local slope over [L/2, L] from a start near e* (the linear
-    regime), plus a two-term fit A l^-mu + B l^-two_term where a competing correction decays
-    almost as slowly as the leading term (tanh with sigma_a2 > 0)."""
-    c0 = 0.5
-    if start_near:
-        c0 = e_star + 0.01 * (1.0 - e_star) if alpha_jd is not None else 0.5
+                  two_term: float | None = None, alpha_jd: float | None = None):
+    """|e^l - e*| ~ l^exponent: local slope over [L/2, L], from a start near e* for alpha-ReLU
+    (the linear regime; its nonlinear correction decays like l^-mu), and for tanh with
+    sigma_a2 > 0 a fit of A l^-mu (1 + a l^-1/2) + B l^-1/2 + C/l over [100, L], because there
+    the l^-1/2 correction decays almost as slowly as the leading term."""
+    mu = -exponent
+    c0 = e_star + 1e-4 * (1.0 - e_star) if (start_near and alpha_jd is not None) else 0.5
     T = traj(c0=c0, every=every)
     idx = {int(l): i for i, l in enumerate(T.layers)}
     d = lambda l: abs(float(T.e[idx[l]]) - e_star)  # noqa: E731
     k, dk = _local(lambda l: math.log(d(l)), L)
-    note = (f"local exponent of |e^l - e*| over [L/2, L] from c0 = {c0:.6g}; corrections decay "
-            "like l^-1/2 (tanh) or l^-1 (alpha-ReLU)")
-    fitted, unc = k, _unc(dk)
+    if alpha_jd is not None:
+        omega = min(mu, 1.0)
+        note = (f"local exponent of |e^l - e*| over [L/2, L] from c0 = e* + 1e-4 (1 - e*) = "
+                f"{c0:.10g}; the nonlinear correction decays like l^-mu")
+    else:
+        omega = 0.5
+        note = "local exponent of |e^l - e*| over [L/2, L]; corrections decay like l^-1/2"
+    fitted, unc = k, _unc(dk, omega)
     if two_term is not None:
-        fit = _two_term_fit(T, e_star, two_term)
-        if fit is not None:
-            note = (f"two-term fit |e^l - e*| = A l^-mu + B l^-{two_term:g} over [L/1000, L]: the "
-                    f"l^-{two_term:g} term (from 1 - V_tanh(q) ~ q^-1/2) decays almost as slowly as "
-                    f"the leading one, so the plain local exponent ({k:.4f}) is far from -mu even "
-                    "at 10^6 layers (see docs/residual.md)")
-            unc = abs(fit - k) * 0.1 + _unc(dk)
-            fitted = fit
+        fit = _multi_term_fit(T, e_star, 100)
+        fit2 = _multi_term_fit(T, e_star, 1000)
+        if fit is not None and fit2 is not None:
+            note = (f"fit of |e^l - e*| = A l^-mu (1 + a l^-1/2) + B l^-1/2 + C/l over [100, L]: "
+                    f"the l^-1/2 term (from 1 - V_tanh(q) ~ q^-1/2 and p^l = B l - O(sqrt l)) "
+                    f"decays almost as slowly as l^-mu, so the plain local exponent over [L/2, L] "
+                    f"({k:.4f}) is still far from -mu at this depth (docs/residual.md)")
+            fitted = -fit[0]
+            unc = abs(fit[0] - fit2[0]) + 10.0 * fit[1]
     return _entry("polynomial", "|e^l - e*| ~ C l^k", exponent, fitted, None, None,
                   fixed_point=e_star, source=source, note=note, uncertainty=unc,
                   fit_range=[L // 2, L]), T
 
 
-def _two_term_fit(T, e_star: float, omega: float) -> float | None:
+def _multi_term_fit(T, e_star: float, lmin: float) -> tuple[float, float] | None:
+    """mu and the max relative residual of the fit A l^-mu (1 + a l^-1/2) + B l^-1/2 + C/l."""
     from scipy.optimize import least_squares
     lay = np.asarray(T.layers, dtype=float)
-    d = np.abs(np.asarray(T.e, dtype=float) - e_star)
-    L = lay[-1]
-    sel = (lay >= L / 1000.0) & (d > 0)
-    if sel.sum() < 8:
+    d = np.asarray(T.e, dtype=float) - e_star
+    sel = (lay >= lmin) & (d != 0)
+    if sel.sum() < 12:
         return None
     l, y = lay[sel], d[sel]
-    idx = np.unique(np.round(np.geomspace(1, l.size, 60)).astype(int) - 1)
+    idx = np.unique(np.round(np.geomspace(1, l.size, 80)).astype(int) - 1)
     l, y = l[idx], y[idx]
+    mu0 = -_slope(math.log(abs(y[-1])), math.log(abs(y[-2])), l[-1], l[-2])
 
-    def res(th):
-        A, Bc, mu = th
-        return (A * l ** (-mu) + Bc * l ** (-omega)) / y - 1.0
+    def model(th):
+        A, a, Bc, Cc, mu = th
+        return A * l ** (-mu) * (1.0 + a * l ** -0.5) + Bc * l ** -0.5 + Cc / l
 
-    mu0 = -_slope(math.log(y[-1]), math.log(y[0]), l[-1], l[0])
-    sol = least_squares(res, x0=[y[-1] * l[-1] ** mu0, 0.0, mu0], method="lm", max_nfev=2000)
-    if not sol.success:
+    sol = least_squares(lambda th: model(th) / y - 1.0, x0=[y[-1] * l[-1] ** mu0, 0, 0, 0, mu0],
+                        method="lm", max_nfev=20000)
+    if not sol.success or not np.all(np.isfinite(sol.x)):
         return None
-    return -float(sol.x[2])
+    return float(sol.x[4]), float(np.max(np.abs(sol.fun)))
 
 
 def _fitted_only(T, L, K, traj, every, grads, C_at):
