@@ -44,10 +44,10 @@ ArrayLike = "np.typing.ArrayLike"
 # negligible against 1e-16 even for integrands that grow like a polynomial in z.
 _ZMAX = 10.0
 # Panel edges on the Gaussian's scale (z units)...
-_Z_EDGES = np.array([0.0, 0.6, 1.25, 2.0, 3.0, 4.2, 5.6, 7.5, _ZMAX])
+_Z_EDGES = np.array([0.0, 1.0, 2.2, 3.6, 5.4, 7.6, _ZMAX])
 _Z_EDGES = np.concatenate([-_Z_EDGES[:0:-1], _Z_EDGES])
 # ...and on the activation's scale (pre-activation units); mapped to z = u / sqrt(q) per point.
-_U_EDGES = np.array([1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+_U_EDGES = np.array([1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0])
 _U_EDGES = np.concatenate([-_U_EDGES[::-1], [0.0], _U_EDGES])
 _GL_ORDER = 10
 _CHUNK = 1 << 22  # number of quadrature nodes evaluated at once (memory bound)
