@@ -267,8 +267,9 @@ def _human_advice(d: dict) -> None:
     _print_mapping(main)
     comps = d.get("comparisons") or []
     if comps:
-        keys = [k for k in ("name", "sigma_w2", "sigma_b2", "phase", "chi_1", "xi_c", "correlation_out",
-                            "log10_gradient_ratio") if k in comps[0]]
+        keys = [k for k in ("name", "sigma_w2", "sigma_b2", "sigma_v2", "phase", "chi_1", "xi_c",
+                            "correlation_out", "log10_gradient_ratio", "log_explosion", "log_p_L",
+                            "e_L") if k in comps[0]]
         typer.echo("\ncompared with common defaults at the same depth:")
         typer.echo("  " + "  ".join(f"{k:>14}" for k in keys))
         for c in comps:
