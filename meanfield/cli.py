@@ -62,9 +62,12 @@ def emit(result: Any, as_json: bool, human: Callable[[dict], None] | None = None
         _print_mapping(d)
 
 
-def _fmt(v: Any) -> str:
+_INFINITE_WHEN_NULL = {"xi_c", "xi_q", "trainable_depth"}
+
+
+def _fmt(v: Any, key: str = "") -> str:
     if v is None:
-        return "inf / undefined"
+        return "inf" if key in _INFINITE_WHEN_NULL else "n/a"
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, list):
@@ -85,7 +88,7 @@ def _print_mapping(d: dict, indent: str = "") -> None:
             for item in v:
                 typer.echo(f"{indent}  - " + ", ".join(f"{a}={_fmt(b)}" for a, b in item.items()))
         else:
-            typer.echo(f"{indent}{k:<{width}}  {_fmt(v)}")
+            typer.echo(f"{indent}{k:<{width}}  {_fmt(v, k)}")
 
 
 def fail(message: str, code: int) -> None:
@@ -273,7 +276,7 @@ def _human_advice(d: dict) -> None:
         typer.echo("\ncompared with common defaults at the same depth:")
         typer.echo("  " + "  ".join(f"{k:>14}" for k in keys))
         for c in comps:
-            typer.echo("  " + "  ".join(f"{_fmt(c.get(k)):>14}" for k in keys))
+            typer.echo("  " + "  ".join(f"{_fmt(c.get(k), k):>14}" for k in keys))
     for n in d.get("notes") or []:
         typer.echo(f"note: {n}")
 
