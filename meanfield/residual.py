@@ -283,10 +283,16 @@ class _Kernel:
         return out
 
     def _g_table(self, lq: np.ndarray, xc: np.ndarray) -> np.ndarray:
+        """tanh's G from the table.  tanh is odd, W(q, q, -c) = -W(q, q, c), so G(c) = 2 - G(-c):
+        c < 0 is read at -c, where the table's stretch resolves the boundary layer (the one at
+        c -> -1 mirrors the one at c -> 1)."""
         out = np.empty(lq.shape)
         ins = self.table.inside(lq)
         if ins.any():
-            out[ins] = self.table(lq[ins], xc[ins])
+            neg = xc > 1.0
+            xi = np.where(neg, 2.0 - xc, xc)[ins]
+            val = self.table(lq[ins], xi)
+            out[ins] = np.where(neg[ins], 2.0 - val, val)
         if (~ins).any():
             out[~ins] = self._g_quad(self.tanh, lq[~ins], xc[~ins])
         return out
