@@ -344,7 +344,10 @@ def erf_fixed_point(sw, sb) -> dict:
         if abs(q_new - q) < mp.mpf("1e-8"):
             break
         q = q_new
-    q = mp.findroot(lambda x: sw * erf_v(x) + sb - x, q_new, tol=mp.mpf(10) ** (-2 * DPS + 8))
+    if sb == 0 and sw * erf_vd(0) <= 1:
+        q = mp.mpf(0)  # V(q) <= V'(0) q: the map contracts to q* = 0
+    else:
+        q = mp.findroot(lambda x: sw * erf_v(x) + sb - x, q_new, tol=mp.mpf(10) ** (-2 * DPS + 8))
     chi1 = sw * erf_vd(q)
     slope = sw * mp.diff(erf_v, q)  # exact derivative of the closed form (mpmath.diff at full precision)
     if chi1 <= 1:
