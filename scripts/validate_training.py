@@ -53,7 +53,7 @@ class Settings:
     width: int = 128
     depths: tuple[int, ...] = (10, 50, 200)
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 1
+    epochs: int = 2
     batch: int = 32
     lr: float = 0.01
     momentum: float = 0.9
@@ -222,6 +222,8 @@ def experiment_depth(data, s: Settings) -> list[dict]:
 
 
 def experiment_grid(data, s: Settings) -> tuple[list[dict], list[dict]]:
+    from meanfield.residual import iterate_residual
+
     runs = []
     for depth in s.grid_depths:
         for sw2 in s.grid_sigma_w2:
@@ -230,7 +232,10 @@ def experiment_grid(data, s: Settings) -> tuple[list[dict], list[dict]]:
                 model = build("resnet-full", "tanh", depth, s.width, seed)
                 mft.init_(model, sigma_w2=sw2, sigma_b2=0.0, sigma_v2=1.0, sigma_a2=0.0, seed=seed)
                 res = train(model, data, s, seed)
-                runs.append({"depth": depth, "sigma_w2": sw2, "seed": seed, **res})
+                tr = iterate_residual("resnet-full", "tanh", sw2, 0.0, depth, sigma_v2=1.0, sigma_a2=0.0,
+                                      cosine=False)
+                runs.append({"depth": depth, "sigma_w2": sw2, "seed": seed, **res,
+                             "log_explosion": tr.log_explosion, "seconds": time.time() - t0})
                 log(f"grid L={depth:3d} sigma_w2={sw2:<5g} seed {seed}: acc {res['test_acc']:.3f} "
                     f"{time.time() - t0:.1f}s")
     from meanfield.residual import advise_residual
@@ -265,6 +270,10 @@ def _fmt_ratio(vals) -> str:
     return f"{v.mean():.1f}"
 
 
+def _epochs(s: Settings) -> str:
+    return f"{s.epochs} epoch{'s' if s.epochs != 1 else ''}"
+
+
 def figure_depth(runs, s: Settings, path: str) -> None:
     from meanfield.plot import _plt
 
@@ -292,9 +301,9 @@ def figure_depth(runs, s: Settings, path: str) -> None:
         ax.set_xscale("log")
         bx.set_xscale("log")
         bx.set_xlabel("depth")
-        bx.set_yscale("symlog", linthresh=1.0)
+        bx.axhline(0.0, color="0.6", lw=0.8, ls=":")
         if j == 0:
-            ax.set_ylabel(f"test accuracy after {s.epochs} epochs")
+            ax.set_ylabel(f"test accuracy after {_epochs(s)}")
             bx.set_ylabel("log10 gradient ratio first/top\n(markers measured, lines theory)")
             ax.legend(frameon=False, fontsize=8, loc="lower left")
     fig.suptitle("load_digits: test accuracy and gradient ratio at initialisation", fontsize=11)
@@ -307,7 +316,7 @@ def figure_grid(runs, curve, s: Settings, path: str) -> None:
     from meanfield.plot import _plt
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    fig, ax = plt.subplots(figsize=(6.2, 4.9))
     D, W = list(s.grid_depths), list(s.grid_sigma_w2)
     acc = np.array([[np.mean([r["test_acc"] for r in runs if r["depth"] == d and r["sigma_w2"] == w])
                      for d in D] for w in W])
@@ -326,14 +335,14 @@ def figure_grid(runs, curve, s: Settings, path: str) -> None:
     keep = (cd >= D[0]) & (cd <= D[-1])
     xs = np.interp(np.log(cd[keep]), ld, np.arange(len(D)))
     ys = np.interp(np.log(cw[keep]), lw, np.arange(len(W)))
-    ax.plot(xs, ys, "-", color="w", lw=2.0, label="advise_residual: sigma_w2 ~ 1/L")
+    ax.plot(xs, ys, "-", color="C1", lw=2.5, label="advise_residual: sigma_w2 ~ 1/L")
     ax.set_xticks(range(len(D)), [str(d) for d in D])
     ax.set_yticks(range(len(W)), [f"{w:g}" for w in W])
     ax.set_xlabel("depth L (residual blocks)")
     ax.set_ylabel("sigma_w2 (sigma_v2 = 1, no biases)")
-    ax.set_title(f"tanh full ResNets on load_digits: test accuracy after {s.epochs} epochs", fontsize=10)
+    ax.set_title(f"tanh full ResNets on load_digits: test accuracy after {_epochs(s)}", fontsize=10)
     fig.colorbar(im, ax=ax, label="test accuracy")
-    ax.legend(frameon=False, fontsize=8, loc="upper right", labelcolor="w")
+    ax.legend(frameon=True, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
@@ -354,7 +363,7 @@ def write_markdown(runs, grid, curve, s: Settings, seconds: float, path: str) ->
              f"`xavier_normal_`, zero bias; (d) `he`: `kaiming_normal_(nonlinearity='relu')`, zero bias. (c) and "
              f"(d) are applied to every Linear layer, residual branches included.\n"
              f"- Training: SGD, lr {s.lr}, momentum {s.momentum}, batch {s.batch}, {s.epochs} epochs, "
-             f"cross-entropy, float32, one CPU thread; seeds {list(s.seeds)} (model, init and data order).\n"
+             f"({math.ceil(1258 / s.batch) * s.epochs} steps), cross-entropy, float32, one CPU thread; seeds {list(s.seeds)} (model, init and data order).\n"
              f"- Gradient ratio: at initialisation, on {s.n_probe} test inputs, the mean squared backpropagated "
              f"gradient at the first layer over that at the top (MLP: dE/dh at the first layer / at the "
              f"readout; ResNet: dE/dx^0 / dE/dx^L), with E = r . f(x) for a random r "
@@ -401,6 +410,18 @@ def write_markdown(runs, grid, curve, s: Settings, seconds: float, path: str) ->
         cells = [np.mean([r["test_acc"] for r in grid if r["depth"] == d and r["sigma_w2"] == w])
                  for d in s.grid_depths]
         L.append(f"| {w:g} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    L.append("")
+    L.append("Predicted gradient explosion log(chi^0/chi^L) in nats (iterate_residual, MATH.md 2.3) at each "
+             "depth's best sigma_w2 and at the advised one:\n")
+    L.append("| depth | best sigma_w2 | its accuracy | its explosion (nats) | advised sigma_w2 | advised explosion |")
+    L.append("|---:|---:|---:|---:|---:|---:|")
+    for d in s.grid_depths:
+        cells = {w: np.mean([r["test_acc"] for r in grid if r["depth"] == d and r["sigma_w2"] == w])
+                 for w in s.grid_sigma_w2}
+        wb = max(cells, key=cells.get)
+        gb = np.mean([r["log_explosion"] for r in grid if r["depth"] == d and r["sigma_w2"] == wb])
+        adv = [c for c in curve if c["depth"] == d][0]
+        L.append(f"| {d} | {wb:g} | {cells[wb]:.3f} | {gb:.2f} | {adv['sigma_w2']:.3g} | {adv['budget']:g} |")
     L.append("")
     L.append("Advised sigma_w2 (advise_residual, gradient-explosion budget "
              f"{curve[0]['budget']:g} nats): " + ", ".join(f"L={c['depth']}: {c['sigma_w2']:.3g}" for c in curve

@@ -158,6 +158,19 @@ def test_unknown_elementwise_activation_is_wrapped(module):
     np.testing.assert_allclose(st.act.d1(x), g.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_conv_chain_traced_and_initialised_by_fan_in():
+    m = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(48 * 8 * 8, 10))
+    st = mft.trace_structure(m)
+    assert (st.arch, st.activation, st.depth) == ("mlp", "relu", 2)
+    mft.init_(m, sigma_w2=2.0, sigma_b2=0.0, seed=0)
+    w = m[2].weight.detach().double()
+    assert mft.fan_in(m[2]) == 32 * 9
+    assert abs(float((w * w).mean()) * 32 * 9 / 2.0 - 1) < 5 * np.sqrt(2 / w.numel())
+    prof = mft.measure(m, torch.randn(4, 3, 8, 8))
+    assert prof.q.shape == (3,) and np.all(np.isfinite(prof.q))
+
+
 def test_custom_function_traced_through():
     def swish15(x):
         return x * torch.sigmoid(1.5 * x)
