@@ -34,11 +34,12 @@ from .maps import (
     length_map_slope,
 )
 
+# Imported eagerly: the submodule meanfield.advise would otherwise shadow the function of the
+# same name once anything imports it.
+from .advise import Advice, advise  # noqa: E402
+
 # Heavier or optional pieces load on first use.
-_LAZY = {
-    "advise": ("meanfield.advise", "advise"),
-    "Advice": ("meanfield.advise", "Advice"),
-}
+_LAZY: dict[str, tuple[str, str]] = {}
 
 
 def __getattr__(name: str) -> Any:

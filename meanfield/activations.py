@@ -186,6 +186,11 @@ def _alpha_forms(alpha: float) -> dict:
 # Elementwise functions
 # ------------------------------------------------------------------------------------------
 
+def _nan_kept(x, y):
+    """y with NaN wherever x is NaN: np.where(x > 0, ...) would silently map NaN to a branch."""
+    return np.where(np.isnan(x), np.nan, y)
+
+
 def _sech2(x):
     """sech(x)^2 = 4 e^{-2|x|} / (1 + e^{-2|x|})^2, free of overflow and of 1 - tanh^2 cancellation."""
     e = np.exp(-2.0 * np.abs(x))
@@ -219,9 +224,9 @@ _SELU_LAMBDA = 1.0507009873554804934193349852946
 def _elu(a: float, lam: float = 1.0, name: str | None = None) -> Activation:
     return Activation(
         name=name or f"elu:{a:g}",
-        fn=lambda x: lam * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
-        d1=lambda x: lam * np.where(x > 0, 1.0, a * np.exp(np.minimum(x, 0.0))),
-        d2=lambda x: lam * np.where(x > 0, 0.0, a * np.exp(np.minimum(x, 0.0))),
+        fn=lambda x: _nan_kept(x, lam * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0)))),
+        d1=lambda x: _nan_kept(x, lam * np.where(x > 0, 1.0, a * np.exp(np.minimum(x, 0.0)))),
+        d2=lambda x: _nan_kept(x, lam * np.where(x > 0, 0.0, a * np.exp(np.minimum(x, 0.0)))),
         kinks=(0.0,),
         description="exponential linear unit" if lam == 1.0 else "scaled ELU (Klambauer 2017)",
     )
@@ -230,8 +235,8 @@ def _elu(a: float, lam: float = 1.0, name: str | None = None) -> Activation:
 def _leaky_relu(a: float, name: str | None = None) -> Activation:
     return Activation(
         name=name or f"leaky_relu:{a:g}",
-        fn=lambda x: np.where(x > 0, x, a * x),
-        d1=lambda x: np.where(x > 0, 1.0, a) + 0.0 * x,
+        fn=lambda x: _nan_kept(x, np.where(x > 0, x, a * x)),
+        d1=lambda x: _nan_kept(x, np.where(x > 0, 1.0, a) + 0.0 * x),
         d2=lambda x: 0.0 * x,
         kinks=(0.0,),
         closed_forms=_leaky(a),
@@ -248,22 +253,22 @@ def _alpha_relu(alpha: float) -> Activation:
     name = f"alpha_relu:{alpha:g}"
     if alpha == 0.0:
         return Activation(
-            name=name, fn=lambda x: (x > 0).astype(float) + 0.0 * x, d1=None, d2=None, kinks=(0.0,),
+            name=name, fn=lambda x: _nan_kept(x, (x > 0).astype(float)), d1=None, d2=None, kinks=(0.0,),
             closed_forms={"v": lambda q: 0.5 + 0.0 * q, "w": lambda q1, q2, c: _k0(c) + 0.0 * q1 * q2},
             description="step function Theta(x) (alpha-ReLU with alpha = 0)",
             missing_reason="the step's derivative is a delta function, so chi_1 is infinite",
         )
 
     def fn(x):
-        return np.where(x > 0, np.abs(x) ** alpha, 0.0)
+        return _nan_kept(x, np.where(x > 0, np.abs(x) ** alpha, 0.0))
 
     def d1(x):
         with np.errstate(divide="ignore"):
-            return np.where(x > 0, alpha * np.abs(x) ** (alpha - 1.0), 0.0)
+            return _nan_kept(x, np.where(x > 0, alpha * np.abs(x) ** (alpha - 1.0), 0.0))
 
     def d2(x):
         with np.errstate(divide="ignore"):
-            return np.where(x > 0, alpha * (alpha - 1.0) * np.abs(x) ** (alpha - 2.0), 0.0)
+            return _nan_kept(x, np.where(x > 0, alpha * (alpha - 1.0) * np.abs(x) ** (alpha - 2.0), 0.0))
 
     smooth = alpha > 0.5
     return Activation(
@@ -335,7 +340,7 @@ def _builtin(name: str, params: tuple[float, ...]) -> Activation:
         return _elu(_SELU_ALPHA, _SELU_LAMBDA, name="selu")
     if name == "hard_tanh":
         return Activation(
-            "hard_tanh", lambda x: np.clip(x, -1.0, 1.0), lambda x: (np.abs(x) < 1).astype(float),
+            "hard_tanh", lambda x: np.clip(x, -1.0, 1.0), lambda x: _nan_kept(x, (np.abs(x) < 1).astype(float)),
             lambda x: 0.0 * x, kinks=(-1.0, 1.0), odd=True, description="clip(x, -1, 1)")
     raise KeyError(name)
 

@@ -27,7 +27,7 @@ import numpy as np
 from . import gaussian
 from .activations import Activation, get_activation
 from .errors import DomainError, MeanfieldError, NoFixedPoint
-from .fixed_points import _homogeneous_k, edge_of_chaos, edge_of_chaos_curve, fixed_point, OK
+from .fixed_points import OK, _homogeneous_k, edge_of_chaos, edge_of_chaos_curve, fixed_point, solve_q_star
 from .maps import check_depth, check_variance, iterate
 
 ARCHES = ("mlp", "resnet-full", "resnet-reduced")
@@ -147,31 +147,52 @@ def _jacobian_excess(act: Activation, q) -> np.ndarray:
     return mu2 / mu1 ** 2 - 1.0
 
 
+def _usable(act: Activation, sigma_w2: float, sigma_b2: float, q_star: float) -> bool:
+    """Whether unit-length inputs (q^1 = sigma_w2 + sigma_b2) reach this critical point's q*;
+    gelu and silu also have critical points with a tiny basin."""
+    reach = solve_q_star(act, sigma_w2, sigma_b2, q0=sigma_w2 + sigma_b2)
+    return bool(reach.status == OK) and abs(float(reach.q_star) - q_star) <= 1e-6 * (1 + q_star)
+
+
+def _first_usable(act: Activation, eoc, grid: np.ndarray, order) -> int | None:
+    for i in order:
+        if _usable(act, float(eoc.sigma_w2[i]), float(grid[i]), float(eoc.q_star[i])):
+            return int(i)
+    return None
+
+
 def _choose_sigma_b2(act: Activation, depth: int, sigma_b2_max: float, jacobian_budget: float):
-    grid = np.concatenate([np.logspace(-8, np.log10(max(sigma_b2_max, 1e-8)), 161)])
+    grid = np.logspace(-8, np.log10(max(sigma_b2_max, 1e-8)), 161)
     eoc = edge_of_chaos_curve(act, grid)
     ok = (eoc.status == OK) & np.isfinite(eoc.q_star) & (eoc.q_star > 0)
-    if not ok.any():
-        # The critical line may start above sigma_b2_max (gelu, silu): take its first point.
-        wide = np.logspace(-8, 1, 361)
-        eoc2 = edge_of_chaos_curve(act, wide)
-        ok2 = (eoc2.status == OK) & np.isfinite(eoc2.q_star) & (eoc2.q_star > 0)
-        if not ok2.any():
-            raise NoFixedPoint(
-                f"{act.name} has no edge of chaos for sigma_b2 in [0, 10]: chi_1(q*) = 1 has no solution "
-                f"at a stable length fixed point, so no (sigma_w2, sigma_b2) makes xi_c infinite")
-        i = int(np.argmax(ok2))
-        return float(wide[i]), (f"the critical line of {act.name} starts at sigma_b2 = {wide[i]:.3g} "
-                                f"> sigma_b2_max = {sigma_b2_max:g}; its first point is used")
     excess = np.full(grid.shape, np.inf)
-    excess[ok] = _jacobian_excess(act, eoc.q_star[ok])
-    fits = ok & (depth * excess <= jacobian_budget)
-    if fits.any():
-        i = int(np.flatnonzero(fits)[-1])
+    if ok.any():
+        excess[ok] = _jacobian_excess(act, eoc.q_star[ok])
+    fits = np.flatnonzero(ok & (depth * excess <= jacobian_budget))
+    i = _first_usable(act, eoc, grid, fits[::-1])
+    if i is not None:
         return float(grid[i]), ""
-    i = int(np.flatnonzero(ok)[0])
-    return float(grid[i]), (f"even the smallest bias variance on the critical line leaves a Jacobian "
-                            f"spread L (mu2/mu1^2 - 1) = {depth * excess[i]:.3g} > budget {jacobian_budget:g}")
+    # Budget out of reach (very deep nets, or a kink at 0 that keeps mu2/mu1^2 - 1 finite as
+    # q* -> 0, e.g. selu): the largest sigma_b2 whose spread is within 10% of the smallest.
+    if ok.any():
+        near_min = np.flatnonzero(ok & (excess <= 1.1 * np.min(excess[ok])))
+        i = _first_usable(act, eoc, grid, near_min[::-1])
+        if i is not None:
+            return float(grid[i]), (f"the Jacobian budget {jacobian_budget:g} is out of reach at depth {depth}: "
+                                    f"the smallest spread on the critical line is L (mu2/mu1^2 - 1) = "
+                                    f"{depth * np.min(excess[ok]):.3g}; sigma_b2 is the largest within 10% of it")
+    # The critical line may start above sigma_b2_max (gelu, silu): take its first usable point.
+    wide = np.logspace(-8, 1, 361)
+    eoc2 = edge_of_chaos_curve(act, wide)
+    ok2 = (eoc2.status == OK) & np.isfinite(eoc2.q_star) & (eoc2.q_star > 0)
+    i = _first_usable(act, eoc2, wide, np.flatnonzero(ok2))
+    if i is None:
+        raise NoFixedPoint(
+            f"{act.name} has no edge of chaos for sigma_b2 in [0, 10]: chi_1(q*) = 1 has no solution at a "
+            f"stable length fixed point that unit-length inputs reach, so no (sigma_w2, sigma_b2) makes "
+            f"xi_c infinite")
+    return float(wide[i]), (f"the critical line of {act.name} starts at sigma_b2 = {wide[i]:.3g} "
+                            f"> sigma_b2_max = {sigma_b2_max:g}; its first point is used")
 
 
 def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: int | None = None,

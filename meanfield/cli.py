@@ -101,8 +101,16 @@ def handled(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import warnings
+
+        import numpy as np
+
         try:
-            return fn(*args, **kwargs)
+            # numpy's RuntimeWarnings (overflow in a diverging map) are not messages for the
+            # user: the outcome is reported as one line, or the result is checked as finite.
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except DomainError as exc:
@@ -299,6 +307,7 @@ def phase_diagram_cmd(
     from .fixed_points import phase_diagram
 
     check_output_path(out)
+    _check_image_format(out)
     if data is not None:
         check_output_path(data)
     update, close = progress_bar(not (quiet or as_json) and grid * grid >= 2500, "chaotic phase c*")
@@ -318,6 +327,16 @@ def phase_diagram_cmd(
         atomic_savez(data, **{k: v for k, v in pd.arrays().items()})
         summary["data"] = str(data)
     emit(summary, as_json)
+
+
+def _check_image_format(path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fmt = path.suffix.lstrip(".").lower()
+    supported = Figure().canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise DomainError(f"cannot write a {fmt or 'extension-less'} image {str(path)!r}; "
+                          f"use one of: {', '.join(sorted(supported))}")
 
 
 def main() -> None:

@@ -236,10 +236,32 @@ def c_star(activation, q_star: float, sigma_w2: float, sigma_b2: float,
     eps = 1e-3
     while h(1 - eps) >= 0 and eps > 1e-12:
         eps /= 10
+    if h0 > 0 and h(1 - eps) >= 0:
+        return _near_critical_c_star(act, q_star, sigma_w2, chi1)
     if h0 > 0:
         return brentq(h, 0.0, 1 - eps, xtol=1e-15, rtol=1e-15)
     lo = -1.0
     return brentq(h, lo, 0.0, xtol=1e-15, rtol=1e-15) if h(lo) > 0 else lo
+
+
+def _near_critical_c_star(act: Activation, q: float, sw: float, chi1: float) -> float:
+    """c* just above the edge of chaos, where C(c) - c is below the quadrature's resolution.
+
+    Second-order expansion at c = 1 [D]: C(1 - e) = 1 - chi_1 e + (C''(1)/2) e^2 with
+    C''(1) = sigma_w2 q* E[phi''(sqrt(q*) z)^2] (Price identity twice), so 1 - c* =
+    2 (chi_1 - 1) / C''(1); the neglected term is O((chi_1 - 1)^2).
+    """
+    from .errors import ConvergenceError
+
+    if act.d2 is None or act.kinks:
+        raise ConvergenceError(
+            f"c* for {act.name} at chi_1 - 1 = {chi1 - 1:.2e} is closer to 1 than the quadrature resolves, "
+            f"and phi'' is not smooth, so the second-order expansion does not apply")
+    d2 = act.d2
+    curv = sw * q * float(gaussian.expect1(lambda u: d2(u) ** 2, q, act.kinks))
+    if not curv > 0:
+        raise ConvergenceError(f"c* for {act.name} near the edge of chaos: C''(1) = {curv:g} is not positive")
+    return 1.0 - 2.0 * (chi1 - 1.0) / curv
 
 
 def _cmap(act, c, q, sw, sb, bivariate):
@@ -348,10 +370,17 @@ def edge_of_chaos_curve(activation, sigma_b2) -> EdgeOfChaos:
             h = qg - vg / vdg  # sigma_b2 along the critical line
             slope = gaussian.dv_phi(act, qg) / vdg  # length-map slope on the line
         good = np.isfinite(h) & (vdg > 0)
+        # A critical point at q* = 0 has length-map slope 1 there (sigma_w2 = 1/phi'(0)^2); it is
+        # a fixed point the iteration approaches only if sigma_w2 V(q) < q just above 0 (tanh,
+        # erf), not if the second-order term pushes q up (gelu, silu).
+        attracting = np.ones(qg.shape, dtype=bool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            probe = 1e-4
+            attracting[0] = bool(gaussian.v_phi(act, probe) / vdg[0] <= probe) if vdg[0] > 0 else False
         for i in range(0, n, 4096):
             sl = slice(i, min(n, i + 4096))
             d = h[None, :] - sbf[sl, None]
-            exact = good[None, :] & (d == 0) & (slope[None, :] <= 1 + 1e-12)
+            exact = good[None, :] & (d == 0) & (slope[None, :] <= 1 + 1e-12) & attracting[None, :]
             cross = (good[None, :-1] & good[None, 1:] & (np.sign(d[:, :-1]) * np.sign(d[:, 1:]) < 0)
                      & ((slope[None, :-1] < 1) | (slope[None, 1:] < 1)))
             j = np.where(cross.any(axis=1), cross.argmax(axis=1), -1)

@@ -123,6 +123,12 @@ def expect1(f: Callable[[np.ndarray], np.ndarray], q, kinks: tuple[float, ...] =
             s = np.sqrt(qq)
             z, wt = _nodes(s, np.zeros_like(s), kinks, order)
             out[idx[sl]] = np.sum(wt * f(s[:, None] * z), axis=1)
+        zero = idx[flat[idx] == 0]
+        if zero.size:
+            # q -> 0 limit: f(sqrt(q) z) -> f(0+) for z > 0 and f(0-) for z < 0, so a kink at 0
+            # contributes the average of the one-sided values (not f evaluated at the kink).
+            tiny = np.array([-1e-150, 1e-150])
+            out[zero] = 0.5 * float(np.sum(f(tiny))) if 0.0 in kinks else float(f(np.zeros(1))[0])
     return out.reshape(shape)
 
 
@@ -141,7 +147,7 @@ def expect2(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarray], np.
     idx = np.flatnonzero(ok)
     if idx.size == 0:
         return out.reshape(shape)
-    n_edge = _Z_EDGES.size + 2 * _U_EDGES.size + 2 * len(kinks)
+    n_edge = _Z_EDGES.size + 2 * _U_EDGES.size + 14 * len(kinks)
     per = (n_edge * order) ** 2
     for sl in _chunks(idx.size, per):
         i = idx[sl]
@@ -153,7 +159,17 @@ def expect2(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarray], np.
         e1 = _panel_edges(s1, zero, kinks)
         sym = tuple(kinks) + tuple(-k for k in kinks)
         e2 = _panel_edges(s2 * np.abs(cc), zero, sym)
-        edges = np.sort(np.concatenate([e1, e2[:, 1:-1]], axis=1), axis=1)
+        parts = [e1, e2[:, 1:-1]]
+        if kinks:
+            # g smoothed by the inner Gaussian (sd = s2 sqrt(1 - c^2)) has its kink spread over
+            # |s2 c z1 - kink| ~ sd: put outer edges there, or c -> 1 loses ~sqrt(1 - c) terms.
+            spread = np.array([-8.0, -3.0, -1.0, 1.0, 3.0, 8.0])
+            base = (s2 * np.abs(cc))[:, None]
+            sd = (s2 * sc)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e3 = np.concatenate([(k + spread[None, :] * sd) / base for k in sym], axis=1)
+            parts.append(np.clip(np.where(np.isfinite(e3), e3, _ZMAX), -_ZMAX, _ZMAX))
+        edges = np.sort(np.concatenate(parts, axis=1), axis=1)
         x, w = _gauss_legendre(order)
         a, b = _prune(edges[:, :-1], edges[:, 1:])
         half, mid = 0.5 * (b - a), 0.5 * (b + a)
