@@ -80,12 +80,8 @@ def test_correlation_map_sends_1_to_1_and_stays_in_range(registry_spec, q, sigma
         assert np.all(np.diff(raw) >= -tol)
 
 
-def test_activation_functions_propagate_nan(registry_spec, request):
+def test_activation_functions_propagate_nan(registry_spec):
     act = get_activation(registry_spec)
-    if registry_spec.startswith("alpha_relu") and registry_spec != "alpha_relu:0" or registry_spec == "hard_tanh":
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=(
-            "phi or phi' maps NaN to 0: alpha_relu's np.where(x > 0, x**alpha, 0) and hard_tanh's "
-            "(|x| < 1).astype(float) treat NaN as 'not positive' / 'outside' (DESIGN habit 3)")))
     x = np.array([np.nan, 1.0])
     assert np.isnan(act(x)[0])
     for d in (act.d1, act.d2):

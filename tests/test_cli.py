@@ -163,9 +163,6 @@ def test_numerical_failure_exits_1():
     assert "diverge" in res.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the numerical-failure message is not one line: numpy's 'RuntimeWarning: overflow encountered "
-    "in multiply' (maps.py length/correlation map) is printed to stderr before 'error: q overflowed'"))
 def test_numerical_failure_is_one_line():
     """As a user sees it: a real process (pytest would capture Python warnings otherwise)."""
     import subprocess
@@ -178,18 +175,11 @@ def test_numerical_failure_is_one_line():
     assert len(lines) == 1 and "diverge" in lines[0], proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "phase-diagram --out with an extension matplotlib cannot write (e.g. .xyz) ends in an uncaught "
-    "ValueError (traceback, exit 1) after the whole grid was computed; it should be refused up front "
-    "with exit 2 like a missing folder"))
 def test_unsupported_output_format_is_bad_usage(tmp_path):
     one_line_error(run("phase-diagram", "--activation", "tanh", "--out", tmp_path / "p.xyz", "--grid", 4), 2, "xyz")
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fixed-point just above the edge of chaos (tanh, 1.05, 2.0105e-5) ends in scipy's uncaught "
-    "ValueError from c_star's brentq (see test_fixed_points.py::test_fixed_point_just_above_the_edge_of_chaos)"))
 def test_near_critical_fixed_point_has_no_traceback():
     res = run("fixed-point", "--activation", "tanh", "--sigma-w2", 1.05, "--sigma-b2", 2.0105e-5, "--json")
     assert res.exception is None or isinstance(res.exception, SystemExit)

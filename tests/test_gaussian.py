@@ -109,23 +109,15 @@ def test_closed_form_equals_quadrature_2d(registry_spec, request):
     for name in names:
         closed = TWO_D[name](act, Q1, Q2, C, method="closed")
         quad = TWO_D[name](act, Q1, Q2, C, method="quad")
-        if act.kinks:
-            # kinked kernels near c = 1 are a known quadrature gap (xfail test below)
-            near = (C > 0.999) & (C < 1)
-            closed, quad, q1, q2, cc = closed[~near], quad[~near], Q1[~near], Q2[~near], C[~near]
-        else:
-            q1, q2, cc = Q1, Q2, C
+        q1, q2, cc = Q1, Q2, C
         err = np.abs(closed - quad) / _two_d_scale(act, name, q1, q2)
         i = np.argmax(err)
         assert err.max() <= tolerance(act), (name, q1.flat[i], q2.flat[i], cc.flat[i], err.max())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gaussian.expect2 mis-resolves kinked activations at c just below 1: the inner Gaussian has "
-    "width ~1e-6 and the outer rule has no panel edge at the smoothed kink, so E[phi'(u) phi'(v)] "
-    "for relu at c = 1 - 1e-12 is off by ~2e-7 (the sqrt(1 - c) term). Hits elu, selu, hard_tanh "
-    "in auto mode (they have no closed form)"))
 def test_quadrature_kinked_kernel_near_c_1():
+    """The inner Gaussian has width ~1e-6 at c = 1 - 1e-12 and smooths the jump of relu' into a
+    sqrt(1 - c) ~ 1e-6 term that the outer rule must resolve (it did not before 48a8b98)."""
     act = get_activation("relu")
     c = 1.0 - 1e-12
     closed = float(gaussian.w_dphi(act, 3.0, 1.0, c, method="closed"))
@@ -515,19 +507,14 @@ def _check_2d(spec, q1, q2, c):
         assert _rel(got, ref, scale) <= tolerance(act), (name, spec, q1, q2, c, float(got), mp.nstr(ref, 20))
 
 
-KINK_NEAR_1 = pytest.mark.xfail(strict=True, reason=(
-    "expect2 for kinked activations at c = 1 - 1e-12: E[phi'(u) phi'(v)] off by ~1e-7 relative "
-    "(the inner Gaussian of width ~1e-6 smooths the jump of phi' over a region the outer rule "
-    "does not resolve); see test_quadrature_kinked_kernel_near_c_1"))
-
-
 @pytest.mark.parametrize("spec", CLOSED_INNER)
 def test_2d_kernels_against_mpmath(spec):
     _check_2d(spec, 0.3, 2.0, 0.3)
 
 
-@pytest.mark.parametrize("spec", [pytest.param(s, marks=KINK_NEAR_1) for s in ("elu:0.5", "selu")])
+@pytest.mark.parametrize("spec", ["elu:0.5", "selu"])
 def test_2d_kinked_kernels_near_c_1_against_mpmath(spec):
+    """phi' jumps at 0: E[phi'(u) phi'(v)] has a sqrt(1 - c) term (~1e-6 at c = 1 - 1e-12)."""
     _check_2d(spec, 0.3, 2.0, 1.0 - 1e-12)
 
 
@@ -628,13 +615,10 @@ def test_nan_in_nan_out_and_shapes():
             assert np.isnan(out[:, 1]).all() and np.isfinite(out[:, [0, 2]]).all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "v_dphi at q = 0 evaluates phi'(0)^2 at the kink instead of the Gaussian limit "
-    "(phi'(0-)^2 + phi'(0+)^2)/2: selu gives (lambda alpha)^2 = 3.09 instead of 2.097, elu:0.5 "
-    "0.25 instead of 0.625 (dv_phi averages the one-sided values and is right). Makes chi_1 at "
-    "q* = 0 and edge_of_chaos('selu', 0) wrong"))
 @pytest.mark.parametrize("spec", ["selu", "elu:0.5"])
 def test_moments_are_continuous_at_q_0_kinked_at_0(spec):
+    """At q = 0 a kink at 0 contributes the average of the one-sided values (the q -> 0 limit),
+    e.g. V'(0) = (phi'(0-)^2 + phi'(0+)^2) / 2 = 2.097 for selu, not phi'(0-)^2 = 3.09."""
     act = get_activation(spec)
     for fn in (gaussian.v_dphi, gaussian.e_ddphi_phi):
         at0, near0 = float(fn(act, 0.0)), float(fn(act, 1e-14))
