@@ -127,7 +127,7 @@ def expect1(f: Callable[[np.ndarray], np.ndarray], q, kinks: tuple[float, ...] =
         if zero.size:
             # q -> 0 limit: f(sqrt(q) z) -> f(0+) for z > 0 and f(0-) for z < 0, so a kink at 0
             # contributes the average of the one-sided values (not f evaluated at the kink).
-            tiny = np.array([-1e-150, 1e-150])
+            tiny = np.array([-1e-300, 1e-300])
             out[zero] = 0.5 * float(np.sum(f(tiny))) if 0.0 in kinks else float(f(np.zeros(1))[0])
     return out.reshape(shape)
 

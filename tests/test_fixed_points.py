@@ -237,13 +237,7 @@ EOC_AT_0 = {
 }
 
 
-@pytest.mark.parametrize("spec", [
-    "tanh", "erf", "sin",
-    *[pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=(
-        f"edge_of_chaos('{s}', 0) returns a spurious root q* = 1.5e-15 of the parametric line instead "
-        "of the exact q* = 0, so sigma_w2 is off by 3e-8 (elu: 1.0000000312 for 1) / 5e-8 (selu: "
-        "0.47677104 for 2/(lambda^2 (1 + alpha^2)) = 0.47677102)"))) for s in ("elu", "selu")],
-])
+@pytest.mark.parametrize("spec", ["tanh", "erf", "sin", "elu", "selu"])
 def test_edge_of_chaos_continuous_at_sigma_b2_0(spec):
     at0 = edge_of_chaos(spec, 0.0)
     # sigma_b2 grows like q*^2 .. q*^3 along the line, sigma_w2 - sigma_w2(0) like q*^(1/2) .. q*:
