@@ -1068,9 +1068,13 @@ def _entry(law: str, form: str, exponent=None, fitted=None, constant=None, fitte
     diff = None
     if exponent is not None and fitted is not None and math.isfinite(fitted):
         diff = fitted - exponent
+    cdiff = None
+    if constant and fitted_constant is not None and math.isfinite(fitted_constant):
+        cdiff = fitted_constant / constant - 1.0
     return {"law": law, "form": form, "exponent": exponent, "fitted_exponent": fitted,
             "difference": diff, "uncertainty": uncertainty, "constant": constant,
-            "fitted_constant": fitted_constant, "fixed_point": fixed_point,
+            "fitted_constant": fitted_constant, "constant_difference": cdiff,
+            "fixed_point": fixed_point,
             "fit_range": list(fit_range) if fit_range is not None else None,
             "source": source, "note": note}
 
@@ -1151,11 +1155,23 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
                           "is constant and nothing grows)")
     B = sv + sa
     notes: list[str] = []
+    slow_kernel = K.kind == "quadrature"
     if fit_depth is None:
         fit_depth = {"tanh": 10 ** 6, "1/2<alpha<1": 10 ** 6, "alpha<=1/2": 10 ** 6,
                      "relu": 10 ** 5, "alpha>1": 0}.get(reg, 10 ** 5)
-        if reg == "other" and K.kind == "quadrature":
-            fit_depth = 2000
+    if reg == "other":
+        # p (and chi) may leave float range (exponential growth of unbounded activations)
+        try:
+            iterate_residual(prm.arch, activation, sw, sb, fit_depth, sigma_v2=sv, sigma_a2=sa,
+                             every=fit_depth, cosine=False, gradients=not K.grad_reason)
+        except DomainError as exc:
+            import re
+            m = re.search(r"use depth <= (\d+)", str(exc))
+            if not m:
+                raise
+            fit_depth = int(m.group(1))
+            notes.append(f"the recursion leaves float range after layer {fit_depth}: fits use "
+                         "that depth")
     if reg == "alpha>1":
         top = _max_depth(K, prm, 5000)
         fit_depth = min(fit_depth or 200, top)
@@ -1170,7 +1186,7 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
 
     every = max(1, L // 4096) if reg != "alpha>1" else 1
     every = _divisor_every(L, every)
-    T = traj(every=every)
+    T = traj(every=every, cosine=not (reg == "other" and slow_kernel))
     idx = {int(l): i for i, l in enumerate(T.layers)}
     logp = lambda l: float(T.log_p[idx[l]])  # noqa: E731
     C_at = _cumulative_C(T) if grads else None
@@ -1321,25 +1337,28 @@ def _dexp_entry(T, alpha, form, source, key="log_p") -> dict:
 
 
 def _exp_cosine_entry(T, e_star, jd) -> dict:
+    """|e^l - e*| ~ C Jbar'(e*)^l: -log|e^l - e*| linear in l (exponent 1, constant: the rate)."""
     d = np.abs(np.asarray(T.e, dtype=float) - e_star)
-    ok = np.flatnonzero((d > 1e-11) & (np.asarray(T.layers) > 0))
-    if ok.size < 4:
-        fitted, unc, rng = None, None, None
-    else:
-        i2, i1 = ok[-1], ok[max(0, ok.size // 2)]
-        l2, l1 = int(T.layers[i2]), int(T.layers[i1])
-        fitted = (math.log(d[i2]) - math.log(d[i1])) / (l2 - l1)
-        i0 = ok[0]
-        l0 = int(T.layers[i0])
-        f0 = (math.log(d[i1]) - math.log(d[i0])) / max(1, l1 - l0)
-        unc, rng = abs(fitted - f0), [l1, l2]
+    lay = np.asarray(T.layers)
+    ok = np.flatnonzero((d > 1e-11) & (lay > 0))
     rate = math.log(jd)
-    e = _entry("exponential", "log|e^l - e*| ~ C l^k (C: rate per layer)", 1.0, 1.0, rate, fitted,
-               fixed_point=e_star, source="MATH.md 2.5 (alpha > 1) [D]",
-               note="e^l -> e* like Jbar'(e*)^l, the vanilla kernel map's rate", fit_range=rng,
-               uncertainty=unc)
-    e["difference"] = (fitted - rate) if fitted is not None else None
-    return e
+    fitted = fitted_rate = unc = rng = None
+    if ok.size >= 6:
+        i0, i1, i2 = ok[ok.size // 3], ok[2 * ok.size // 3], ok[-1]
+        l0, l1, l2 = (int(lay[i]) for i in (i0, i1, i2))
+        s1 = (math.log(d[i1]) - math.log(d[i0])) / (l1 - l0)
+        s2 = (math.log(d[i2]) - math.log(d[i1])) / (l2 - l1)
+        fitted_rate = s2
+        # d(-log|e - e*|)/dl ~ l^(k-1): k from the change of the slope between the two halves
+        fitted = 1.0 + math.log(s2 / s1) / math.log((l1 + l2) / (l0 + l1)) if s1 * s2 > 0 \
+            else None
+        unc = abs(s2 - s1) / abs(rate)
+        rng = [l0, l2]
+    return _entry("exponential", "log|e^l - e*| ~ C l^k (C: rate per layer)", 1.0, fitted, rate,
+                  fitted_rate, fixed_point=e_star, source="MATH.md 2.5 (alpha > 1) [D]",
+                  note="e^l -> e* like Jbar'(e*)^l, the vanilla kernel map's rate; "
+                       "uncertainty: relative change of the rate across the fit range",
+                  fit_range=rng, uncertainty=unc)
 
 
 def _infinite_entry(K: _Kernel) -> dict:
@@ -1408,6 +1427,13 @@ def _multi_term_fit(T, e_star: float, lmin: float) -> tuple[float, float] | None
 
 def _fitted_only(T, L, K, traj, every, grads, C_at):
     idx = {int(l): i for i, l in enumerate(T.layers)}
+    if K.kind == "quadrature":
+        why = (f"not computed: {K.name} has no closed-form or tabulated kernel, so e and s cost "
+               "a 2-D quadrature (~25 ms) per evaluation; run iterate_residual for them")
+        ee = _entry("not computed", "|e^l - e*| ~ C l^k", note=why)
+        se = _entry("not computed", "s^l", note=why)
+    else:
+        ee = se = None
     lp = lambda l: float(T.log_p[idx[l]])  # noqa: E731
     pe = _classify(lp, L, "p^l", "fitted from the recursion")
     if grads:
@@ -1415,11 +1441,12 @@ def _fitted_only(T, L, K, traj, every, grads, C_at):
                        "fitted from the recursion", loglog=True, raw=C_at)
     else:
         ce = _infinite_entry(K)
-    e = np.asarray(T.e, dtype=float)
-    ee = _aitken_cosine(lambda l: float(e[idx[l]]), L)
-    ls = lambda l: float(T.log_s[idx[l]])  # noqa: E731
-    se = _classify(ls, L, "s^l", "fitted from the recursion") if np.isfinite(ls(L)) else \
-        _entry("fitted only", "s^l", note="s^l = 0 (identical inputs)")
+    if ee is None:
+        e = np.asarray(T.e, dtype=float)
+        ee = _aitken_cosine(lambda l: float(e[idx[l]]), L)
+        ls = lambda l: float(T.log_s[idx[l]])  # noqa: E731
+        se = _classify(ls, L, "s^l", "fitted from the recursion") if np.isfinite(ls(L)) else \
+            _entry("fitted only", "s^l", note="s^l = 0 (identical inputs)")
     return pe, ce, ee, se
 
 

@@ -228,9 +228,10 @@ def test_alpha_relu_reference_values_b2():
 
 
 def test_tanh_cosine_fixed_point_b1():
-    E = exponents("tanh", sigma_a2=0.5, sigma_b2=0.1, fit_depth=4096)
-    assert abs(E.e["fixed_point"] - 0.613828) < 1e-6
-    assert abs(E.e["exponent"] + 0.4624) < 1e-4
+    from meanfield.residual import _tanh_fixed_point
+    e_star, mu = _tanh_fixed_point(1.0, 0.5)
+    assert abs(e_star - 0.613828) < 1e-6 and abs(mu - 0.4624) < 1e-4
+    assert _tanh_fixed_point(1.0, 0.0) == (0.0, 1.0 - 2.0 / math.pi)
 
 
 # ------------------------------------------------------------------------------------------
@@ -282,6 +283,9 @@ def test_fitted_only_activation():
     assert E.p["law"].startswith("polynomial") and abs(E.p["fitted_exponent"] - 1) < 0.01
     assert E.chi["law"].startswith("sub-exponential") and abs(E.chi["fitted_exponent"] - 0.5) < 0.01
     assert E.p["exponent"] is None and "fitted only" in " ".join(E.notes)
+    G = exponents("gelu")  # exponential like relu; no fast kernel: e and s are not fitted
+    assert G.p["law"] == "exponential (fitted)" and abs(G.p["fitted_constant"] - math.log(1.5)) < 1e-6
+    assert G.e["law"] == "not computed" and "float range" in " ".join(G.notes)
 
 
 # ------------------------------------------------------------------------------------------
@@ -406,9 +410,12 @@ def test_against_wide_random_networks(act, arch, sw, sb, sv, sa):
                         p0=1.0, c0=0.5, n_nets=n, seed=11)
     T = iterate_residual("resnet-" + arch, act, sw, sb, depth, sigma_v2=sv, sigma_a2=sa,
                          p0=1.0, c0=0.5)
-    for l in (1, 10, 25, 50):
+    for l in range(1, depth + 1):
         assert abs(S.p[l] - T.p[l]) <= 5 * S.p_se[l], (l, S.p[l], T.p[l], S.p_se[l])
         assert abs(S.e[l] - T.e[l]) <= 5 * S.e_se[l] + 2.0 / width, (l, S.e[l], T.e[l])
+        for g in ("grad_w", "grad_b"):
+            sim, se_, th = getattr(S, g)[l], getattr(S, g + "_se")[l], getattr(T, g)[l]
+            assert abs(sim - th) <= 5 * se_ + depth / width * th, (g, l, sim, th, se_)
     # gradient ratio chi^0/chi^L: finite width adds a relative bias of order depth/width
     bias = depth / width * abs(T.chi[0] - 1)
     assert abs(S.chi[0] - T.chi[0]) <= 5 * S.chi_se[0] + bias, (S.chi[0], T.chi[0], S.chi_se[0])
