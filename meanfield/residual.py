@@ -11,7 +11,8 @@ the FRN with sigma_v2 = 1, sigma_a2 = 0.
 What is computed (MATH.md 2.3, exact mean-field recurrences, gradient independence for chi):
 
     q^l = sigma_w2 p^{l-1} + sigma_b2,        p^l = p^{l-1} + sigma_v2 V_phi(q^l) + sigma_a2,
-    s^l = s^{l-1} + 2 sigma_v2 [V_phi(q^l) - W_phi(q^l, q^l, c^l)],   1 - c^l = sigma_w2 s^{l-1} / (2 q^l),
+    s^l = s^{l-1} + 2 sigma_v2 [V_phi(q^l) - W_phi(q^l, q^l, c^l)],
+    1 - c^l = sigma_w2 s^{l-1} / (2 q^l),
     chi^{l-1} = chi^l (1 + sigma_v2 sigma_w2 V_phi'(q^l)),
 
 for two inputs of equal length p^0 and cosine c^0 (so p = p', e^l = 1 - s^l / (2 p^l)).  The
@@ -411,8 +412,9 @@ def _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2) -> _Params:
         sv = 1.0 if sigma_v2 is None else float(check_variance("sigma_v2", sigma_v2))
         sa = 0.0 if sigma_a2 is None else float(check_variance("sigma_a2", sigma_a2))
         if sv != 1.0 or sa != 0.0:
-            raise DomainError("the reduced residual network has no V or a (x^l = phi(h^l) + x^{l-1}):"
-                              f" sigma_v2 must be 1 and sigma_a2 0 (got {sv:g}, {sa:g}); use resnet-full")
+            raise DomainError("the reduced residual network has no V or a (x^l = phi(h^l) + "
+                              f"x^{{l-1}}): sigma_v2 must be 1 and sigma_a2 0 (got {sv:g}, {sa:g});"
+                              " use resnet-full")
     else:
         sv = 1.0 if sigma_v2 is None else float(check_variance("sigma_v2", sigma_v2))
         sa = 0.0 if sigma_a2 is None else float(check_variance("sigma_a2", sigma_a2))
@@ -659,7 +661,8 @@ class _Runner:
                           f"({self.m.K.name}): {why}; use depth <= {layer - 1}")
 
     # plain sequential loop (the reference and the exact start) --------------------------------
-    def sequential(self, a: int, b: int, u: float, x: float, C: float) -> tuple[float, float, float]:
+    def sequential(self, a: int, b: int, u: float, x: float,
+                   C: float) -> tuple[float, float, float]:
         m = self.m
         for l in range(a + 1, b + 1):
             ua = np.array([u])
@@ -1247,7 +1250,8 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         kap = sv * sw / 2.0
         rate = math.log1p(kap)
         pe = _exp_entry(T, L, rate, "log p^l ~ C l^k (C: growth rate per layer)",
-                        "MATH.md 2.5 (alpha = 1) [D][V]", "p^l = Theta((1 + sigma_v2 sigma_w2/2)^l)")
+                        "MATH.md 2.5 (alpha = 1) [D][V]",
+                        "p^l = Theta((1 + sigma_v2 sigma_w2/2)^l)")
         ce = _exp_entry(None, L, rate, "log(chi^0/chi^L) ~ C L^k (C: rate per layer)",
                         "MATH.md 2.5 (alpha = 1) [D][V]",
                         "exact: chi^0/chi^L = (1 + sigma_v2 sigma_w2 / 2)^L", C_at=C_at)
@@ -1492,7 +1496,8 @@ def _aitken_cosine(e, L) -> dict:
     e_star = e2 + d2 * r / (1.0 - r)
     return _entry("polynomial (fitted)", "|e^l - e*| ~ C l^k", None, k, None, None,
                   fixed_point=e_star, source="fitted from the recursion",
-                  note="e* and k by Aitken extrapolation of e at L/4, L/2, L", fit_range=[L // 4, L])
+                  note="e* and k by Aitken extrapolation of e at L/4, L/2, L",
+                  fit_range=[L // 4, L])
 
 
 def _max_depth(K: _Kernel, prm: _Params, cap: int = 10 ** 6) -> int:
@@ -1683,7 +1688,8 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
             asym = None
     elif reg == "relu":
         rule = "gradient budget (relu, exact)"
-        formula = "(1 + sigma_v2 sigma_w2 / 2)^L = e^G, i.e. sigma_v2 sigma_w2 = 2 (e^(G/L) - 1) = O(1/L)"
+        formula = ("(1 + sigma_v2 sigma_w2 / 2)^L = e^G, i.e. sigma_v2 sigma_w2 = 2 (e^(G/L) - 1)"
+                   " = O(1/L)")
         meaning = ("G = log(chi^0/chi^L) = L log(1 + sigma_v2 sigma_w2 / 2) in nats (also log "
                    "p^L/p^0 when sigma_b2 = sigma_a2 = 0)")
         prod = 2.0 * math.expm1(G / L)
@@ -1693,10 +1699,12 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         from . import special
         ca = float(special.c_alpha(a))
         rule = "squared-distance budget (alpha-ReLU, 1/2 < alpha < 1)"
-        formula = ("p^L / p^0 = e^G (s^L ~ 2 (1 - e*) p^L); asymptotically sigma_v2 sigma_w^(2 alpha)"
+        formula = ("p^L / p^0 = e^G (s^L ~ 2 (1 - e*) p^L); asymptotically "
+                   "sigma_v2 sigma_w^(2 alpha)"
                    " L = (e^((1 - alpha) G) - 1) / ((1 - alpha) c_alpha), i.e. sigma_v2 ~ 1/L")
         meaning = ("G = log(p^L/p^0), the growth of the length and of the squared distance of two "
-                   "inputs, in nats (the gradient exponent R_alpha is universal and cannot be tuned)")
+                   "inputs, in nats (the gradient exponent R_alpha is universal and cannot be "
+                   "tuned)")
         prod = math.expm1((1.0 - a) * G) / ((1.0 - a) * ca * L)  # sigma_v2 sigma_w2^alpha
         asym = prod / sw ** a if which == "sigma_v2" else (prod / sv) ** (1.0 / a) \
             if which == "sigma_w2" else None
@@ -1753,7 +1761,8 @@ def _comparisons(arch, activation, depth, width, K) -> list:
              "both branch layers He scaled by L^-1/2 (Fixup's scaling without the zero layer)"),
         ]
     else:
-        rows += [("branch-1/L", 2.0 / L, 1.0, 0.0, 0.0, "He scaled by L^-1/2 in std (1/L variance)")]
+        rows += [("branch-1/L", 2.0 / L, 1.0, 0.0, 0.0,
+                  "He scaled by L^-1/2 in std (1/L variance)")]
     out = []
     for name, w2, v2, b2, a2, note in rows:
         if not full:
