@@ -377,6 +377,8 @@ def _kernel(activation) -> _Kernel:
         name, params = parse_spec(activation)
         if name == "alpha_relu":
             alpha = float(params[0])
+    elif act.name == "step":  # the step is alpha_relu:0 (MATH.md 2.5 with alpha = 0)
+        alpha = 0.0
     elif act.name.startswith("alpha_relu:"):
         v = act.closed_forms["v"]
         v1 = float(v(np.array(1.0)))

@@ -420,3 +420,40 @@ def test_against_wide_random_networks(act, arch, sw, sb, sv, sa):
     # gradient ratio chi^0/chi^L: finite width adds a relative bias of order depth/width
     bias = depth / width * abs(T.chi[0] - 1)
     assert abs(S.chi[0] - T.chi[0]) <= 5 * S.chi_se[0] + bias, (S.chi[0], T.chi[0], S.chi_se[0])
+
+
+# ------------------------------------------------------------------------------------------
+# CLI end to end
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, key", [
+    (["iterate", "--arch", "resnet-full", "--activation", "tanh", "--sigma-w2", "1",
+      "--sigma-b2", "0", "--sigma-v2", "1.5", "--sigma-a2", "0.1", "--depth", "1000", "--p0", "2",
+      "--c0", "0.3", "--every", "250", "--json"], "chi"),
+    (["exponents", "--arch", "resnet-reduced", "--activation", "relu", "--sigma-w2", "0.5",
+      "--json"], "chi"),
+    (["advise", "--arch", "resnet-full", "--activation", "tanh", "--depth", "300", "--budget",
+      "3", "--width", "64", "--json"], "comparisons"),
+])
+def test_cli_json(args, key):
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert key in d and "NaN" not in res.stdout and "\x1b[" not in res.stdout
+    if args[0] == "iterate":
+        assert d["layers"] == [0, 250, 500, 750, 1000] and d["chi"][-1] == 1.0
+
+
+def test_cli_bad_input_exit_code():
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    res = CliRunner().invoke(app, ["iterate", "--arch", "resnet-full", "--activation",
+                                   "alpha_relu:2", "--sigma-w2", "1", "--depth", "5000"])
+    assert res.exit_code == 2
+    assert "float range" in res.output and "Traceback" not in res.output
