@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from . import maps
 from .activations import Activation, custom, get_activation
-from .errors import DomainError, MeanfieldError
+from .errors import DomainError
 
 ARCHES = ("mlp", "resnet-full", "resnet-reduced")
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -55,32 +55,91 @@ _STRUCTURE_HINT = (
     "tell meanfield the structure instead: init_(model, structure=Structure(arch='mlp', "
     "activation='tanh', layers=('fc1', 'fc2', ...))) or, for residual networks, "
     "Structure(arch='resnet-full', activation='tanh', stem=('inp',), "
-    "blocks=(('blocks.0.w', 'blocks.0.v'), ...), head=('out',))")
+    "blocks=(('blocks.0.w', 'blocks.0.v'), ...), head=('out',))"
+)
 
 # ------------------------------------------------------------------------------------------
 # Reading activations
 # ------------------------------------------------------------------------------------------
 
 # Elementwise no-ops (in eval mode) and pure reshapes: identity on a flat tensor of units.
-_NEUTRAL_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                    nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-_NEUTRAL_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.clone,
-                      F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
-_NEUTRAL_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "clone",
-                    "view_as", "reshape_as", "float", "double", "to", "type_as"}
+_NEUTRAL_MODULES = (
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+_NEUTRAL_FUNCTIONS = {
+    torch.flatten,
+    torch.reshape,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.clone,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+}
+_NEUTRAL_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "clone",
+    "view_as",
+    "reshape_as",
+    "float",
+    "double",
+    "to",
+    "type_as",
+}
 _META_METHODS = {"size", "dim", "numel"}
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-            nn.FeatureAlphaDropout)
+_DROPOUT = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
 
 _FUNCTION_SPECS: dict[Any, str] = {
-    torch.tanh: "tanh", F.tanh: "tanh", torch.relu: "relu", F.relu: "relu", torch.relu_: "relu",
-    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.sin: "sin", torch.cos: "cos",
-    torch.erf: "erf", torch.special.erf: "erf", torch.abs: "abs", F.silu: "silu",
-    F.selu: "selu", torch.selu: "selu",
+    torch.tanh: "tanh",
+    F.tanh: "tanh",
+    torch.relu: "relu",
+    F.relu: "relu",
+    torch.relu_: "relu",
+    torch.sigmoid: "sigmoid",
+    F.sigmoid: "sigmoid",
+    torch.sin: "sin",
+    torch.cos: "cos",
+    torch.erf: "erf",
+    torch.special.erf: "erf",
+    torch.abs: "abs",
+    F.silu: "silu",
+    F.selu: "selu",
+    torch.selu: "selu",
 }
-_METHOD_SPECS = {"tanh": "tanh", "relu": "relu", "sigmoid": "sigmoid", "sin": "sin", "cos": "cos",
-                 "erf": "erf", "abs": "abs", "tanh_": "tanh", "relu_": "relu",
-                 "sigmoid_": "sigmoid"}
+_METHOD_SPECS = {
+    "tanh": "tanh",
+    "relu": "relu",
+    "sigmoid": "sigmoid",
+    "sin": "sin",
+    "cos": "cos",
+    "erf": "erf",
+    "abs": "abs",
+    "tanh_": "tanh",
+    "relu_": "relu",
+    "sigmoid_": "sigmoid",
+}
 
 
 def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
@@ -125,10 +184,17 @@ def _function_spec(node: fx.Node) -> str | None:
     if t is F.leaky_relu:
         return f"leaky_relu:{float(_arg(node, 1, 'negative_slope', 0.01))!r}"
     if t is F.softplus:
-        return "softplus" if _arg(node, 1, "beta", 1.0) == 1 and _arg(node, 2, "threshold", 20.0) >= 20 else None
-    if t is F.hardtanh:
-        return "hard_tanh" if (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)) == (-1.0, 1.0) \
+        return (
+            "softplus"
+            if _arg(node, 1, "beta", 1.0) == 1 and _arg(node, 2, "threshold", 20.0) >= 20
             else None
+        )
+    if t is F.hardtanh:
+        return (
+            "hard_tanh"
+            if (_arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)) == (-1.0, 1.0)
+            else None
+        )
     return None
 
 
@@ -140,8 +206,10 @@ class _Graph:
             self.gm = fx.symbolic_trace(model)
         except Exception as exc:  # noqa: BLE001 - any tracing failure is reported the same way
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DomainError(f"torch.fx could not trace {type(model).__name__} ({type(exc).__name__}: "
-                              f"{first}); {_STRUCTURE_HINT}") from None
+            raise DomainError(
+                f"torch.fx could not trace {type(model).__name__} ({type(exc).__name__}: "
+                f"{first}); {_STRUCTURE_HINT}"
+            ) from None
         self.nodes = list(self.gm.graph.nodes)
         self.idx = {n: i for i, n in enumerate(self.nodes)}
         self.modules = dict(self.gm.named_modules())
@@ -184,11 +252,19 @@ class _Graph:
     def label(self, n: fx.Node, short: bool = False) -> str:
         if n.op == "call_module":
             m = self.module(n)
-            return f"{type(m).__name__}({m.extra_repr()})" if short else f"{n.target} ({type(m).__name__})"
+            return (
+                f"{type(m).__name__}({m.extra_repr()})"
+                if short
+                else f"{n.target} ({type(m).__name__})"
+            )
         if n.op == "call_function":
             name = getattr(n.target, "__name__", str(n.target))
             extra = [repr(a) for a in n.args[1:] if not isinstance(a, fx.Node)]
-            extra += [f"{k}={v!r}" for k, v in n.kwargs.items() if k != "inplace" and not isinstance(v, fx.Node)]
+            extra += [
+                f"{k}={v!r}"
+                for k, v in n.kwargs.items()
+                if k != "inplace" and not isinstance(v, fx.Node)
+            ]
             return f"{name}({', '.join(extra)})" if extra else name
         if n.op == "call_method":
             return f".{n.target}()"
@@ -212,18 +288,25 @@ class _Graph:
     def region(self, start: fx.Node, end: fx.Node, where: str) -> "_Region":
         """The elementwise map from the value of ``start`` to the value of ``end``."""
         if end is not start and not self.is_anc(start, end):
-            raise DomainError(f"{where}: {self.label(end)} does not depend on {self.label(start)}; {_STRUCTURE_HINT}")
+            raise DomainError(
+                f"{where}: {self.label(end)} does not depend on {self.label(start)}; "
+                f"{_STRUCTURE_HINT}"
+            )
         si = self.idx[start]
-        nodes = [n for n in self.nodes[si + 1:self.idx[end] + 1]
-                 if (n is end or self.is_anc(n, end)) and self.is_anc(start, n)]
+        nodes = [
+            n
+            for n in self.nodes[si + 1 : self.idx[end] + 1]
+            if (n is end or self.is_anc(n, end)) and self.is_anc(start, n)
+        ]
         inside = set(nodes) | {start}
         for n in nodes:
             for p in n.all_input_nodes:
                 if p not in inside and p.op != "get_attr":
                     raise DomainError(
-                        f"{where}: {self.label(n)} also reads {self.label(p)}, so the map between the layers "
-                        f"is not a function of the layer's output alone (a skip or dense connection that is "
-                        f"not an addition x + f(x)?); {_STRUCTURE_HINT}")
+                        f"{where}: {self.label(n)} also reads {self.label(p)}, so the map between "
+                        f"the layers is not a function of the layer's output alone (a skip or "
+                        f"dense connection that is not an addition x + f(x)?); {_STRUCTURE_HINT}"
+                    )
         return _Region(self, start, end, nodes)
 
 
@@ -234,8 +317,12 @@ class _Region:
         self.g, self.start, self.end = g, start, end
         self.nodes = [n for n in nodes if g.kind(n) != "meta"]
         self.compute = [n for n in self.nodes if g.kind(n) == "compute"]
-        self.dropout = [n for n in nodes if isinstance(g.module(n), _DROPOUT)
-                        or (n.op == "call_function" and "dropout" in getattr(n.target, "__name__", ""))]
+        self.dropout = [
+            n
+            for n in nodes
+            if isinstance(g.module(n), _DROPOUT)
+            or (n.op == "call_function" and "dropout" in getattr(n.target, "__name__", ""))
+        ]
         self._mods: dict[str, nn.Module] = {}
 
     def spec(self) -> str | None:
@@ -262,7 +349,9 @@ class _Region:
                 obj = self.g.gm
                 for part in a.target.split("."):
                     obj = getattr(obj, part)
-                return obj.detach().to("cpu", torch.float64) if isinstance(obj, torch.Tensor) else obj
+                return (
+                    obj.detach().to("cpu", torch.float64) if isinstance(obj, torch.Tensor) else obj
+                )
             raise DomainError(f"cannot evaluate {self.g.label(a)} inside the activation")
         return a
 
@@ -291,7 +380,9 @@ class _Region:
         return env[self.end]
 
 
-def _np_shim(f: Callable[[torch.Tensor], torch.Tensor], order: int) -> Callable[[np.ndarray], np.ndarray]:
+def _np_shim(
+    f: Callable[[torch.Tensor], torch.Tensor], order: int
+) -> Callable[[np.ndarray], np.ndarray]:
     """numpy callable for phi (order 0) or its derivatives by autograd (order 1, 2), in float64."""
 
     def fn(x):
@@ -322,22 +413,35 @@ def _check_elementwise(f: Callable[[torch.Tensor], torch.Tensor], what: str) -> 
     try:
         with torch.no_grad():
             y = f(x.clone())
-            ok = (isinstance(y, torch.Tensor) and y.shape == x.shape
-                  and torch.allclose(f(x[:7].clone()), y[:7], rtol=1e-12, atol=1e-12)
-                  and torch.allclose(f(x.view(8, 8).clone()).reshape(-1), y, rtol=1e-12, atol=1e-12))
+            ok = (
+                isinstance(y, torch.Tensor)
+                and y.shape == x.shape
+                and torch.allclose(f(x[:7].clone()), y[:7], rtol=1e-12, atol=1e-12)
+                and torch.allclose(f(x.view(8, 8).clone()).reshape(-1), y, rtol=1e-12, atol=1e-12)
+            )
     except Exception as exc:  # noqa: BLE001 - any failure means "not an elementwise function"
-        raise DomainError(f"{what} is not elementwise, so meanfield cannot wrap it as an activation "
-                          f"({type(exc).__name__} on a flat tensor: {str(exc).splitlines()[0] if str(exc) else ''}); the "
-                          f"mean-field theory covers elementwise activations only; {_STRUCTURE_HINT}") from None
+        raise DomainError(
+            f"{what} is not elementwise, so meanfield cannot wrap it as an activation "
+            f"({type(exc).__name__} on a flat tensor: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); the "
+            f"mean-field theory covers elementwise activations only; {_STRUCTURE_HINT}"
+        ) from None
     if not ok:
-        raise DomainError(f"{what} is not elementwise (its value at a unit depends on other units or on the "
-                          f"shape); the mean-field theory covers elementwise activations only; {_STRUCTURE_HINT}")
+        raise DomainError(
+            f"{what} is not elementwise (its value at a unit depends on other units or on the "
+            f"shape); the mean-field theory covers elementwise activations only; {_STRUCTURE_HINT}"
+        )
     if not bool(torch.isfinite(y).all()):
-        raise DomainError(f"{what} is not finite on [-4, 4], so meanfield cannot wrap it as an activation")
+        raise DomainError(
+            f"{what} is not finite on [-4, 4], so meanfield cannot wrap it as an activation"
+        )
 
 
-def wrap_activation(fn: "nn.Module | Callable[[torch.Tensor], torch.Tensor] | str | Activation",
-                    *, name: str | None = None) -> Activation:
+def wrap_activation(
+    fn: "nn.Module | Callable[[torch.Tensor], torch.Tensor] | str | Activation",
+    *,
+    name: str | None = None,
+) -> Activation:
     """meanfield Activation for a torch activation module or an elementwise torch callable.
 
     Registry activations (nn.Tanh, nn.ReLU, nn.GELU(), nn.ELU(alpha), ...) map to their spec;
@@ -360,12 +464,18 @@ def wrap_activation(fn: "nn.Module | Callable[[torch.Tensor], torch.Tensor] | st
         f = fn
         label = name or f"torch:{getattr(fn, '__name__', 'fn')}"
     else:
-        raise DomainError(f"cannot wrap {fn!r} as an activation: give a torch module, a callable or a spec")
+        raise DomainError(
+            f"cannot wrap {fn!r} as an activation: give a torch module, a callable or a spec"
+        )
     return _custom_from(f, label)
 
 
-def _custom_from(f: Callable[[torch.Tensor], torch.Tensor], label: str, where: str = "") -> Activation:
-    _check_elementwise(f, f"{label[6:] if label.startswith('torch:') else label}{' ' + where if where else ''}")
+def _custom_from(
+    f: Callable[[torch.Tensor], torch.Tensor], label: str, where: str = ""
+) -> Activation:
+    _check_elementwise(
+        f, f"{label[6:] if label.startswith('torch:') else label}{' ' + where if where else ''}"
+    )
     d1, d2 = _np_shim(f, 1), _np_shim(f, 2)
     try:
         d1(np.linspace(-1.0, 1.0, 3))
@@ -378,6 +488,7 @@ def _custom_from(f: Callable[[torch.Tensor], torch.Tensor], label: str, where: s
 # ------------------------------------------------------------------------------------------
 # Structure
 # ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -402,7 +513,9 @@ class Structure:
 
     def __post_init__(self):
         if self.arch not in ARCHES:
-            raise DomainError(f"Structure: unknown arch {self.arch!r}; choose one of {', '.join(ARCHES)}")
+            raise DomainError(
+                f"Structure: unknown arch {self.arch!r}; choose one of {', '.join(ARCHES)}"
+            )
         act = self._act if self._act is not None else wrap_activation(self.activation)
         object.__setattr__(self, "_act", act)
         object.__setattr__(self, "activation", act.name)
@@ -416,17 +529,25 @@ class Structure:
             if self.blocks or self.stem or self.head:
                 raise DomainError("Structure(arch='mlp') takes layers=..., not blocks/stem/head")
             if not self.layers:
-                raise DomainError("Structure(arch='mlp') needs layers=(names of the Linear/Conv modules in order)")
+                raise DomainError(
+                    "Structure(arch='mlp') needs layers=(names of the Linear/Conv modules in order)"
+                )
         else:
             if self.layers:
-                raise DomainError(f"Structure(arch={self.arch!r}) takes stem/blocks/head, not layers")
+                raise DomainError(
+                    f"Structure(arch={self.arch!r}) takes stem/blocks/head, not layers"
+                )
             if not self.blocks:
-                raise DomainError(f"Structure(arch={self.arch!r}) needs blocks=((W, V), ...) or ((W,), ...)")
+                raise DomainError(
+                    f"Structure(arch={self.arch!r}) needs blocks=((W, V), ...) or ((W,), ...)"
+                )
             want = 2 if self.arch == "resnet-full" else 1
             bad = [b for b in self.blocks if len(b) != want]
             if bad:
-                raise DomainError(f"Structure(arch={self.arch!r}): each block names {want} layer(s) "
-                                  f"({'W, V' if want == 2 else 'W'}), got {bad[0]!r}")
+                raise DomainError(
+                    f"Structure(arch={self.arch!r}): each block names {want} layer(s) "
+                    f"({'W, V' if want == 2 else 'W'}), got {bad[0]!r}"
+                )
         seen = [n for n, _ in self.roles()]
         dup = sorted({n for n in seen if seen.count(n) > 1})
         if dup:
@@ -443,9 +564,11 @@ class Structure:
             try:
                 object.__setattr__(self, "_act", get_activation(self.activation))
             except DomainError:
-                raise DomainError(f"the activation {self.activation!r} of this structure was lost when the "
-                                  f"model was copied or unpickled; pass structure= or call trace_structure "
-                                  f"again") from None
+                raise DomainError(
+                    f"the activation {self.activation!r} of this structure was lost when the "
+                    f"model was copied or unpickled; pass structure= or call trace_structure "
+                    f"again"
+                ) from None
         return self._act
 
     def roles(self) -> list[tuple[str, str]]:
@@ -469,9 +592,16 @@ class Structure:
             object.__setattr__(self, k, v)
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "activation": self.activation, "depth": self.depth,
-                "layers": list(self.layers), "blocks": [list(b) for b in self.blocks],
-                "stem": list(self.stem), "head": list(self.head), "notes": list(self.notes)}
+        return {
+            "arch": self.arch,
+            "activation": self.activation,
+            "depth": self.depth,
+            "layers": list(self.layers),
+            "blocks": [list(b) for b in self.blocks],
+            "stem": list(self.stem),
+            "head": list(self.head),
+            "notes": list(self.notes),
+        }
 
 
 def _check_name(s: Any, what: str) -> str:
@@ -487,10 +617,14 @@ def _is_add(n: fx.Node) -> bool:
 
 
 def _same_activation(g: _Graph, regions: Sequence[tuple[str, _Region]]) -> Activation:
-    """The one activation of all regions (a spec, or a custom wrapper); DomainError if they differ."""
+    """The one activation of all regions (spec or custom wrapper); DomainError if they differ."""
     where0, r0 = regions[0]
     spec0 = r0.spec()
-    act0 = get_activation(spec0) if spec0 is not None else _custom_from(r0, f"torch:{r0.label(True)}", where0)
+    act0 = (
+        get_activation(spec0)
+        if spec0 is not None
+        else _custom_from(r0, f"torch:{r0.label(True)}", where0)
+    )
     grid = np.linspace(-4.0, 4.0, 41)
     ref = None
     for where, r in regions[1:]:
@@ -508,8 +642,10 @@ def _same_activation(g: _Graph, regions: Sequence[tuple[str, _Region]]) -> Activ
                     same = False
         if not same:
             raise DomainError(
-                f"the model uses different activations: {r0.label()} ({where0}) and {r.label()} ({where}); "
-                f"the mean-field theory assumes one activation throughout; {_STRUCTURE_HINT}")
+                f"the model uses different activations: {r0.label()} ({where0}) and "
+                f"{r.label()} ({where}); "
+                f"the mean-field theory assumes one activation throughout; {_STRUCTURE_HINT}"
+            )
     return act0
 
 
@@ -526,16 +662,20 @@ def trace_structure(model: nn.Module) -> Structure:
     layers = [n for n in g.nodes if g.is_layer(n)]
     if not layers:
         kinds = sorted({type(m).__name__ for name, m in g.modules.items() if name})
-        raise DomainError(f"{type(model).__name__} has no nn.Linear or nn.Conv1d/2d/3d layers that its forward "
-                          f"pass calls (modules: {', '.join(kinds) or 'none'}); meanfield initialises only "
-                          f"those")
+        raise DomainError(
+            f"{type(model).__name__} has no nn.Linear or nn.Conv1d/2d/3d layers that its forward "
+            f"pass calls (modules: {', '.join(kinds) or 'none'}); meanfield initialises only "
+            f"those"
+        )
     calls: dict[str, int] = {}
     for n in layers:
         calls[n.target] = calls.get(n.target, 0) + 1
     shared = [t for t, k in calls.items() if k > 1]
     if shared:
-        raise DomainError(f"layer {shared[0]!r} is called {calls[shared[0]]} times in one forward pass (shared "
-                          f"weights); the mean-field theory assumes independent weights in every layer")
+        raise DomainError(
+            f"layer {shared[0]!r} is called {calls[shared[0]]} times in one forward pass (shared "
+            f"weights); the mean-field theory assumes independent weights in every layer"
+        )
     residual = []
     for n in g.nodes:
         if not _is_add(n):
@@ -549,16 +689,22 @@ def trace_structure(model: nn.Module) -> Structure:
         elif g.is_anc(b, a):
             skip, branch = b, a
         else:
-            if any(L is a or g.is_anc(L, a) for L in layers) and any(L is b or g.is_anc(L, b) for L in layers):
-                raise DomainError(f"the addition {n.name} adds two paths neither of which is the other's input "
-                                  f"(a projection shortcut?); meanfield reads identity shortcuts x + f(x) only; "
-                                  f"{_STRUCTURE_HINT}")
+            if any(L is a or g.is_anc(L, a) for L in layers) and any(
+                L is b or g.is_anc(L, b) for L in layers
+            ):
+                raise DomainError(
+                    f"the addition {n.name} adds two paths neither of which is the other's input "
+                    f"(a projection shortcut?); meanfield reads identity shortcuts x + f(x) only; "
+                    f"{_STRUCTURE_HINT}"
+                )
             continue
         inner = [L for L in layers if g.is_anc(skip, L) and (L is branch or g.is_anc(L, branch))]
         if inner:
             if "alpha" in n.kwargs:
-                raise DomainError(f"the residual addition {n.name} scales its branch (alpha=...); fold the "
-                                  f"multiplier into sigma_v2 or pass structure=")
+                raise DomainError(
+                    f"the residual addition {n.name} scales its branch (alpha=...); fold the "
+                    f"multiplier into sigma_v2 or pass structure="
+                )
             residual.append((n, skip, branch, inner))
     notes: list[str] = []
     if not residual:
@@ -566,15 +712,21 @@ def trace_structure(model: nn.Module) -> Structure:
         for L0, L1 in zip(layers[:-1], layers[1:]):
             where = f"between {L0.target} and {L1.target}"
             if not g.is_anc(L0, L1):
-                raise DomainError(f"layer {L1.target} does not read the output of layer {L0.target} (parallel "
-                                  f"paths?); meanfield reads chains of layers and identity shortcuts x + f(x); "
-                                  f"{_STRUCTURE_HINT}")
+                raise DomainError(
+                    f"layer {L1.target} does not read the output of layer {L0.target} (parallel "
+                    f"paths?); meanfield reads chains of layers and identity shortcuts x + f(x); "
+                    f"{_STRUCTURE_HINT}"
+                )
             r = g.region(L0, g.data_input(L1), where)
             regions.append((where, r))
             if r.dropout:
-                notes.append(f"dropout {where}: the advice assumes none (MATH.md 1.8 shortens xi_c)")
+                notes.append(
+                    f"dropout {where}: the advice assumes none (MATH.md 1.8 shortens xi_c)"
+                )
         act = _same_activation(g, regions) if regions else get_activation("linear")
-        return Structure("mlp", act.name, layers=tuple(L.target for L in layers), notes=tuple(notes), _act=act)
+        return Structure(
+            "mlp", act.name, layers=tuple(L.target for L in layers), notes=tuple(notes), _act=act
+        )
     # residual network
     blocks, regions, kinds = [], [], set()
     in_branch: set[fx.Node] = set()
@@ -582,8 +734,10 @@ def trace_structure(model: nn.Module) -> Structure:
         where = f"residual block {k} (the addition {add.name})"
         W = inner[0]
         if not g.via_neutral(skip, g.data_input(W)):
-            raise DomainError(f"{where}: the branch applies something before its first layer {W.target}; the "
-                              f"Yang-Schoenholz blocks start with h = W x + b; {_STRUCTURE_HINT}")
+            raise DomainError(
+                f"{where}: the branch applies something before its first layer {W.target}; the "
+                f"Yang-Schoenholz blocks start with h = W x + b; {_STRUCTURE_HINT}"
+            )
         if len(inner) == 1:
             regions.append((where, g.region(W, branch, where)))
             kinds.add("resnet-reduced")
@@ -592,25 +746,34 @@ def trace_structure(model: nn.Module) -> Structure:
             V = inner[1]
             regions.append((where, g.region(W, g.data_input(V), where)))
             if not g.via_neutral(V, branch):
-                raise DomainError(f"{where}: the branch output of {V.target} passes through "
-                                  f"{g.label(branch)} before the addition; the full residual block is "
-                                  f"x + V phi(W x + b) + a (fold a branch multiplier into sigma_v2); "
-                                  f"{_STRUCTURE_HINT}")
+                raise DomainError(
+                    f"{where}: the branch output of {V.target} passes through "
+                    f"{g.label(branch)} before the addition; the full residual block is "
+                    f"x + V phi(W x + b) + a (fold a branch multiplier into sigma_v2); "
+                    f"{_STRUCTURE_HINT}"
+                )
             kinds.add("resnet-full")
             blocks.append((W.target, V.target))
         else:
-            raise DomainError(f"{where} has {len(inner)} layers in its branch ({', '.join(L.target for L in inner)}); "
-                              f"the residual theory covers branches W -> phi -> V (full) or phi(W x + b) "
-                              f"(reduced); {_STRUCTURE_HINT}")
+            raise DomainError(
+                f"{where} has {len(inner)} layers in its branch "
+                f"({', '.join(L.target for L in inner)}); "
+                f"the residual theory covers branches W -> phi -> V (full) or phi(W x + b) "
+                f"(reduced); {_STRUCTURE_HINT}"
+            )
         in_branch.update(inner)
         if k > 0 and not g.via_neutral(residual[k - 1][0], skip):
-            raise DomainError(f"between residual blocks {k - 1} and {k} the stream passes through "
-                              f"{g.label(skip)}; the theory's stream is x^l = x^(l-1) + branch, with nothing "
-                              f"applied to it between blocks (post-activation or normalised ResNets are not "
-                              f"covered); {_STRUCTURE_HINT}")
+            raise DomainError(
+                f"between residual blocks {k - 1} and {k} the stream passes through "
+                f"{g.label(skip)}; the theory's stream is x^l = x^(l-1) + branch, with nothing "
+                f"applied to it between blocks (post-activation or normalised ResNets are not "
+                f"covered); {_STRUCTURE_HINT}"
+            )
     if len(kinds) > 1:
-        raise DomainError(f"the model mixes full (W -> phi -> V) and reduced (phi(W x)) residual blocks; "
-                          f"{_STRUCTURE_HINT}")
+        raise DomainError(
+            f"the model mixes full (W -> phi -> V) and reduced (phi(W x)) residual blocks; "
+            f"{_STRUCTURE_HINT}"
+        )
     first_skip, last_add = residual[0][1], residual[-1][0]
     stem, head = [], []
     for L in layers:
@@ -621,21 +784,33 @@ def trace_structure(model: nn.Module) -> Structure:
         elif g.is_anc(last_add, L):
             head.append(L.target)
         else:
-            raise DomainError(f"layer {L.target} is neither inside a residual branch nor before or after the "
-                              f"residual stream; {_STRUCTURE_HINT}")
+            raise DomainError(
+                f"layer {L.target} is neither inside a residual branch nor before or after the "
+                f"residual stream; {_STRUCTURE_HINT}"
+            )
     for where, r in regions:
         if r.dropout:
             notes.append(f"dropout in {where}: the advice assumes none")
     act = _same_activation(g, regions)
-    return Structure(kinds.pop(), act.name, blocks=tuple(blocks), stem=tuple(stem), head=tuple(head),
-                     notes=tuple(notes), _act=act)
+    return Structure(
+        kinds.pop(),
+        act.name,
+        blocks=tuple(blocks),
+        stem=tuple(stem),
+        head=tuple(head),
+        notes=tuple(notes),
+        _act=act,
+    )
 
 
 def _structure(model: nn.Module, structure: Structure | None) -> Structure:
-    """The structure given, else the one init_ recorded (re-traced if its activation was lost), else traced."""
+    """The structure given, else the one init_ recorded (re-traced if its activation was
+    lost), else a traced one."""
     if structure is not None:
         if not isinstance(structure, Structure):
-            raise DomainError(f"structure must be a meanfield.torch.Structure, got {type(structure).__name__}")
+            raise DomainError(
+                f"structure must be a meanfield.torch.Structure, got {type(structure).__name__}"
+            )
         st = structure
     else:
         rec = getattr(model, MARK, None)
@@ -651,17 +826,22 @@ def _structure(model: nn.Module, structure: Structure | None) -> Structure:
     mods = dict(model.named_modules())
     for name, role in st.roles():
         if name not in mods:
-            raise DomainError(f"the structure names {name!r} ({role}), which is not a submodule of "
-                              f"{type(model).__name__}")
+            raise DomainError(
+                f"the structure names {name!r} ({role}), which is not a submodule of "
+                f"{type(model).__name__}"
+            )
         if not isinstance(mods[name], LAYER_TYPES):
-            raise DomainError(f"the structure names {name!r} ({role}), a {type(mods[name]).__name__}; "
-                              f"meanfield initialises nn.Linear and nn.Conv1d/2d/3d layers only")
+            raise DomainError(
+                f"the structure names {name!r} ({role}), a {type(mods[name]).__name__}; "
+                f"meanfield initialises nn.Linear and nn.Conv1d/2d/3d layers only"
+            )
     return st
 
 
 # ------------------------------------------------------------------------------------------
 # init_
 # ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Variances:
@@ -680,13 +860,19 @@ class Variances:
     sigma_o2: float = 1.0
 
     def for_role(self, role: str) -> tuple[float, float]:
-        return {"layer": (self.sigma_w2, self.sigma_b2), "w": (self.sigma_w2, self.sigma_b2),
-                "v": (self.sigma_v2, self.sigma_a2), "stem": (self.sigma_in2, 0.0),
-                "head": (self.sigma_o2, 0.0)}[role]
+        return {
+            "layer": (self.sigma_w2, self.sigma_b2),
+            "w": (self.sigma_w2, self.sigma_b2),
+            "v": (self.sigma_v2, self.sigma_a2),
+            "stem": (self.sigma_in2, 0.0),
+            "head": (self.sigma_o2, 0.0),
+        }[role]
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("sigma_w2", "sigma_b2", "sigma_v2", "sigma_a2", "sigma_in2",
-                                              "sigma_o2")}
+        return {
+            k: getattr(self, k)
+            for k in ("sigma_w2", "sigma_b2", "sigma_v2", "sigma_a2", "sigma_in2", "sigma_o2")
+        }
 
 
 @dataclass(frozen=True)
@@ -702,8 +888,14 @@ class InitRecord:
 
     def to_dict(self) -> dict:
         adv = self.advice.to_dict() if hasattr(self.advice, "to_dict") else self.advice
-        return {"structure": self.structure.to_dict(), "variances": self.variances.to_dict(),
-                "source": self.source, "seed": self.seed, "advice": adv, "untouched": list(self.untouched)}
+        return {
+            "structure": self.structure.to_dict(),
+            "variances": self.variances.to_dict(),
+            "source": self.source,
+            "seed": self.seed,
+            "advice": adv,
+            "untouched": list(self.untouched),
+        }
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -715,11 +907,15 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 def _check_advice_fits(advice: Any, st: Structure) -> None:
     a_arch = _get(advice, "arch")
     if a_arch is not None and a_arch != st.arch:
-        raise DomainError(f"the advice is for arch {a_arch!r} but the model is {st.arch!r} ({_describe(st)})")
+        raise DomainError(
+            f"the advice is for arch {a_arch!r} but the model is {st.arch!r} ({_describe(st)})"
+        )
     a_depth = _get(advice, "depth")
     if a_depth is not None and int(a_depth) != st.depth:
-        raise DomainError(f"the advice is for depth {a_depth} but the model has depth {st.depth} "
-                          f"({_describe(st)})")
+        raise DomainError(
+            f"the advice is for depth {a_depth} but the model has depth {st.depth} "
+            f"({_describe(st)})"
+        )
     a_act = _get(advice, "activation")
     if a_act is not None:
         try:
@@ -727,14 +923,17 @@ def _check_advice_fits(advice: Any, st: Structure) -> None:
         except DomainError:
             a_name = str(a_act)
         if not st.activation.startswith("torch:") and a_name != st.activation:
-            raise DomainError(f"the advice is for activation {a_name!r} but the model applies "
-                              f"{st.activation!r}")
+            raise DomainError(
+                f"the advice is for activation {a_name!r} but the model applies {st.activation!r}"
+            )
 
 
 def _describe(st: Structure) -> str:
     if st.arch == "mlp":
-        return (f"{len(st.layers)} layers with {st.activation} between them: depth counts the "
-                f"{st.depth} hidden layers")
+        return (
+            f"{len(st.layers)} layers with {st.activation} between them: depth counts the "
+            f"{st.depth} hidden layers"
+        )
     kind = "W -> phi -> V" if st.arch == "resnet-full" else "phi(W x + b)"
     return f"{st.depth} residual blocks {kind} with phi = {st.activation}"
 
@@ -751,12 +950,20 @@ def _variances_of(advice: Any, st: Structure, sigma_in2: float, sigma_o2: float)
 
 def _make_variances(st: Structure, sw, sb, sv, sa, sin, so) -> Variances:
     vals = {}
-    for name, v in (("sigma_w2", sw), ("sigma_b2", sb), ("sigma_v2", sv), ("sigma_a2", sa),
-                    ("sigma_in2", sin), ("sigma_o2", so)):
+    for name, v in (
+        ("sigma_w2", sw),
+        ("sigma_b2", sb),
+        ("sigma_v2", sv),
+        ("sigma_a2", sa),
+        ("sigma_in2", sin),
+        ("sigma_o2", so),
+    ):
         vals[name] = float(maps.check_variance(name, v))
     if st.arch == "resnet-reduced" and (vals["sigma_v2"] != 1.0 or vals["sigma_a2"] != 0.0):
-        raise DomainError(f"a reduced residual network has no V or a layers: sigma_v2 and sigma_a2 must be "
-                          f"left at 1 and 0 (got {vals['sigma_v2']:g}, {vals['sigma_a2']:g})")
+        raise DomainError(
+            f"a reduced residual network has no V or a layers: sigma_v2 and sigma_a2 must be "
+            f"left at 1 and 0 (got {vals['sigma_v2']:g}, {vals['sigma_a2']:g})"
+        )
     return Variances(**vals)
 
 
@@ -772,7 +979,9 @@ def _generator(generator: torch.Generator | None, seed: Any) -> tuple[torch.Gene
         raise DomainError("give either generator= or seed=, not both")
     if generator is not None:
         if not isinstance(generator, torch.Generator):
-            raise DomainError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            raise DomainError(
+                f"generator must be a torch.Generator, got {type(generator).__name__}"
+            )
         return generator, None
     g = torch.Generator(device="cpu")
     if seed is None:
@@ -793,7 +1002,11 @@ def _fill(t: torch.Tensor, var: float, g: torch.Generator) -> None:
     if t.device == g.device and t.dtype == dtype:
         t.normal_(0.0, math.sqrt(var), generator=g)
     else:
-        t.copy_(torch.empty(t.shape, dtype=dtype, device=g.device).normal_(0.0, math.sqrt(var), generator=g))
+        t.copy_(
+            torch.empty(t.shape, dtype=dtype, device=g.device).normal_(
+                0.0, math.sqrt(var), generator=g
+            )
+        )
 
 
 def fan_in(layer: nn.Module) -> int:
@@ -802,11 +1015,25 @@ def fan_in(layer: nn.Module) -> int:
     return int(w[0].numel())
 
 
-def init_(model: nn.Module, advice: Any = None, *, activation: Any = None, depth: int | None = None,
-          arch: str | None = None, sigma_w2: float | None = None, sigma_b2: float | None = None,
-          sigma_v2: float | None = None, sigma_a2: float | None = None, sigma_in2: float = 1.0,
-          sigma_o2: float = 1.0, generator: torch.Generator | None = None, seed: int | None = None,
-          force: bool = False, structure: Structure | None = None, **advise_options: Any) -> nn.Module:
+def init_(
+    model: nn.Module,
+    advice: Any = None,
+    *,
+    activation: Any = None,
+    depth: int | None = None,
+    arch: str | None = None,
+    sigma_w2: float | None = None,
+    sigma_b2: float | None = None,
+    sigma_v2: float | None = None,
+    sigma_a2: float | None = None,
+    sigma_in2: float = 1.0,
+    sigma_o2: float = 1.0,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    force: bool = False,
+    structure: Structure | None = None,
+    **advise_options: Any,
+) -> nn.Module:
     """Initialise ``model`` in place from mean-field advice and return it.
 
     Every traced Linear/Conv weight is drawn N(0, sigma2 / fan_in) and every bias N(0, sigma_b2)
@@ -827,44 +1054,79 @@ def init_(model: nn.Module, advice: Any = None, *, activation: Any = None, depth
     if prev is not None and not force:
         raise DomainError(
             f"{type(model).__name__} was already initialised by meanfield.torch.init_ (sigma_w2="
-            f"{prev.variances.sigma_w2:g}, seed={prev.seed}); a second application would redraw every "
-            f"weight and discard any training since. Pass force=True to re-initialise on purpose.")
+            f"{prev.variances.sigma_w2:g}, seed={prev.seed}); a second application would redraw "
+            f"every "
+            f"weight and discard any training since. Pass force=True to re-initialise on purpose."
+        )
     st = _structure(model, structure)
     if arch is not None and arch != st.arch:
         raise DomainError(f"arch={arch!r} was given but the model is {st.arch!r} ({_describe(st)})")
     if depth is not None and depth != st.depth:
-        raise DomainError(f"depth={depth} was given but the model has depth {st.depth} ({_describe(st)})")
+        raise DomainError(
+            f"depth={depth} was given but the model has depth {st.depth} ({_describe(st)})"
+        )
     act = st.act
     if activation is not None:
         user = wrap_activation(activation)
         if st.activation.startswith("torch:"):
-            st = Structure(st.arch, user.name, st.layers, st.blocks, st.stem, st.head, st.notes + (
-                f"activation {user.name} given for the traced {st.activation}",), _act=user)
+            st = Structure(
+                st.arch,
+                user.name,
+                st.layers,
+                st.blocks,
+                st.stem,
+                st.head,
+                st.notes + (f"activation {user.name} given for the traced {st.activation}",),
+                _act=user,
+            )
             act = user
         elif user.name != st.activation:
-            raise DomainError(f"activation={user.name!r} was given but the model applies {st.activation!r}")
-    given = {k: v for k, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2), ("sigma_v2", sigma_v2),
-                                ("sigma_a2", sigma_a2)) if v is not None}
+            raise DomainError(
+                f"activation={user.name!r} was given but the model applies {st.activation!r}"
+            )
+    given = {
+        k: v
+        for k, v in (
+            ("sigma_w2", sigma_w2),
+            ("sigma_b2", sigma_b2),
+            ("sigma_v2", sigma_v2),
+            ("sigma_a2", sigma_a2),
+        )
+        if v is not None
+    }
     if advice is not None:
         if given or advise_options:
-            raise DomainError(f"give either advice or the variances/advise options ({', '.join(given or advise_options)}), "
-                              f"not both")
+            raise DomainError(
+                f"give either advice or the variances/advise options "
+                f"({', '.join(given or advise_options)}), "
+                f"not both"
+            )
         _check_advice_fits(advice, st)
         var = _variances_of(advice, st, sigma_in2, sigma_o2)
         source = "advice"
     elif sigma_w2 is not None:
         if advise_options:
-            raise DomainError(f"advise options {sorted(advise_options)} apply only when sigma_w2 is not given")
-        var = _make_variances(st, sigma_w2, 0.0 if sigma_b2 is None else sigma_b2,
-                              1.0 if sigma_v2 is None else sigma_v2, 0.0 if sigma_a2 is None else sigma_a2,
-                              sigma_in2, sigma_o2)
+            raise DomainError(
+                f"advise options {sorted(advise_options)} apply only when sigma_w2 is not given"
+            )
+        var = _make_variances(
+            st,
+            sigma_w2,
+            0.0 if sigma_b2 is None else sigma_b2,
+            1.0 if sigma_v2 is None else sigma_v2,
+            0.0 if sigma_a2 is None else sigma_a2,
+            sigma_in2,
+            sigma_o2,
+        )
         source = "given"
     else:
         from .advise import advise
 
         if st.depth < 1:
-            raise DomainError(f"the model has a single layer ({st.layers[0]}): there is no depth to advise "
-                              f"for; give sigma_w2= explicitly")
+            raise DomainError(
+                f"the model has a single layer ({st.layers[0]}): there is no depth to advise "
+                f"for; give sigma_w2= explicitly"
+            )
         opts = dict(advise_options)
         opts.update({k: v for k, v in given.items()})
         if "width" not in opts:
@@ -893,6 +1155,7 @@ def init_(model: nn.Module, advice: Any = None, *, activation: Any = None, depth
 # ------------------------------------------------------------------------------------------
 # measure / compare
 # ------------------------------------------------------------------------------------------
+
 
 def _nan_list(a: Any) -> Any:
     if a is None:
@@ -952,16 +1215,29 @@ class Profile:
         """Tidy rows: one dict per layer with every quantity."""
         out = []
         for l in range(self.depth + 1):
-            row = {"l": l, "layer": self.layers[l] if l < len(self.layers) else "", "q": float(self.q[l]),
-                   "c": float(self.c[l]), "grad2": float(self.grad2[l]), "grad_w2": float(self.grad_w2[l])}
+            row = {
+                "l": l,
+                "layer": self.layers[l] if l < len(self.layers) else "",
+                "q": float(self.q[l]),
+                "c": float(self.c[l]),
+                "grad2": float(self.grad2[l]),
+                "grad_w2": float(self.grad_w2[l]),
+            }
             if self.p is not None:
                 row.update(p=float(self.p[l]), e=float(self.e[l]))
             out.append(row)
         return out
 
     def to_dict(self) -> dict:
-        d = {"kind": self.kind, "arch": self.arch, "activation": self.activation, "depth": self.depth,
-             "n_inputs": self.n_inputs, "pairs": [list(p) for p in self.pairs], "layers": list(self.layers)}
+        d = {
+            "kind": self.kind,
+            "arch": self.arch,
+            "activation": self.activation,
+            "depth": self.depth,
+            "n_inputs": self.n_inputs,
+            "pairs": [list(p) for p in self.pairs],
+            "layers": list(self.layers),
+        }
         for k in ("q", "c", "grad2", "grad_w2", "p", "e"):
             d[k] = _nan_list(getattr(self, k))
         return d
@@ -975,7 +1251,9 @@ def _pairs(pairs: Any, n: int) -> tuple[tuple[int, int], ...]:
         try:
             i, j = (int(v) for v in p)
         except (TypeError, ValueError):
-            raise DomainError(f"pairs must be (i, j) index pairs into the batch, got {p!r}") from None
+            raise DomainError(
+                f"pairs must be (i, j) index pairs into the batch, got {p!r}"
+            ) from None
         if not (0 <= i < n and 0 <= j < n) or i == j:
             raise DomainError(f"pair {p!r} is not two different rows of a batch of {n} inputs")
         out.append((i, j))
@@ -1012,8 +1290,14 @@ def _mean(a) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
-def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int]] | None = None,
-            structure: Structure | None = None, seed: int = 0) -> Profile:
+def measure(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    structure: Structure | None = None,
+    seed: int = 0,
+) -> Profile:
     """Measure q^l, c^l (and p^l, e^l for residual nets) and the gradients layer by layer.
 
     Forward hooks on the structure's layers capture their inputs and outputs; one backward pass of
@@ -1024,7 +1308,9 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
     """
     st = _structure(model, structure)
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 1:
-        raise DomainError("x must be a torch tensor of inputs with the batch in its first dimension")
+        raise DomainError(
+            "x must be a torch tensor of inputs with the batch in its first dimension"
+        )
     mods = dict(model.named_modules())
     roles = st.roles()
     ref = mods[roles[0][0]].weight
@@ -1037,6 +1323,7 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
     def hook(name):
         def f(mod, inp, out):
             seen[name].append((inp[0], out))
+
         return f
 
     for name, _ in roles:
@@ -1049,8 +1336,10 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
             h.remove()
     for name, calls in seen.items():
         if len(calls) != 1:
-            raise DomainError(f"layer {name!r} ran {len(calls)} times in one forward pass; meanfield measures "
-                              f"layers that run once per input")
+            raise DomainError(
+                f"layer {name!r} ran {len(calls)} times in one forward pass; meanfield measures "
+                f"layers that run once per input"
+            )
     if not isinstance(out, torch.Tensor):
         raise DomainError(f"the model returned {type(out).__name__}; measure needs a tensor output")
     gen = torch.Generator().manual_seed(int(seed))
@@ -1061,12 +1350,14 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
     layers = [mods[name] for name, _ in roles]
     # dE/dW of a Linear layer is sum_r delta_r x_r^T over the rows r: its sum of squares is
     # sum_rs (delta_r . delta_s)(x_r . x_s), cheap for small batches; ConvNd layers use autograd.
-    wi = [i for i, L in enumerate(layers) if not isinstance(L, nn.Linear) and L.weight.requires_grad]
+    wi = [
+        i for i, L in enumerate(layers) if not isinstance(L, nn.Linear) and L.weight.requires_grad
+    ]
     targets = outs + ins + [out] + [layers[i].weight for i in wi]
     grads = torch.autograd.grad(E, targets, allow_unused=True)
     k = len(roles)
-    g_out, g_in, g_top = grads[:k], grads[k:2 * k], grads[2 * k]
-    g_w: dict[int, torch.Tensor | None] = dict(zip(wi, grads[2 * k + 1:]))
+    g_out, g_in, g_top = grads[:k], grads[k : 2 * k], grads[2 * k]
+    g_w: dict[int, torch.Tensor | None] = dict(zip(wi, grads[2 * k + 1 :]))
 
     def gms(t):
         return _ms(t) if t is not None else np.full(n, np.nan)
@@ -1086,7 +1377,11 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
                 tot = float(((d.T @ a) ** 2).sum())
             return tot / L.weight.numel() / n
         gw = g_w.get(i)
-        return float((gw.detach().to(torch.float64) ** 2).mean()) / n if gw is not None else float("nan")
+        return (
+            float((gw.detach().to(torch.float64) ** 2).mean()) / n
+            if gw is not None
+            else float("nan")
+        )
 
     extra: dict[str, Any] = {}
     if st.arch == "mlp":
@@ -1096,8 +1391,20 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
         top = d2[-1]
         gw2 = np.array([wms(i) for i in range(k)]) / top
         extra.update(x_q=_ms(ins[0]), x_ab=_cross(ins[0], prs))
-        return Profile("measured", st.arch, st.activation, st.depth, n, prs, tuple(st.layers), q, c, d2 / top,
-                       gw2, extra=extra)
+        return Profile(
+            "measured",
+            st.arch,
+            st.activation,
+            st.depth,
+            n,
+            prs,
+            tuple(st.layers),
+            q,
+            c,
+            d2 / top,
+            gw2,
+            extra=extra,
+        )
     # residual: stream x^(l-1) = input of W^l; x^L = input of the head (or the output)
     widx = [i for i, (_, role) in enumerate(roles) if role == "w"]
     head = [i for i, (_, role) in enumerate(roles) if role == "head"]
@@ -1113,8 +1420,22 @@ def measure(model: nn.Module, x: torch.Tensor, *, pairs: Sequence[tuple[int, int
     gw2 = np.array(nan + [wms(i) for i in widx]) / top
     extra.update(p0=_ms(streams[0]), e0=_corr(streams[0], prs))
     names = tuple([st.stem[-1] if st.stem else "input"] + [b[0] for b in st.blocks])
-    return Profile("measured", st.arch, st.activation, st.depth, n, prs, names, q, c, chi / top, gw2, p, e,
-                   extra=extra)
+    return Profile(
+        "measured",
+        st.arch,
+        st.activation,
+        st.depth,
+        n,
+        prs,
+        names,
+        q,
+        c,
+        chi / top,
+        gw2,
+        p,
+        e,
+        extra=extra,
+    )
 
 
 @dataclass(frozen=True)
@@ -1123,7 +1444,9 @@ class Comparison:
 
     measured: Profile
     predicted: Profile
-    variances: Any  # Variances, or a list of per-layer (sigma_w2, sigma_b2) for MLPs read from weights
+    variances: (
+        Any  # Variances, or a list of per-layer (sigma_w2, sigma_b2) for MLPs read from weights
+    )
     source: str  # "init_", "advice", "given" or "weights"
     notes: tuple[str, ...] = ()
 
@@ -1133,18 +1456,37 @@ class Comparison:
         for m, p in zip(self.measured.rows(), self.predicted.rows()):
             for key in ("q", "c", "p", "e", "grad2", "grad_w2"):
                 if key in m:
-                    out.append({"l": m["l"], "layer": m["layer"], "quantity": key, "measured": m[key],
-                                "predicted": p[key]})
+                    out.append(
+                        {
+                            "l": m["l"],
+                            "layer": m["layer"],
+                            "quantity": key,
+                            "measured": m[key],
+                            "predicted": p[key],
+                        }
+                    )
         return out
 
     def to_dict(self) -> dict:
-        var = self.variances.to_dict() if hasattr(self.variances, "to_dict") else [list(v) for v in self.variances]
-        return {"measured": self.measured.to_dict(), "predicted": self.predicted.to_dict(), "variances": var,
-                "source": self.source, "notes": list(self.notes)}
+        var = (
+            self.variances.to_dict()
+            if hasattr(self.variances, "to_dict")
+            else [list(v) for v in self.variances]
+        )
+        return {
+            "measured": self.measured.to_dict(),
+            "predicted": self.predicted.to_dict(),
+            "variances": var,
+            "source": self.source,
+            "notes": list(self.notes),
+        }
 
 
-def realised_variances(model: nn.Module, structure: Structure | None = None) -> list[tuple[str, str, float, float]]:
-    """(name, role, fan_in * mean(W^2), mean(b^2)) of every layer: the variances the weights carry."""
+def realised_variances(
+    model: nn.Module, structure: Structure | None = None
+) -> list[tuple[str, str, float, float]]:
+    """(name, role, fan_in * mean(W^2), mean(b^2)) of every layer: the variances the weights
+    carry."""
     st = _structure(model, structure)
     mods = dict(model.named_modules())
     out = []
@@ -1153,8 +1495,14 @@ def realised_variances(model: nn.Module, structure: Structure | None = None) -> 
             m = mods[name]
             w = m.weight.detach().to(torch.float64)
             b = m.bias.detach().to(torch.float64) if m.bias is not None else None
-            out.append((name, role, float((w * w).mean()) * fan_in(m),
-                        float((b * b).mean()) if b is not None else 0.0))
+            out.append(
+                (
+                    name,
+                    role,
+                    float((w * w).mean()) * fan_in(m),
+                    float((b * b).mean()) if b is not None else 0.0,
+                )
+            )
     return out
 
 
@@ -1180,15 +1528,21 @@ def _variances_for_compare(model, st, advice_or_variances):
         var, source = advice_or_variances, "given"
     else:
         _check_advice_fits(advice_or_variances, st)
-        var = _variances_of(advice_or_variances, st, _get(advice_or_variances, "sigma_in2", 1.0),
-                            _get(advice_or_variances, "sigma_o2", 1.0))
+        var = _variances_of(
+            advice_or_variances,
+            st,
+            _get(advice_or_variances, "sigma_in2", 1.0),
+            _get(advice_or_variances, "sigma_o2", 1.0),
+        )
         source = "advice" if not isinstance(advice_or_variances, Mapping) else "given"
     real = realised_variances(model, st)
     for name, role, w2, _ in real:
         want = var.for_role(role)[0]
         if want > 0 and abs(w2 / want - 1) > 0.25:
-            notes.append(f"layer {name} carries sigma2 = fan_in * mean(W^2) = {w2:.3g}, not the {want:.3g} "
-                         f"compared against: was init_ applied?")
+            notes.append(
+                f"layer {name} carries sigma2 = fan_in * mean(W^2) = {w2:.3g}, not the {want:.3g} "
+                f"compared against: was init_ applied?"
+            )
             break
     return var, source, notes
 
@@ -1211,7 +1565,11 @@ def _predict_mlp(model, st: Structure, m: Profile, per_layer: list[tuple[float, 
 
     cs.append(corr(q12, qa))
     for l in range(1, st.depth + 1):
-        q12 = maps.covariance_map(act, qa[i_idx], qa[j_idx], q12, sw[l], sb[l]) if len(m.pairs) else q12
+        q12 = (
+            maps.covariance_map(act, qa[i_idx], qa[j_idx], q12, sw[l], sb[l])
+            if len(m.pairs)
+            else q12
+        )
         qa = maps.length_map(act, qa, sw[l], sb[l])
         qs.append(qa)
         cs.append(corr(q12, qa))
@@ -1233,20 +1591,36 @@ def _predict_mlp(model, st: Structure, m: Profile, per_layer: list[tuple[float, 
     q = np.array([_mean(v) for v in qs])
     c = np.array([_mean(v) for v in cs])
     g2 = np.array([_mean(v) for v in grad])
-    return Profile("predicted", st.arch, st.activation, st.depth, m.n_inputs, m.pairs, m.layers, q, c, g2,
-                   np.asarray(gw2))
+    return Profile(
+        "predicted",
+        st.arch,
+        st.activation,
+        st.depth,
+        m.n_inputs,
+        m.pairs,
+        m.layers,
+        q,
+        c,
+        g2,
+        np.asarray(gw2),
+    )
 
 
 def _predict_resnet(st: Structure, m: Profile, var: Variances) -> Profile:
     from .residual import iterate_residual
 
     p0 = m.extra["p0"]
-    runs = [(0.5 * (p0[i] + p0[j]), float(np.clip(e, -1.0, 1.0))) for (i, j), e in zip(m.pairs, m.extra["e0"])]
+    runs = [
+        (0.5 * (p0[i] + p0[j]), float(np.clip(e, -1.0, 1.0)))
+        for (i, j), e in zip(m.pairs, m.extra["e0"])
+    ]
     if not runs:
         runs = [(_mean(p0), 1.0)]
     kw = dict(sigma_v2=var.sigma_v2, sigma_a2=var.sigma_a2) if st.arch == "resnet-full" else {}
-    trs = [iterate_residual(st.arch, st.act, var.sigma_w2, var.sigma_b2, st.depth, p0=pp, c0=cc, **kw)
-           for pp, cc in runs]
+    trs = [
+        iterate_residual(st.arch, st.act, var.sigma_w2, var.sigma_b2, st.depth, p0=pp, c0=cc, **kw)
+        for pp, cc in runs
+    ]
 
     def avg(key):
         return np.mean([np.asarray(getattr(t, key), dtype=float) for t in trs], axis=0)
@@ -1263,13 +1637,33 @@ def _predict_resnet(st: Structure, m: Profile, var: Variances) -> Profile:
     c = np.mean(ch, axis=0)
     chi = avg("chi")
     gw = avg("grad_w")
-    return Profile("predicted", st.arch, st.activation, st.depth, m.n_inputs, m.pairs, m.layers, q, c, chi, gw,
-                   p, e, extra={"log_grad2": avg("log_chi")})
+    return Profile(
+        "predicted",
+        st.arch,
+        st.activation,
+        st.depth,
+        m.n_inputs,
+        m.pairs,
+        m.layers,
+        q,
+        c,
+        chi,
+        gw,
+        p,
+        e,
+        extra={"log_grad2": avg("log_chi")},
+    )
 
 
-def compare(model: nn.Module, x: torch.Tensor, advice_or_variances: Any = None, *,
-            pairs: Sequence[tuple[int, int]] | None = None, structure: Structure | None = None,
-            seed: int = 0) -> Comparison:
+def compare(
+    model: nn.Module,
+    x: torch.Tensor,
+    advice_or_variances: Any = None,
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    structure: Structure | None = None,
+    seed: int = 0,
+) -> Comparison:
     """:func:`measure` the model on ``x`` and predict the same profile from the theory.
 
     The variances are ``advice_or_variances`` (an Advice, a mapping with sigma_w2, ..., or
@@ -1295,21 +1689,29 @@ def compare(model: nn.Module, x: torch.Tensor, advice_or_variances: Any = None, 
     return Comparison(m, pred, var, source, tuple(notes) + st.notes)
 
 
-_LOG_QUANTITIES = {"q": "$q^l$ (mean squared pre-activation)", "p": "$p^l$ (mean square of the stream)",
-                   "grad2": "gradient second moment / top", "grad_w2": "weight-gradient second moment / top"}
+_LOG_QUANTITIES = {
+    "q": "$q^l$ (mean squared pre-activation)",
+    "p": "$p^l$ (mean square of the stream)",
+    "grad2": "gradient second moment / top",
+    "grad_w2": "weight-gradient second moment / top",
+}
 _LIN_QUANTITIES = {"c": "$c^l$ (correlation of input pairs)", "e": "$e^l$ (cosine of the stream)"}
 
 
 def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
-    """Draw one quantity of a :class:`Comparison` over depth: measured (markers) and predicted (line).
+    """Draw one quantity of a :class:`Comparison` over depth: measured (markers), predicted (line).
 
     ``quantity``: q, c, grad2, grad_w2 (all architectures), p, e (residual nets).  Returns the Axes.
     """
     if not isinstance(comparison, Comparison):
-        raise DomainError(f"plot_profile needs a Comparison from compare(), got {type(comparison).__name__}")
+        raise DomainError(
+            f"plot_profile needs a Comparison from compare(), got {type(comparison).__name__}"
+        )
     if quantity not in _LOG_QUANTITIES and quantity not in _LIN_QUANTITIES:
-        raise DomainError(f"quantity must be one of {', '.join(list(_LOG_QUANTITIES) + list(_LIN_QUANTITIES))}, "
-                          f"got {quantity!r}")
+        raise DomainError(
+            f"quantity must be one of {', '.join(list(_LOG_QUANTITIES) + list(_LIN_QUANTITIES))}, "
+            f"got {quantity!r}"
+        )
     meas = getattr(comparison.measured, quantity)
     pred = getattr(comparison.predicted, quantity)
     if meas is None:
@@ -1342,12 +1744,14 @@ def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
 # Empirical NTK
 # ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TorchNTK:
     """Empirical NTK of a torch model: ``ntk[a, b]`` = (1/k) sum_o sum_theta s_theta
     df_o(x_a)/dtheta df_o(x'_b)/dtheta over the k outputs (the output-diagonal mean; at infinite
     width the kernel is Theta (x) I_k).  ``parametrization="standard"``: s = 1, the kernel of the
-    weights PyTorch trains; ``"ntk"``: s = the parameter's initialisation variance (sigma2/fan_in for
+    weights PyTorch trains; ``"ntk"``: s = the parameter's initialisation variance (sigma2/fan_in
+    for
     weights, sigma_b2 for biases), the kernel of the N(0, 1) raw parameters of MATH.md 4.1/4.3."""
 
     ntk: np.ndarray
@@ -1356,14 +1760,25 @@ class TorchNTK:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"ntk": self.ntk.tolist(), "parametrization": self.parametrization, "n_outputs": self.n_outputs,
-                "notes": list(self.notes)}
+        return {
+            "ntk": self.ntk.tolist(),
+            "parametrization": self.parametrization,
+            "n_outputs": self.n_outputs,
+            "notes": list(self.notes),
+        }
 
 
-def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
-                  parametrization: str = "standard", variances: Any = None,
-                  structure: Structure | None = None) -> TorchNTK:
-    """NTK of ``model`` between the rows of x1 and x2 (default x1) by ``torch.func`` (vmap of jacrev).
+def empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    parametrization: str = "standard",
+    variances: Any = None,
+    structure: Structure | None = None,
+) -> TorchNTK:
+    """NTK of ``model`` between the rows of x1 and x2 (default x1) by ``torch.func`` (vmap of
+    jacrev).
 
     A torch ``nn.Linear`` is the standard parametrisation: W = sqrt(sigma_w2 / fan_in) * omega with
     omega ~ N(0, 1), so d f/d omega = sqrt(sigma_w2 / fan_in) d f/dW.  ``parametrization="ntk"``
@@ -1383,7 +1798,9 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     for name, t in (("x1", x1), ("x2", x2)):
         if t is not None and (not isinstance(t, torch.Tensor) or t.ndim < 2):
-            raise DomainError(f"{name} must be a torch tensor with the batch in its first dimension")
+            raise DomainError(
+                f"{name} must be a torch tensor with the batch in its first dimension"
+            )
     a = x1.detach().to(ref.device, ref.dtype)
     b = a if x2 is None else x2.detach().to(ref.device, ref.dtype)
     scale: dict[str, float] = {k: 1.0 for k in params}
@@ -1396,8 +1813,12 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
         mods = dict(model.named_modules())
         if variances is not None:
             if not isinstance(variances, Variances):
-                variances = _variances_of(variances, st, _get(variances, "sigma_in2", 1.0),
-                                          _get(variances, "sigma_o2", 1.0))
+                variances = _variances_of(
+                    variances,
+                    st,
+                    _get(variances, "sigma_in2", 1.0),
+                    _get(variances, "sigma_o2", 1.0),
+                )
             for name, role in st.roles():
                 vw, vb = variances.for_role(role)
                 scale[f"{name}.weight"] = vw / fan_in(mods[name])
@@ -1409,7 +1830,11 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
                 scale[f"{name}.weight"] = w2 / fan_in(mods[name])
                 if mods[name].bias is not None:
                     scale[f"{name}.bias"] = b2
-        rest = [k for k in params if k not in {f"{n}.{p}" for n, _ in st.roles() for p in ("weight", "bias")}]
+        rest = [
+            k
+            for k in params
+            if k not in {f"{n}.{p}" for n, _ in st.roles() for p in ("weight", "bias")}
+        ]
         if rest:
             notes.append(f"parameters outside the traced layers keep scale 1: {', '.join(rest)}")
 
@@ -1431,6 +1856,22 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     return TorchNTK(ntk, parametrization, int(k), tuple(notes))
 
 
-__all__ = ["init_", "trace_structure", "Structure", "Variances", "InitRecord", "measure", "compare",
-           "Profile", "Comparison", "plot_profile", "empirical_ntk", "TorchNTK", "wrap_activation",
-           "realised_variances", "fan_in", "ARCHES", "LAYER_TYPES"]
+__all__ = [
+    "init_",
+    "trace_structure",
+    "Structure",
+    "Variances",
+    "InitRecord",
+    "measure",
+    "compare",
+    "Profile",
+    "Comparison",
+    "plot_profile",
+    "empirical_ntk",
+    "TorchNTK",
+    "wrap_activation",
+    "realised_variances",
+    "fan_in",
+    "ARCHES",
+    "LAYER_TYPES",
+]

@@ -72,6 +72,7 @@ ACTS = {"tanh": torch.tanh, "relu": torch.relu}
 # data and models
 # ------------------------------------------------------------------------------------------
 
+
 def load_data():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -134,7 +135,9 @@ def get_advice(arch: str, act: str, depth: int, width: int):
     return _ADVICE[key]
 
 
-def apply_init(model: nn.Module, scheme: str, arch: str, act: str, depth: int, width: int, seed: int) -> None:
+def apply_init(
+    model: nn.Module, scheme: str, arch: str, act: str, depth: int, width: int, seed: int
+) -> None:
     if scheme == "pytorch":
         return
     if scheme == "advised":
@@ -160,7 +163,7 @@ def train(model: nn.Module, data, s: Settings, seed: int, epochs: int | None = N
     for _ in range(epochs or s.epochs):
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, s.batch):
-            idx = perm[i:i + s.batch]
+            idx = perm[i : i + s.batch]
             loss = F.cross_entropy(model(Xtr[idx]), ytr[idx])
             if not torch.isfinite(loss):
                 diverged = True
@@ -188,6 +191,7 @@ def gradient_ratio(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
 # experiments
 # ------------------------------------------------------------------------------------------
 
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -208,16 +212,26 @@ def experiment_depth(data, s: Settings) -> list[dict]:
                         meas, pred = float("nan"), float("nan")
                         log(f"  gradient ratio failed: {exc}")
                     res = train(model, data, s, seed)
-                    run = {"arch": arch, "activation": act, "depth": depth, "init": scheme, "seed": seed,
-                           "log10_grad_ratio_measured": meas, "log10_grad_ratio_predicted": pred, **res,
-                           "seconds": time.time() - t0}
+                    run = {
+                        "arch": arch,
+                        "activation": act,
+                        "depth": depth,
+                        "init": scheme,
+                        "seed": seed,
+                        "log10_grad_ratio_measured": meas,
+                        "log10_grad_ratio_predicted": pred,
+                        **res,
+                        "seconds": time.time() - t0,
+                    }
                     if scheme == "advised":
                         adv = get_advice(arch, act, depth, s.width)
                         run["sigma_w2"], run["sigma_b2"] = adv.sigma_w2, adv.sigma_b2
                         run["sigma_v2"] = getattr(adv, "sigma_v2", None)
                     runs.append(run)
-                    log(f"{arch:11s} {act:4s} L={depth:3d} {scheme:7s} seed {seed}: acc {res['test_acc']:.3f} "
-                        f"grad ratio 10^{meas:.2f} (theory 10^{pred:.2f}) {time.time() - t0:.1f}s")
+                    log(
+                        f"{arch:11s} {act:4s} L={depth:3d} {scheme:7s} seed {seed}: acc {res['test_acc']:.3f} "
+                        f"grad ratio 10^{meas:.2f} (theory 10^{pred:.2f}) {time.time() - t0:.1f}s"
+                    )
     return runs
 
 
@@ -232,17 +246,30 @@ def experiment_grid(data, s: Settings) -> tuple[list[dict], list[dict]]:
                 model = build("resnet-full", "tanh", depth, s.width, seed)
                 mft.init_(model, sigma_w2=sw2, sigma_b2=0.0, sigma_v2=1.0, sigma_a2=0.0, seed=seed)
                 res = train(model, data, s, seed)
-                tr = iterate_residual("resnet-full", "tanh", sw2, 0.0, depth, sigma_v2=1.0, sigma_a2=0.0,
-                                      cosine=False)
-                runs.append({"depth": depth, "sigma_w2": sw2, "seed": seed, **res,
-                             "log_explosion": tr.log_explosion, "seconds": time.time() - t0})
-                log(f"grid L={depth:3d} sigma_w2={sw2:<5g} seed {seed}: acc {res['test_acc']:.3f} "
-                    f"{time.time() - t0:.1f}s")
+                tr = iterate_residual(
+                    "resnet-full", "tanh", sw2, 0.0, depth, sigma_v2=1.0, sigma_a2=0.0, cosine=False
+                )
+                runs.append(
+                    {
+                        "depth": depth,
+                        "sigma_w2": sw2,
+                        "seed": seed,
+                        **res,
+                        "log_explosion": tr.log_explosion,
+                        "seconds": time.time() - t0,
+                    }
+                )
+                log(
+                    f"grid L={depth:3d} sigma_w2={sw2:<5g} seed {seed}: acc {res['test_acc']:.3f} "
+                    f"{time.time() - t0:.1f}s"
+                )
     from meanfield.residual import advise_residual
 
     curve = []
     for depth in sorted(set(s.grid_depths) | {5, 15, 20, 50, 70, 150, 200}):
-        adv = advise_residual("resnet-full", "tanh", depth, sigma_b2=0.0, sigma_v2=1.0, sigma_a2=0.0)
+        adv = advise_residual(
+            "resnet-full", "tanh", depth, sigma_b2=0.0, sigma_v2=1.0, sigma_a2=0.0
+        )
         curve.append({"depth": depth, "sigma_w2": adv.sigma_w2, "budget": adv.budget})
     return runs, curve
 
@@ -250,6 +277,7 @@ def experiment_grid(data, s: Settings) -> tuple[list[dict], list[dict]]:
 # ------------------------------------------------------------------------------------------
 # outputs
 # ------------------------------------------------------------------------------------------
+
 
 def _agg(runs, **match):
     sel = [r for r in runs if all(r[k] == v for k, v in match.items())]
@@ -291,8 +319,16 @@ def figure_depth(runs, s: Settings, path: str) -> None:
                 acc_s.append(a.std(ddof=1) if len(a) > 1 else 0.0)
                 meas.append(np.mean([r["log10_grad_ratio_measured"] for r in sel]))
                 pred.append(np.mean([r["log10_grad_ratio_predicted"] for r in sel]))
-            ax.errorbar(s.depths, acc_m, yerr=acc_s, marker="o", ms=4, capsize=3, color=colors[scheme],
-                        label=scheme)
+            ax.errorbar(
+                s.depths,
+                acc_m,
+                yerr=acc_s,
+                marker="o",
+                ms=4,
+                capsize=3,
+                color=colors[scheme],
+                label=scheme,
+            )
             bx.plot(s.depths, pred, "-", color=colors[scheme], lw=1.2)
             bx.plot(s.depths, meas, "o", color=colors[scheme], ms=4)
         ax.set_title(f"{'MLP' if arch == 'mlp' else 'full ResNet'}, {act}", fontsize=10)
@@ -318,16 +354,46 @@ def figure_grid(runs, curve, s: Settings, path: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.2, 4.9))
     D, W = list(s.grid_depths), list(s.grid_sigma_w2)
-    acc = np.array([[np.mean([r["test_acc"] for r in runs if r["depth"] == d and r["sigma_w2"] == w])
-                     for d in D] for w in W])
-    im = ax.imshow(acc, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
-                   extent=(-0.5, len(D) - 0.5, -0.5, len(W) - 0.5))
+    acc = np.array(
+        [
+            [
+                np.mean([r["test_acc"] for r in runs if r["depth"] == d and r["sigma_w2"] == w])
+                for d in D
+            ]
+            for w in W
+        ]
+    )
+    im = ax.imshow(
+        acc,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        vmin=0.0,
+        vmax=1.0,
+        extent=(-0.5, len(D) - 0.5, -0.5, len(W) - 0.5),
+    )
     for i in range(len(W)):
         for j in range(len(D)):
-            ax.text(j, i, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="w" if acc[i, j] < 0.6 else "k")
+            ax.text(
+                j,
+                i,
+                f"{acc[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="w" if acc[i, j] < 0.6 else "k",
+            )
     best = acc.argmax(axis=0)
-    ax.plot(range(len(D)), best, "s", mfc="none", mec="r", ms=14, mew=1.5, label="best sigma_w2 per depth")
+    ax.plot(
+        range(len(D)),
+        best,
+        "s",
+        mfc="none",
+        mec="r",
+        ms=14,
+        mew=1.5,
+        label="best sigma_w2 per depth",
+    )
     # the advised curve, in grid coordinates (log sigma_w2, log depth interpolated)
     lw, ld = np.log(W), np.log(D)
     cd = np.array([c["depth"] for c in curve], dtype=float)
@@ -351,32 +417,43 @@ def figure_grid(runs, curve, s: Settings, path: str) -> None:
 def write_markdown(runs, grid, curve, s: Settings, seconds: float, path: str) -> None:
     L = []
     L.append("# Validation: does the advice train where the defaults fail?\n")
-    L.append("Generated by `scripts/validate_training.py` (not run in CI); every number below comes from "
-             "`docs/validation.json`, written by the same run.\n")
+    L.append(
+        "Generated by `scripts/validate_training.py` (not run in CI); every number below comes from "
+        "`docs/validation.json`, written by the same run.\n"
+    )
     L.append("## Settings\n")
-    L.append(f"- Data: scikit-learn `load_digits` (1797 images of 8x8, 10 classes), stratified 70/30 split "
-             f"(`random_state=0`), features standardised with the training statistics.\n"
-             f"- Models: MLPs with `depth` hidden layers of width {s.width} and a linear readout; full residual "
-             f"nets `x + V phi(W x + b) + a` with `depth` blocks of width {s.width}, a linear stem and readout.\n"
-             f"- Initialisations: (a) `advised`: `meanfield.torch.init_(model, advise(arch, act, depth))`; (b) "
-             f"`pytorch`: the layers' default (`kaiming_uniform(a=sqrt(5))`, sigma_w2 = 1/3); (c) `xavier`: "
-             f"`xavier_normal_`, zero bias; (d) `he`: `kaiming_normal_(nonlinearity='relu')`, zero bias. (c) and "
-             f"(d) are applied to every Linear layer, residual branches included.\n"
-             f"- Training: SGD, lr {s.lr}, momentum {s.momentum}, batch {s.batch}, {s.epochs} epochs, "
-             f"({math.ceil(1258 / s.batch) * s.epochs} steps), cross-entropy, float32, one CPU thread; seeds {list(s.seeds)} (model, init and data order).\n"
-             f"- Gradient ratio: at initialisation, on {s.n_probe} test inputs, the mean squared backpropagated "
-             f"gradient at the first layer over that at the top (MLP: dE/dh at the first layer / at the "
-             f"readout; ResNet: dE/dx^0 / dE/dx^L), with E = r . f(x) for a random r "
-             f"(`meanfield.torch.compare`). The theory column is the mean-field prediction for the variances "
-             f"the weights actually carry (read from the weights for (b)-(d)): MATH.md 1.5 for MLPs, "
-             f"`iterate_residual` (MATH.md 2.3) for ResNets.\n"
-             f"- Budget: the whole script ran in {seconds / 60:.1f} minutes on a shared 2-core CPU, hence the "
-             f"small width, few epochs and single learning rate.\n")
+    L.append(
+        f"- Data: scikit-learn `load_digits` (1797 images of 8x8, 10 classes), stratified 70/30 split "
+        f"(`random_state=0`), features standardised with the training statistics.\n"
+        f"- Models: MLPs with `depth` hidden layers of width {s.width} and a linear readout; full residual "
+        f"nets `x + V phi(W x + b) + a` with `depth` blocks of width {s.width}, a linear stem and readout.\n"
+        f"- Initialisations: (a) `advised`: `meanfield.torch.init_(model, advise(arch, act, depth))`; (b) "
+        f"`pytorch`: the layers' default (`kaiming_uniform(a=sqrt(5))`, sigma_w2 = 1/3); (c) `xavier`: "
+        f"`xavier_normal_`, zero bias; (d) `he`: `kaiming_normal_(nonlinearity='relu')`, zero bias. (c) and "
+        f"(d) are applied to every Linear layer, residual branches included.\n"
+        f"- Training: SGD, lr {s.lr}, momentum {s.momentum}, batch {s.batch}, {s.epochs} epochs, "
+        f"({math.ceil(1258 / s.batch) * s.epochs} steps), cross-entropy, float32, one CPU thread; seeds {list(s.seeds)} (model, init and data order).\n"
+        f"- Gradient ratio: at initialisation, on {s.n_probe} test inputs, the mean squared backpropagated "
+        f"gradient at the first layer over that at the top (MLP: dE/dh at the first layer / at the "
+        f"readout; ResNet: dE/dx^0 / dE/dx^L), with E = r . f(x) for a random r "
+        f"(`meanfield.torch.compare`). The theory column is the mean-field prediction for the variances "
+        f"the weights actually carry (read from the weights for (b)-(d)): MATH.md 1.5 for MLPs, "
+        f"`iterate_residual` (MATH.md 2.3) for ResNets.\n"
+        f"- Budget: the whole script ran in {seconds / 60:.1f} minutes on a shared 2-core CPU, hence the "
+        f"small width, few epochs and single learning rate.\n"
+    )
     L.append("## Test accuracy and gradient ratio by depth\n")
-    L.append("Accuracy: mean ± sd over seeds (chance is 0.10). Gradient ratio: log10, measured / theory, "
-             "mean over seeds.\n")
-    L.append("| model | depth | " + " | ".join(f"{i} acc" for i in INITS) + " | "
-             + " | ".join(f"{i} log10 ratio" for i in INITS) + " |")
+    L.append(
+        "Accuracy: mean ± sd over seeds (chance is 0.10). Gradient ratio: log10, measured / theory, "
+        "mean over seeds.\n"
+    )
+    L.append(
+        "| model | depth | "
+        + " | ".join(f"{i} acc" for i in INITS)
+        + " | "
+        + " | ".join(f"{i} log10 ratio" for i in INITS)
+        + " |"
+    )
     L.append("|---|---:|" + "---|" * (2 * len(INITS)))
     for arch, act in ARCHS:
         for depth in s.depths:
@@ -384,10 +461,14 @@ def write_markdown(runs, grid, curve, s: Settings, seconds: float, path: str) ->
             for scheme in INITS:
                 sel = _agg(runs, arch=arch, activation=act, depth=depth, init=scheme)
                 accs.append(_fmt_acc(sel))
-                ratios.append(f"{_fmt_ratio([r['log10_grad_ratio_measured'] for r in sel])} / "
-                              f"{_fmt_ratio([r['log10_grad_ratio_predicted'] for r in sel])}")
+                ratios.append(
+                    f"{_fmt_ratio([r['log10_grad_ratio_measured'] for r in sel])} / "
+                    f"{_fmt_ratio([r['log10_grad_ratio_predicted'] for r in sel])}"
+                )
             name = f"{'MLP' if arch == 'mlp' else 'ResNet'} {act}"
-            L.append(f"| {name} | {depth} | " + " | ".join(accs) + " | " + " | ".join(ratios) + " |")
+            L.append(
+                f"| {name} | {depth} | " + " | ".join(accs) + " | " + " | ".join(ratios) + " |"
+            )
     L.append("")
     L.append("Advised variances used:\n")
     L.append("| model | depth | sigma_w2 | sigma_b2 | sigma_v2 |")
@@ -396,42 +477,65 @@ def write_markdown(runs, grid, curve, s: Settings, seconds: float, path: str) ->
         for depth in s.depths:
             adv = get_advice(arch, act, depth, s.width)
             sv = getattr(adv, "sigma_v2", None)
-            L.append(f"| {'MLP' if arch == 'mlp' else 'ResNet'} {act} | {depth} | {adv.sigma_w2:.4g} | "
-                     f"{adv.sigma_b2:.3g} | {'' if sv is None else f'{sv:.4g}'} |")
+            L.append(
+                f"| {'MLP' if arch == 'mlp' else 'ResNet'} {act} | {depth} | {adv.sigma_w2:.4g} | "
+                f"{adv.sigma_b2:.3g} | {'' if sv is None else f'{sv:.4g}'} |"
+            )
     L.append("")
     L.append("![test accuracy and gradient ratio by depth](../figures/validation_depth.png)\n")
     L.append("## Tanh residual nets: sigma_w2 x depth (Yang & Schoenholz 2017)\n")
-    L.append(f"Full residual tanh nets, sigma_v2 = 1, sigma_b2 = sigma_a2 = 0, sigma_w2 in "
-             f"{list(s.grid_sigma_w2)}, depths {list(s.grid_depths)}, seeds {list(s.grid_seeds)}, same training. "
-             f"Test accuracy (mean over seeds):\n")
+    L.append(
+        f"Full residual tanh nets, sigma_v2 = 1, sigma_b2 = sigma_a2 = 0, sigma_w2 in "
+        f"{list(s.grid_sigma_w2)}, depths {list(s.grid_depths)}, seeds {list(s.grid_seeds)}, same training. "
+        f"Test accuracy (mean over seeds):\n"
+    )
     L.append("| sigma_w2 | " + " | ".join(f"L={d}" for d in s.grid_depths) + " |")
     L.append("|---:|" + "---:|" * len(s.grid_depths))
     for w in s.grid_sigma_w2:
-        cells = [np.mean([r["test_acc"] for r in grid if r["depth"] == d and r["sigma_w2"] == w])
-                 for d in s.grid_depths]
+        cells = [
+            np.mean([r["test_acc"] for r in grid if r["depth"] == d and r["sigma_w2"] == w])
+            for d in s.grid_depths
+        ]
         L.append(f"| {w:g} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     L.append("")
-    L.append("Predicted gradient explosion log(chi^0/chi^L) in nats (iterate_residual, MATH.md 2.3) at each "
-             "depth's best sigma_w2 and at the advised one:\n")
-    L.append("| depth | best sigma_w2 | its accuracy | its explosion (nats) | advised sigma_w2 | advised explosion |")
+    L.append(
+        "Predicted gradient explosion log(chi^0/chi^L) in nats (iterate_residual, MATH.md 2.3) at each "
+        "depth's best sigma_w2 and at the advised one:\n"
+    )
+    L.append(
+        "| depth | best sigma_w2 | its accuracy | its explosion (nats) | advised sigma_w2 | advised explosion |"
+    )
     L.append("|---:|---:|---:|---:|---:|---:|")
     for d in s.grid_depths:
-        cells = {w: np.mean([r["test_acc"] for r in grid if r["depth"] == d and r["sigma_w2"] == w])
-                 for w in s.grid_sigma_w2}
+        cells = {
+            w: np.mean([r["test_acc"] for r in grid if r["depth"] == d and r["sigma_w2"] == w])
+            for w in s.grid_sigma_w2
+        }
         wb = max(cells, key=cells.get)
         gb = np.mean([r["log_explosion"] for r in grid if r["depth"] == d and r["sigma_w2"] == wb])
         adv = [c for c in curve if c["depth"] == d][0]
-        L.append(f"| {d} | {wb:g} | {cells[wb]:.3f} | {gb:.2f} | {adv['sigma_w2']:.3g} | {adv['budget']:g} |")
+        L.append(
+            f"| {d} | {wb:g} | {cells[wb]:.3f} | {gb:.2f} | {adv['sigma_w2']:.3g} | {adv['budget']:g} |"
+        )
     L.append("")
-    L.append("Advised sigma_w2 (advise_residual, gradient-explosion budget "
-             f"{curve[0]['budget']:g} nats): " + ", ".join(f"L={c['depth']}: {c['sigma_w2']:.3g}" for c in curve
-                                                          if c["depth"] in s.grid_depths) + ".\n")
+    L.append(
+        "Advised sigma_w2 (advise_residual, gradient-explosion budget "
+        f"{curve[0]['budget']:g} nats): "
+        + ", ".join(
+            f"L={c['depth']}: {c['sigma_w2']:.3g}" for c in curve if c["depth"] in s.grid_depths
+        )
+        + ".\n"
+    )
     L.append("![tanh ResNet grid](../figures/validation_resnet_grid.png)\n")
     L.append("## What the runs show, and where the advice does not help\n")
     # the interpretation is written by a person after reading the tables; a rerun keeps it
     old = open(path).read() if os.path.exists(path) else ""
     a, b = old.find(_FINDINGS[0]), old.find(_FINDINGS[1])
-    L.append(old[a:b + len(_FINDINGS[1])] if 0 <= a < b else f"{_FINDINGS[0]}\n(to be written)\n{_FINDINGS[1]}")
+    L.append(
+        old[a : b + len(_FINDINGS[1])]
+        if 0 <= a < b
+        else f"{_FINDINGS[0]}\n(to be written)\n{_FINDINGS[1]}"
+    )
     L.append("")
     atomic_write(path, lambda tmp: open(tmp, "w").write("\n".join(L)))
 
@@ -446,18 +550,31 @@ def main(argv=None) -> None:
     s = Settings()
     out_docs, out_fig = os.path.join(ROOT, "docs"), os.path.join(ROOT, "figures")
     if args.quick:
-        s = Settings(depths=(3, 6), seeds=(0, 1), epochs=1, grid_depths=(3, 6), grid_sigma_w2=(0.1, 1.0),
-                     grid_seeds=(0,))
+        s = Settings(
+            depths=(3, 6),
+            seeds=(0, 1),
+            epochs=1,
+            grid_depths=(3, 6),
+            grid_sigma_w2=(0.1, 1.0),
+            grid_seeds=(0,),
+        )
         out_docs = out_fig = "/tmp"
     t0 = time.time()
     data = load_data()
     runs = experiment_depth(data, s)
     grid, curve = experiment_grid(data, s)
     seconds = time.time() - t0
-    blob = {"settings": {k: getattr(s, k) for k in s.__dataclass_fields__}, "seconds": seconds,
-            "depth_runs": runs, "grid_runs": grid, "advised_curve": curve}
-    atomic_write(os.path.join(out_docs, "validation.json"),
-                 lambda tmp: open(tmp, "w").write(json.dumps(blob, indent=1, default=float)))
+    blob = {
+        "settings": {k: getattr(s, k) for k in s.__dataclass_fields__},
+        "seconds": seconds,
+        "depth_runs": runs,
+        "grid_runs": grid,
+        "advised_curve": curve,
+    }
+    atomic_write(
+        os.path.join(out_docs, "validation.json"),
+        lambda tmp: open(tmp, "w").write(json.dumps(blob, indent=1, default=float)),
+    )
     figure_depth(runs, s, os.path.join(out_fig, "validation_depth.png"))
     figure_grid(grid, curve, s, os.path.join(out_fig, "validation_resnet_grid.png"))
     write_markdown(runs, grid, curve, s, seconds, os.path.join(out_docs, "validation.md"))

@@ -72,6 +72,7 @@ def sphere(n, d, c, seed=0, dtype=torch.float32):
 # import hygiene
 # ------------------------------------------------------------------------------------------
 
+
 def test_import_meanfield_does_not_import_torch():
     code = "import sys, meanfield; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -82,6 +83,7 @@ def test_import_meanfield_does_not_import_torch():
 # ------------------------------------------------------------------------------------------
 # tracing
 # ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("depth", [1, 3, 12])
 def test_trace_sequential_mlp_depth(depth):
@@ -121,11 +123,21 @@ def test_trace_residual_blocks(full, arch):
     assert st.activation == "tanh"
 
 
-@pytest.mark.parametrize("module,spec", [
-    (nn.Tanh(), "tanh"), (nn.ReLU(), "relu"), (nn.GELU(), "gelu"), (nn.SiLU(), "silu"),
-    (nn.ELU(0.5), "elu:0.5"), (nn.SELU(), "selu"), (nn.LeakyReLU(0.2), "leaky_relu:0.2"),
-    (nn.Sigmoid(), "sigmoid"), (nn.Softplus(), "softplus"), (nn.Hardtanh(), "hard_tanh"),
-])
+@pytest.mark.parametrize(
+    "module,spec",
+    [
+        (nn.Tanh(), "tanh"),
+        (nn.ReLU(), "relu"),
+        (nn.GELU(), "gelu"),
+        (nn.SiLU(), "silu"),
+        (nn.ELU(0.5), "elu:0.5"),
+        (nn.SELU(), "selu"),
+        (nn.LeakyReLU(0.2), "leaky_relu:0.2"),
+        (nn.Sigmoid(), "sigmoid"),
+        (nn.Softplus(), "softplus"),
+        (nn.Hardtanh(), "hard_tanh"),
+    ],
+)
 def test_activation_modules_map_to_registry(module, spec):
     m = nn.Sequential(nn.Linear(4, 4), module, nn.Linear(4, 4), module, nn.Linear(4, 2))
     assert mft.trace_structure(m).activation == meanfield.get_activation(spec).name
@@ -159,8 +171,14 @@ def test_unknown_elementwise_activation_is_wrapped(module):
 
 
 def test_conv_chain_traced_and_initialised_by_fan_in():
-    m = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(),
-                      nn.Flatten(), nn.Linear(48 * 8 * 8, 10))
+    m = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 48, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(48 * 8 * 8, 10),
+    )
     st = mft.trace_structure(m)
     assert (st.arch, st.activation, st.depth) == ("mlp", "relu", 2)
     mft.init_(m, sigma_w2=2.0, sigma_b2=0.0, seed=0)
@@ -199,9 +217,15 @@ def _raises(model, *words):
 
 def test_tracing_reports_what_it_cannot_read():
     _raises(nn.Sequential(nn.Tanh(), nn.Tanh()), "no nn.Linear")
-    _raises(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4)), "not elementwise", "structure=")
-    _raises(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)),
-            "different activations")
+    _raises(
+        nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4)),
+        "not elementwise",
+        "structure=",
+    )
+    _raises(
+        nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)),
+        "different activations",
+    )
     lin = nn.Linear(4, 4)
     _raises(nn.Sequential(lin, nn.Tanh(), lin), "shared weights")
 
@@ -255,7 +279,9 @@ def test_explicit_structure_for_untraceable_model():
     mft.init_(m, sigma_w2=1.0, sigma_b2=0.0, seed=0, structure=st)
     assert torch.all(m.a.bias == 0)
     with pytest.raises(DomainError, match="not a submodule"):
-        mft.init_(Branchy(), sigma_w2=1.0, structure=mft.Structure("mlp", "tanh", layers=("a", "zz")))
+        mft.init_(
+            Branchy(), sigma_w2=1.0, structure=mft.Structure("mlp", "tanh", layers=("a", "zz"))
+        )
     with pytest.raises(DomainError, match="each block names 2"):
         mft.Structure("resnet-full", "tanh", blocks=(("a",),))
 
@@ -263,6 +289,7 @@ def test_explicit_structure_for_untraceable_model():
 # ------------------------------------------------------------------------------------------
 # init_
 # ------------------------------------------------------------------------------------------
+
 
 def test_init_sets_variances_in_place_and_returns_model():
     m = mlp(200, 400, 3)
@@ -284,7 +311,16 @@ def test_init_sets_variances_in_place_and_returns_model():
 
 def test_init_residual_roles():
     m = ResNet(30, 300, 4)
-    mft.init_(m, sigma_w2=0.5, sigma_b2=0.0, sigma_v2=2.0, sigma_a2=0.25, sigma_in2=1.0, sigma_o2=1.0, seed=0)
+    mft.init_(
+        m,
+        sigma_w2=0.5,
+        sigma_b2=0.0,
+        sigma_v2=2.0,
+        sigma_a2=0.25,
+        sigma_in2=1.0,
+        sigma_o2=1.0,
+        seed=0,
+    )
     real = {name: (w2, b2) for name, _, w2, b2 in mft.realised_variances(m)}
     tol = 5 * np.sqrt(2 / (300 * 300))
     assert abs(real["blocks.2.w"][0] / 0.5 - 1) < tol and real["blocks.2.w"][1] == 0.0
@@ -323,7 +359,10 @@ def test_init_asks_advise_and_checks_its_inputs():
     m = mft.init_(mlp(16, 32, 4, act=nn.ReLU), seed=0)
     rec = m._meanfield_init
     assert rec.source == "advise()"
-    assert (rec.variances.sigma_w2, rec.variances.sigma_b2) == (2.0, 0.0)  # He: the ReLU critical point
+    assert (rec.variances.sigma_w2, rec.variances.sigma_b2) == (
+        2.0,
+        0.0,
+    )  # He: the ReLU critical point
     with pytest.raises(DomainError, match="depth 4"):
         mft.init_(mlp(16, 32, 4), depth=5)
     with pytest.raises(DomainError, match="activation"):
@@ -376,6 +415,7 @@ def test_init_and_measure_on_gpu():
 # measure / compare
 # ------------------------------------------------------------------------------------------
 
+
 def test_compare_prediction_is_the_theory():
     n, depth, sw, sb = 64, 6, 1.6, 0.05
     m = mft.init_(mlp(n, n, depth, out=n), sigma_w2=sw, sigma_b2=sb, seed=0)
@@ -385,7 +425,9 @@ def test_compare_prediction_is_the_theory():
     np.testing.assert_allclose(cmp.predicted.q, tr.q, rtol=1e-9)
     np.testing.assert_allclose(cmp.predicted.c, tr.c, rtol=1e-9)
     chis = meanfield.chi_1("tanh", np.asarray(tr.q[:-1]), sw)
-    np.testing.assert_allclose(cmp.predicted.grad2, np.cumprod(chis[::-1])[::-1].tolist() + [1.0], rtol=1e-9)
+    np.testing.assert_allclose(
+        cmp.predicted.grad2, np.cumprod(chis[::-1])[::-1].tolist() + [1.0], rtol=1e-9
+    )
     assert cmp.source == "init_"
     rows = cmp.rows()
     assert {r["quantity"] for r in rows} == {"q", "c", "grad2", "grad_w2"}
@@ -462,8 +504,17 @@ def test_wide_full_resnet_matches_iterate_residual_within_5_se():
         es.append(prof.e)
         qs.append(prof.q[1:])
     # the stem x^0 = U xi with sigma_in2 = 1: p^0 = x.x/d = 1, cosine c_in
-    tr = iterate_residual("resnet-full", "tanh", var["sigma_w2"], var["sigma_b2"], depth, sigma_v2=var["sigma_v2"],
-                          sigma_a2=var["sigma_a2"], p0=1.0, c0=c_in)
+    tr = iterate_residual(
+        "resnet-full",
+        "tanh",
+        var["sigma_w2"],
+        var["sigma_b2"],
+        depth,
+        sigma_v2=var["sigma_v2"],
+        sigma_a2=var["sigma_a2"],
+        p0=1.0,
+        c0=c_in,
+    )
     for name, vals, want in (("p", ps, tr.p), ("e", es, tr.e), ("q", qs, tr.q[1:])):
         mean, se = _seeds_mean_se(vals)
         z = (mean - np.asarray(want)) / se
@@ -474,13 +525,14 @@ def test_wide_full_resnet_matches_iterate_residual_within_5_se():
 # empirical NTK
 # ------------------------------------------------------------------------------------------
 
+
 def test_empirical_ntk_is_jacobian_gram():
     m = mft.init_(mlp(3, 5, 2, out=1).double(), sigma_w2=1.2, sigma_b2=0.3, seed=0)
     x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     res = mft.empirical_ntk(m, x)
     rows = []
     for i in range(4):
-        g = torch.autograd.grad(m(x[i:i + 1]).sum(), list(m.parameters()))
+        g = torch.autograd.grad(m(x[i : i + 1]).sum(), list(m.parameters()))
         rows.append(torch.cat([t.reshape(-1) for t in g]))
     J = torch.stack(rows)
     np.testing.assert_allclose(res.ntk, (J @ J.T).numpy(), rtol=1e-10)
@@ -488,10 +540,17 @@ def test_empirical_ntk_is_jacobian_gram():
 
 
 def test_empirical_ntk_parametrisation_conversion():
-    # one linear layer f = W x + b: SP kernel x.x' + 1; NTP kernel sigma_w2 x.x'/d + sigma_b2 (MATH.md 4.1)
+    # one linear layer f = W x + b: SP kernel x.x' + 1; NTP kernel sigma_w2 x.x'/d + sigma_b2
+    # (MATH.md 4.1)
     d, sw, sb = 7, 1.5, 0.4
     lin = nn.Sequential(nn.Linear(d, 1)).double()
-    mft.init_(lin, sigma_w2=sw, sigma_b2=sb, seed=0, structure=mft.Structure("mlp", "linear", layers=("0",)))
+    mft.init_(
+        lin,
+        sigma_w2=sw,
+        sigma_b2=sb,
+        seed=0,
+        structure=mft.Structure("mlp", "linear", layers=("0",)),
+    )
     x = torch.randn(3, d, dtype=torch.float64)
     y = torch.randn(2, d, dtype=torch.float64)
     sp = mft.empirical_ntk(lin, x, y).ntk
@@ -508,7 +567,9 @@ def test_wide_ntk_matches_infinite_width_kernel():
         pytest.skip("meanfield.kernels.kernel not available")
     n, d, depth, sw, sb = 512, 16, 2, 2.0, 0.1
     X = inputs_on_sphere(3, d, correlation=0.4, seed=1)
-    want = kernels.kernel("mlp", "relu", X, depth=depth, sigma_w2=sw, sigma_b2=sb, parametrization="ntk").ntk
+    want = kernels.kernel(
+        "mlp", "relu", X, depth=depth, sigma_w2=sw, sigma_b2=sb, parametrization="ntk"
+    ).ntk
     x = torch.tensor(X, dtype=torch.float64)
     m = mlp(d, n, depth, act=nn.ReLU, out=1).double()
     ks = []
