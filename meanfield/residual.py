@@ -1680,6 +1680,11 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         formula = ("log(chi^0/chi^L) = G; asymptotically sigma_w = G sqrt(sigma_v2 + sigma_a2) / "
                    "(1.0638 sigma_v2 sqrt(L)), i.e. sigma_w ~ L^-1/2")
         meaning = "G = log(chi^0/chi^L), the gradient explosion from output to input, in nats"
+        notes.append(
+            "two limits of the tanh gradient law: q^L >> 1 (large budgets) gives the closed form "
+            "sigma_w = G sqrt(B) / (1.0638 sigma_v2 sqrt(L)) of MATH.md 2.8; for L >> G e^G the "
+            f"branch stays nearly linear and sigma_v2 sigma_w2 L -> G (here sigma_v2 sigma_w2 = "
+            f"{G / L:.4g}); both scale like 1/L, the solve on the recursion covers the crossover")
         if which == "sigma_w2":
             asym = (G * math.sqrt(B) / (TANH_CHI_CONSTANT * sv * math.sqrt(L))) ** 2
         elif which == "sigma_v2":

@@ -294,17 +294,18 @@ def test_fitted_only_activation():
 # ------------------------------------------------------------------------------------------
 
 def test_tanh_advice_meets_budget_and_scales_like_inverse_depth():
-    a1 = advise_residual("resnet-full", "tanh", 1000, budget=4.0)
+    a1 = advise_residual("resnet-full", "tanh", 4000, budget=4.0)
     a4 = advise_residual("resnet-full", "tanh", 16000, budget=4.0)
     assert abs(a1.diagnostics["log_explosion"] - 4.0) < 1e-8
     assert abs(a4.diagnostics["log_explosion"] - 4.0) < 1e-8
-    # sigma_w ~ L^-1/2: sigma_w2 (16 L) / sigma_w2 (L) -> 1/16
-    assert abs(a4.sigma_w2 / a1.sigma_w2 * 16 - 1) < 0.1
-    # the closed-form sigma_w = G sqrt(B) / (1.0638 sigma_v2 sqrt(L)) assumes q^l >> 1, but at
-    # the advised point q^L ~ (G / 1.0638)^2: it is off by a factor ~3.5 at G = 4 and only
-    # becomes accurate for large budgets
+    # sigma_w ~ L^-1/2: sigma_w2 (4 L) / sigma_w2 (L) -> 1/4
+    assert abs(a4.sigma_w2 / a1.sigma_w2 * 4 - 1) < 0.05
+    # for L >> G e^G the branch stays nearly linear (q^L << 1) and sigma_v2 sigma_w2 L -> G;
+    # the closed form sigma_w = G sqrt(B)/(1.0638 sigma_v2 sqrt L) assumes q^l >> 1 and is off
+    # by a factor ~3 here; it holds for large budgets at moderate depth
+    assert abs(a4.sigma_w2 * 16000 / 4.0 - 1) < 0.05
     assert a4.sigma_w2 / a4.asymptotic_value < 0.5
-    big = advise_residual("resnet-full", "tanh", 16000, budget=100.0)
+    big = advise_residual("resnet-full", "tanh", 2000, budget=100.0)
     assert abs(big.sigma_w2 / big.asymptotic_value - 1) < 0.1
     names = [c["name"] for c in a1.comparisons]
     assert names == ["he", "xavier", "pytorch-default", "fixup", "fixup-style"]
