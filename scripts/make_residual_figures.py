@@ -4,7 +4,8 @@ Left 3 x 3 grid: p^l, the cosine's distance to its limit and log(chi^0/chi^L) ag
 full residual networks with tanh, relu and alpha-ReLU (alpha = 0.75), from the exact
 recursion (solid) with the predicted asymptote (dashed).  Right: the predicted gradient
 explosion log(chi^0/chi^L) of tanh full resnets over (sigma_w2, depth), with the advised
-sigma_w2 for the default budget (exact solve, white) and its closed-form asymptote (dashed).
+sigma_w2 for the default budget (exact solve, red), the closed form of MATH.md 2.8 (dashed,
+valid when q^L >> 1) and the linear-branch limit sigma_v2 sigma_w2 L = G (dotted, L >> G e^G).
 
 Usage:  python scripts/make_residual_figures.py [--out figures/residual_laws.png]
 """
@@ -138,6 +139,8 @@ def panel_map(ax, fig):
     asym = (DEFAULT_BUDGET / (TANH_CHI_CONSTANT * np.sqrt(Ls))) ** 2
     ax.plot(asym, Ls, "--", color="orange", lw=1.5,
             label=r"$\sigma_w=G/(1.0638\sqrt{L})$ (asymptotic)")
+    ax.plot(DEFAULT_BUDGET / Ls, Ls, ":", color="cyan", lw=1.8,
+            label=r"$\sigma_v^2\sigma_w^2 L=G$ (linear branch, $L\gg Ge^G$)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"$\sigma_w^2$ ($\sigma_v^2=1$, $\sigma_a^2=\sigma_b^2=0$)")
