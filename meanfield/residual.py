@@ -426,6 +426,28 @@ def _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2) -> _Params:
     return _Params(arch, sw, sb, sv, sa)
 
 
+def _check_reduced_mean(prm: _Params, activation) -> None:
+    """Refuse the reduced form for activations with E phi != 0.
+
+    x^l = phi(h^l) + x^{l-1} adds phi's mean to every coordinate, so x drifts by
+    m^l = m^{l-1} + E phi(h^l) and p^l gains the cross term 2 m^{l-1} E phi(h^l), which the
+    recursion of MATH.md 2.3 (reduced = full with sigma_v2 = 1, sigma_a2 = 0) omits; wide random
+    networks confirm the drift (relu, L = 20: p ~ 2.6e6 measured against 3.7e3 from the
+    recursion).  In the full form V phi(h) has mean zero, so the recursion there is exact.
+    """
+    if prm.arch != "resnet-reduced":
+        return
+    act = get_activation(activation)
+    qs = np.array([0.1, 1.0, 10.0])
+    mean = gaussian.expect1(act.fn, qs, act.kinks)
+    scale = np.sqrt(gaussian.v_phi(act, qs))
+    if np.any(np.abs(mean) > 1e-10 * np.maximum(scale, 1e-300)):
+        raise DomainError(
+            f"resnet-reduced with {act.name}: E[phi] != 0, so x^l = phi(h^l) + x^(l-1) drifts by the mean "
+            f"of phi every layer and the reduced-network recursion (MATH.md 2.3) does not hold; it is exact "
+            f"for zero-mean (odd) activations such as tanh or erf; use --arch resnet-full for {act.name}")
+
+
 def _log0(v: float) -> float:
     return math.log(v) if v > 0 else -math.inf
 
@@ -946,6 +968,7 @@ def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, de
     the fast collocation is tested against).
     """
     prm = _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2)
+    _check_reduced_mean(prm, activation)
     K = _kernel(activation)
     depth = check_depth(depth)
     if depth > 10 ** 9:
@@ -1152,6 +1175,7 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
     extrapolates their change from [L/4, L/2] (finite-depth corrections).
     """
     prm = _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2)
+    _check_reduced_mean(prm, activation)
     K = _kernel(activation)
     reg = _regime(K)
     sw, sb, sv, sa = prm.sw, prm.sb, prm.sv, prm.sa
@@ -1630,6 +1654,7 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
     asymptotic formula's value is reported next to it.
     """
     prm0 = _params(arch, 1.0, 0.0 if sigma_b2 is None else sigma_b2, sigma_v2, sigma_a2)
+    _check_reduced_mean(prm0, activation)
     arch = prm0.arch
     K = _kernel(activation)
     depth = check_depth(depth)

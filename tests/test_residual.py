@@ -431,7 +431,9 @@ def test_against_wide_random_networks(act, arch, sw, sb, sv, sa):
     (["iterate", "--arch", "resnet-full", "--activation", "tanh", "--sigma-w2", "1",
       "--sigma-b2", "0", "--sigma-v2", "1.5", "--sigma-a2", "0.1", "--depth", "1000", "--p0", "2",
       "--c0", "0.3", "--every", "250", "--json"], "chi"),
-    (["exponents", "--arch", "resnet-reduced", "--activation", "relu", "--sigma-w2", "0.5",
+    (["exponents", "--arch", "resnet-full", "--activation", "relu", "--sigma-w2", "0.5",
+      "--json"], "chi"),
+    (["exponents", "--arch", "resnet-reduced", "--activation", "tanh", "--sigma-w2", "0.5",
       "--json"], "chi"),
     (["advise", "--arch", "resnet-full", "--activation", "tanh", "--depth", "300", "--budget",
       "3", "--width", "64", "--json"], "comparisons"),
@@ -458,3 +460,11 @@ def test_cli_bad_input_exit_code():
                                    "alpha_relu:2", "--sigma-w2", "1", "--depth", "5000"])
     assert res.exit_code == 2
     assert "float range" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("act", ["relu", "alpha_relu:0.75", "gelu"])
+def test_reduced_refuses_activations_with_a_mean(act):
+    """x^l = phi(h^l) + x^{l-1} drifts by E phi per layer for non-zero-mean phi, which the
+    reduced recursion omits (simulate.simulate_resnet shows the drift): refused, not wrong."""
+    with pytest.raises(DomainError, match="E\\[phi\\] != 0"):
+        iterate_residual("resnet-reduced", act, 1.0, 0.0, 10)
