@@ -11,7 +11,8 @@ maps are ``gaussian.w_phi`` / ``gaussian.w_dphi`` (closed forms) or tables built
 from __future__ import annotations
 
 from ._tables import clear_cache
-from .core import ARCHS, PARAMETRIZATIONS, KernelResult, LayerDiagonals, condition_number, kernel
+from .core import (ARCHS, PARAMETRIZATIONS, KernelResult, LayerDiagonals, condition_number, kernel,
+                   kernel_trace)
 
-__all__ = ["kernel", "KernelResult", "LayerDiagonals", "condition_number", "clear_cache", "ARCHS",
+__all__ = ["kernel", "kernel_trace", "KernelResult", "LayerDiagonals", "condition_number", "clear_cache", "ARCHS",
            "PARAMETRIZATIONS"]

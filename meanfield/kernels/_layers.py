@@ -20,30 +20,67 @@ import numpy as np
 
 from .. import gaussian
 from ..activations import Activation
-from ._tables import TabulatedMaps
+from ._tables import TabulatedMaps, homogeneity_degree, table_cost
+
+METHODS = ("auto", "direct", "table", "hermite")
+#: below this many entries per layer, direct evaluation beats building a table
+_TABLE_MIN_ENTRIES = 1 << 16
 
 
 def has_closed_form(act: Activation) -> bool:
     return act.closed_forms.get("w") is not None and act.closed_forms.get("wd") is not None
 
 
+_SNAP = 1.0 - 8 * np.finfo(float).eps
+
+
 def correlation(K: np.ndarray, q_r: np.ndarray, q_s: np.ndarray) -> np.ndarray:
     """c = K / sqrt(q_r q_s) clipped to [-1, 1]; 0 where a variance is 0 (then K = 0 too)."""
-    den = np.sqrt(q_r)[:, None] * np.sqrt(q_s)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = np.divide(K, den, out=np.zeros_like(K), where=den > 0)
-    np.clip(c, -1.0, 1.0, out=c)
+    with np.errstate(divide="ignore"):
+        ir = np.where(q_r > 0, 1.0 / np.sqrt(q_r), 0.0)
+        is_ = np.where(q_s > 0, 1.0 / np.sqrt(q_s), 0.0)
+    c = K * ir[:, None]
+    c *= is_[None, :]
+    # A correlation is known only to a few ulps (the Gram entries are rounded); within that,
+    # snap to +-1 so that duplicated inputs give exactly duplicated kernel rows (kernels like
+    # relu's derivative kernel depend on sqrt(1 - c) and would amplify 1e-16 into 1e-8).
+    c[c >= _SNAP] = 1.0
+    c[c <= -_SNAP] = -1.0
     return c
 
 
 class LayerMaps:
-    """E and Ed for one nonlinearity, given all row and column variances of that layer."""
+    """E and Ed for one nonlinearity, given all row and column variances of that layer.
 
-    def __init__(self, act: Activation, q_rows: np.ndarray, q_cols: np.ndarray):
+    ``method``: ``"direct"`` evaluates ``gaussian.w_phi`` / ``w_dphi`` entry by entry (closed
+    forms; a 2-D quadrature of ~10 ms per entry otherwise); ``"table"`` reads the tables of
+    meanfield.kernels._tables (built from those same functions); ``"hermite"`` uses
+    ``gaussian.expect2_hermite`` for activations without a closed form (fast, ~1e-6 for tanh at
+    q <= 2, inaccurate at large q: diagnostics only); ``"auto"`` picks direct for small problems
+    and tables for large ones (closed forms with unequal variances and no homogeneity stay
+    direct, where a table would be slower).
+    """
+
+    def __init__(self, act: Activation, q_rows: np.ndarray, q_cols: np.ndarray,
+                 method: str = "auto", n_entries: int | None = None):
         self.act = act
-        self.closed = has_closed_form(act)
         self.q_rows, self.q_cols = q_rows, q_cols
-        # the 1-D moments of the diagonal entries, for symmetric blocks
+        closed = has_closed_form(act)
+        if n_entries is None:
+            n_entries = q_rows.size * q_cols.size
+        if method == "auto":
+            if closed:
+                # a table (no transcendental function per entry) beats the arc-cosine closed
+                # forms of the relu family; erf's arcsine form is as fast as a table read
+                fast = homogeneity_degree(act) is not None
+                method = "table" if (fast and n_entries >= _TABLE_MIN_ENTRIES) else "direct"
+            else:
+                # one 2-D quadrature per entry, or ~40 per table: take the cheaper
+                method = "direct" if n_entries <= table_cost(q_rows, q_cols) else "table"
+        if method == "hermite" and closed:
+            method = "direct"
+        self.method = method
+        self.closed = method == "direct" and closed
         self._tab: TabulatedMaps | None = None
 
     @property
@@ -65,12 +102,18 @@ class LayerMaps:
         c = correlation(K, q_r, q_s)
         if diag is not None:
             c[diag] = 1.0
-        if self.closed:
-            qr, qs = q_r[:, None], q_s[None, :]
-            E = gaussian.w_phi(self.act, qr, qs, c)
-            Ed = gaussian.w_dphi(self.act, qr, qs, c)
-        else:
+        if self.method == "table":
             E, Ed = self.tab(q_r, q_s, c)
+        else:
+            qr, qs = q_r[:, None], q_s[None, :]
+            if self.method == "hermite":
+                act = self.act
+                E = gaussian.expect2_hermite(act.fn, act.fn, qr, qs, c)
+                Ed = gaussian.expect2_hermite(act.d1, act.d1, qr, qs, c)
+            else:
+                E = np.array(gaussian.w_phi(self.act, qr, qs, c), dtype=float)
+                Ed = np.array(gaussian.w_dphi(self.act, qr, qs, c), dtype=float)
+            E, Ed = np.broadcast_to(E, c.shape).copy(), np.broadcast_to(Ed, c.shape).copy()
         if diag is not None and diag_vals is not None:
             E[diag] = diag_vals[0]
             Ed[diag] = diag_vals[1]

@@ -10,6 +10,7 @@ is the two outputs plus one block's working arrays (at most twice the outputs, i
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +21,7 @@ import numpy as np
 from ..activations import get_activation
 from ..errors import DomainError
 from ..maps import check_depth, check_variance
+from ._layers import METHODS
 from .mlp import MLP
 from .resnet import ResNet
 
@@ -197,6 +199,13 @@ def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     raise DomainError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def _arch(value: Any) -> str:
+    """mlp, resnet (alias resnet-full, as in `meanfield iterate`) or resnet-reduced."""
+    if isinstance(value, str) and value.strip().lower() == "resnet-full":
+        return "resnet"
+    return _choice("arch", value, ARCHS)
+
+
 def _dtype(value: Any) -> tuple[str, type]:
     try:
         dt = np.dtype(value)
@@ -207,6 +216,70 @@ def _dtype(value: Any) -> tuple[str, type]:
     return dt.name, _DTYPES[dt.name]
 
 
+def _workers(value: Any) -> int:
+    if value is None:
+        return max(1, min(4, os.cpu_count() or 1))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DomainError(f"workers must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def build_model(arch: str, act, L: int, sigma_w2, sigma_b2, sigma_v2, sigma_a2, sigma_in2,
+                sigma_o2, branch_scale, ntk: bool):
+    """The recursion object (MLP or ResNet) with validated per-layer variances."""
+    if arch == "mlp":
+        sw = per_layer("sigma_w2", sigma_w2, L + 1, "dense layer, readout last")
+        sb = per_layer("sigma_b2", sigma_b2, L + 1, "dense layer, readout last")
+        model = MLP(act, L, sw, sb, ntk)
+        meta = dict(sigma_v2=None, sigma_a2=None, sigma_in2=None, sigma_o2=None, branch_scale=None)
+    else:
+        reduced = arch == "resnet-reduced"
+        sw = per_layer("sigma_w2", sigma_w2, L, "residual block")
+        sb = per_layer("sigma_b2", sigma_b2, L, "residual block")
+        alpha = float(check_variance("branch_scale", branch_scale))
+        if reduced:
+            sv, sa = np.ones(L), np.zeros(L)
+        else:
+            sv = per_layer("sigma_v2", sigma_v2, L, "residual block")
+            sa = per_layer("sigma_a2", sigma_a2, L, "residual block")
+        s_in = float(check_variance("sigma_in2", sigma_in2))
+        s_o = float(check_variance("sigma_o2", sigma_o2))
+        a2 = alpha * alpha
+        model = ResNet(act, L, sw, sb, a2 * sv, a2 * sa, s_in, s_o, ntk, reduced, a2)
+        meta = dict(sigma_v2=None if reduced else tuple(map(float, sv)),
+                    sigma_a2=None if reduced else tuple(map(float, sa)),
+                    sigma_in2=s_in, sigma_o2=s_o, branch_scale=alpha)
+    meta["_sb"] = sb
+    return model, sw, meta
+
+
+def kernel_trace(arch: str, activation: Any, X: Any, *, depth: int, sigma_w2: Any, sigma_b2: Any,
+                 sigma_v2: Any = 1.0, sigma_a2: Any = 0.0, sigma_in2: float = 1.0,
+                 sigma_o2: float = 1.0, branch_scale: float = 1.0, parametrization: str = "ntk",
+                 method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """NNGP and NTK Gram matrices of X for every depth 1..``depth`` in one pass: arrays of shape
+    (depth, N, N), entry l - 1 for the network of depth l (its readout after layer l, the
+    variances being the first entries of the per-layer sequences).  For small X (diagnostics)."""
+    arch = _arch(arch)
+    act = get_activation(activation)
+    if act.d1 is None:
+        raise DomainError(f"activation {act.name!r} has no derivative, so its NTK is undefined")
+    X = check_inputs("X", X)
+    L = check_depth(depth)
+    ntk = _choice("parametrization", parametrization, PARAMETRIZATIONS) == "ntk"
+    method = _choice("method", method, METHODS)
+    model, _, _ = build_model(arch, act, L, sigma_w2, sigma_b2, sigma_v2, sigma_a2, sigma_in2,
+                              sigma_o2, branch_scale, ntk)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rd = model.diagonal(np.einsum("ij,ij->i", X, X) / X.shape[1])
+    N = X.shape[0]
+    maps = model.layer_maps(rd, rd, method, N * (N + 1) // 2)
+    trace: list = []
+    G = X @ X.T / X.shape[1]
+    model.block(G, maps, slice(0, N), slice(0, N), rd, (np.arange(N), np.arange(N)), trace)
+    return np.stack([t[0] for t in trace]), np.stack([t[1] for t in trace])
+
+
 # ------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------
@@ -215,8 +288,9 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
            sigma_w2: Any, sigma_b2: Any, sigma_v2: Any = 1.0, sigma_a2: Any = 0.0,
            sigma_in2: float = 1.0, sigma_o2: float = 1.0, branch_scale: float = 1.0,
            parametrization: str = "ntk", dtype: Any = "float64", diagonals: bool = False,
-           block_rows: int | None = None,
-           progress: Callable[[int, int], None] | None = None) -> KernelResult:
+           block_rows: int | None = None, workers: int | None = None,
+           progress: Callable[[int, int], None] | None = None,
+           method: str = "auto") -> KernelResult:
     """NNGP and NTK Gram matrices of an infinitely wide network (MATH.md 4.1-4.3).
 
     Parameters
@@ -248,9 +322,19 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     diagonals : also return every layer's kernel diagonal (``result.layers``).
     block_rows : rows per block (default: from a memory budget of twice the output size, at
         least 8 MiB and at most 128 MiB of working arrays).
+    workers : threads computing row blocks concurrently (numpy releases the GIL in its
+        elementwise loops); default min(4, CPUs).  Each worker has its share of the memory budget.
     progress : called as ``progress(done, total)`` (entries) after every block.
+    method : how the per-entry Gaussian maps are evaluated (meanfield.kernels._layers):
+        ``"auto"`` (default) -- entry by entry for small problems; for large ones, tables in
+        x = sqrt(1 - |c|) built from the closed forms or from ``gaussian.expect2``, whichever
+        the activation has (relative error ~1e-13 for closed forms and smooth activations,
+        ~1e-8 for kinked ones without closed form such as elu, hard_tanh); ``"direct"`` --
+        ``gaussian.w_phi`` / ``w_dphi`` for every entry (exact closed forms; ~10 ms per entry
+        otherwise); ``"table"``; ``"hermite"`` -- Gauss-Hermite product rule for activations
+        without closed form (fast, inaccurate at large variances; diagnostics only).
     """
-    arch = _choice("arch", arch, ARCHS)
+    arch = _arch(arch)
     act = get_activation(activation)
     if act.d1 is None:
         raise DomainError(f"activation {act.name!r} has no derivative, so its NTK is undefined"
@@ -263,6 +347,7 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
                           f"and {X2a.shape[1]}")
     L = check_depth(depth)
     parametrization = _choice("parametrization", parametrization, PARAMETRIZATIONS)
+    method = _choice("method", method, METHODS)
     ntk = parametrization == "ntk"
     dt_name, dt = _dtype(dtype)
     if block_rows is not None:
@@ -271,28 +356,9 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     if progress is not None and not callable(progress):
         raise DomainError("progress must be a callable progress(done, total) or None")
 
-    if arch == "mlp":
-        sw = per_layer("sigma_w2", sigma_w2, L + 1, "dense layer, readout last")
-        sb = per_layer("sigma_b2", sigma_b2, L + 1, "dense layer, readout last")
-        model = MLP(act, L, sw, sb, ntk)
-        meta = dict(sigma_v2=None, sigma_a2=None, sigma_in2=None, sigma_o2=None, branch_scale=None)
-    else:
-        reduced = arch == "resnet-reduced"
-        sw = per_layer("sigma_w2", sigma_w2, L, "residual block")
-        sb = per_layer("sigma_b2", sigma_b2, L, "residual block")
-        alpha = float(check_variance("branch_scale", branch_scale))
-        if reduced:
-            sv, sa = np.ones(L), np.zeros(L)
-        else:
-            sv = per_layer("sigma_v2", sigma_v2, L, "residual block")
-            sa = per_layer("sigma_a2", sigma_a2, L, "residual block")
-        s_in = float(check_variance("sigma_in2", sigma_in2))
-        s_o = float(check_variance("sigma_o2", sigma_o2))
-        a2 = alpha * alpha
-        model = ResNet(act, L, sw, sb, a2 * sv, a2 * sa, s_in, s_o, ntk, reduced, a2)
-        meta = dict(sigma_v2=None if reduced else tuple(map(float, sv)),
-                    sigma_a2=None if reduced else tuple(map(float, sa)),
-                    sigma_in2=s_in, sigma_o2=s_o, branch_scale=alpha)
+    model, sw, meta = build_model(arch, act, L, sigma_w2, sigma_b2, sigma_v2, sigma_a2, sigma_in2,
+                                  sigma_o2, branch_scale, ntk)
+    sb = np.asarray(meta.pop("_sb"))
 
     d = X.shape[1]
     g_rows = np.einsum("ij,ij->i", X, X) / d
@@ -307,47 +373,62 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
             raise DomainError(f"the {nm} diagonal overflows float64 at depth {L} ({act.name}, "
                               f"sigma_w2 = {float(sw.max()):g}): the length map diverges; "
                               "use smaller variances or depth")
-    maps = model.layer_maps(rd, cd)
-
     N, M = X.shape[0], X2a.shape[0]
+    maps = model.layer_maps(rd, cd, method, N * (N + 1) // 2 if sym else N * M)
+
     out_nngp = np.empty((N, M), dtype=dt)
     out_ntk = np.empty((N, M), dtype=dt)
+    n_workers = _workers(workers)
     if block_rows is None:
         budget = min(max(2 * out_nngp.nbytes * 2, _MIN_WORK_BYTES), _MAX_WORK_BYTES)
-        block_rows = max(1, int(budget // (_WORK_ARRAYS * 8 * M)))
+        block_rows = max(1, int(budget // (_WORK_ARRAYS * 8 * M * n_workers)))
     b = int(min(block_rows, N))
+    starts = list(range(0, N, b))
     total = N * (N + 1) // 2 if sym else N * M
-    done = 0
-    for r0 in range(0, N, b):
+
+    def run(r0: int) -> int:
         r1 = min(N, r0 + b)
         rows = slice(r0, r1)
         cols = slice(r0, N) if sym else slice(0, M)
-        Xc = X[cols] if sym else X2a
-        G = X[rows] @ Xc.T
+        G = X[rows] @ (X[cols] if sym else X2a).T
         G /= d
         diag = (np.arange(r1 - r0), np.arange(r1 - r0)) if sym else None
         nn, nt = model.block(G, maps, rows, cols, rd, diag)
-        if sym:
+        if sym:  # upper triangle only; the diagonal square made exactly symmetric
             sq = r1 - r0
-            for mat in (nn, nt):  # exact symmetry of the diagonal square
+            for mat in (nn, nt):
                 upper = np.triu(mat[:, :sq])
                 mat[:, :sq] = upper + np.triu(upper, 1).T
-            out_nngp[r0:, r0:r1] = nn.T
-            out_ntk[r0:, r0:r1] = nt.T
-            out_nngp[r0:r1, r0:] = nn
-            out_ntk[r0:r1, r0:] = nt
-            done += (r1 - r0) * (N - r0) - (r1 - r0) * (r1 - r0 - 1) // 2
-        else:
-            out_nngp[r0:r1] = nn
-            out_ntk[r0:r1] = nt
-            done += (r1 - r0) * M
-        del nn, nt, G
-        if progress is not None:
-            progress(done, total)
+        out_nngp[rows, cols] = nn
+        out_ntk[rows, cols] = nt
+        return (r1 - r0) * (N - r0) - (r1 - r0) * (r1 - r0 - 1) // 2 if sym else (r1 - r0) * M
+
+    for m in maps:  # build the tables once, before the blocks share them
+        if m.method == "table":
+            _ = m.tab
+    done = 0
+    if n_workers == 1 or len(starts) == 1:
+        for r0 in starts:
+            done += run(r0)
+            if progress is not None:
+                progress(done, total)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            for k in pool.map(run, starts):
+                done += k
+                if progress is not None:
+                    progress(done, total)
+    if sym:  # mirror the upper triangle, one band at a time
+        for r0 in starts:
+            r1 = min(N, r0 + b)
+            out_nngp[r1:, r0:r1] = out_nngp[r0:r1, r1:].T
+            out_ntk[r1:, r0:r1] = out_ntk[r0:r1, r1:].T
 
     table_error = None
     for m in maps:
-        if not m.closed and m._tab is not None and m._tab.nodes is not None:
+        if m._tab is not None and m._tab.nodes is not None:
             e = max(m._tab.tables.error_estimate, getattr(m._tab, "interp_error", 0.0))
             table_error = e if table_error is None else max(table_error, e)
     layers = layers2 = None

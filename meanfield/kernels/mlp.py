@@ -61,13 +61,18 @@ class MLP:
             q = q_new
         return out
 
-    def layer_maps(self, rows: MLPDiag, cols: MLPDiag) -> list[LayerMaps]:
-        return [LayerMaps(self.act, rows.q[k], cols.q[k]) for k in range(self.L)]
+    def layer_maps(self, rows: MLPDiag, cols: MLPDiag, method: str = "auto",
+                   n_entries: int | None = None) -> list[LayerMaps]:
+        return [LayerMaps(self.act, rows.q[k], cols.q[k], method, n_entries) for k in range(self.L)]
 
     def block(self, G: np.ndarray, maps: list[LayerMaps], rows: slice, cols: slice,
-              rd: MLPDiag, diag: tuple[np.ndarray, np.ndarray] | None
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(NNGP, NTK) on one block from its input Gram block G = x.x'/d (overwritten)."""
+              rd: MLPDiag, diag: tuple[np.ndarray, np.ndarray] | None,
+              trace: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(NNGP, NTK) on one block from its input Gram block G = x.x'/d (overwritten).
+
+        ``trace``, if given, receives (Sigma^{l+1}, Theta^{l+1}) after every layer l = 1..L: the
+        kernels of the networks of depth 1..L (same variances, readout after layer l).
+        """
         sw, sb = self.sw, self.sb
         S = G
         S *= sw[0]
@@ -90,6 +95,8 @@ class MLP:
             if self.ntk:
                 T += E
             S = E
+            if trace is not None:
+                trace.append((S.copy(), T.copy()))
         return S, T
 
     def records(self, d: MLPDiag) -> dict[str, np.ndarray]:

@@ -86,12 +86,15 @@ class ResNet:
             out.theta.append(th)
         return out
 
-    def layer_maps(self, rows: ResDiag, cols: ResDiag) -> list[LayerMaps]:
-        return [LayerMaps(self.act, rows.q[k], cols.q[k]) for k in range(self.L)]
+    def layer_maps(self, rows: ResDiag, cols: ResDiag, method: str = "auto",
+                   n_entries: int | None = None) -> list[LayerMaps]:
+        return [LayerMaps(self.act, rows.q[k], cols.q[k], method, n_entries) for k in range(self.L)]
 
     def block(self, G: np.ndarray, maps: list[LayerMaps], rows: slice, cols: slice,
-              rd: ResDiag, diag: tuple[np.ndarray, np.ndarray] | None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              rd: ResDiag, diag: tuple[np.ndarray, np.ndarray] | None,
+              trace: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(NNGP, NTK) on one block from its input Gram block G = x.x'/d (overwritten);
+        ``trace`` receives the (NNGP, NTK) of the networks of depth 1..L."""
         P = G
         P *= self.s_in
         if diag is not None:
@@ -126,10 +129,16 @@ class ResNet:
             if diag is not None:  # keep the block's diagonal bitwise equal to the 1-D recursion
                 P[diag] = rd.p[k + 1][rows][diag[0]]
                 T[diag] = rd.theta[k + 1][rows][diag[0]]
+            if trace is not None:
+                trace.append(self._readout(P, T))
+        return self._readout(P, T)
+
+    def _readout(self, P: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """NNGP = sigma_o2 P, NTK = sigma_o2 Theta_x + (sigma_o2 P or P)."""
         nngp = P * self.s_o
-        T *= self.s_o
-        T += nngp if self.ntk else P
-        return nngp, T
+        ntk = T * self.s_o
+        ntk += nngp if self.ntk else P
+        return nngp, ntk
 
     def records(self, d: ResDiag) -> dict[str, np.ndarray]:
         """Per-layer diagonals: P^l and Theta_x^l (l = 0..L) and Q^l (l = 1..L)."""
