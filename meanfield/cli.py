@@ -329,6 +329,61 @@ def phase_diagram_cmd(
     emit(summary, as_json)
 
 
+@app.command("kernel")
+@handled
+def kernel(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    depth: int = typer.Option(..., "--depth", "-L", help="Hidden layers (mlp; a linear readout follows) or residual blocks (resnet)."),
+    x: Path = typer.Option(..., "--x", help="Inputs: a .npy file holding an N x d float array."),
+    out: Path = typer.Option(..., "--out", help=".npz file to write with arrays nngp and ntk (its folder must exist)."),
+    sigma_w2: float = typer.Option(..., "--sigma-w2", help="Weight variance times fan-in (sigma_w^2), every dense layer."),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance (sigma_b^2), every dense layer."),
+    arch: str = typer.Option("mlp", "--arch", help="mlp, resnet (full residual blocks, MATH.md 4.3) or resnet-reduced."),
+    x2: Optional[Path] = typer.Option(None, "--x2", help="Second inputs (.npy, M x d): the kernels are then N x M."),
+    sigma_v2: float = typer.Option(1.0, "--sigma-v2", help="resnet: branch output weight variance."),
+    sigma_a2: float = typer.Option(0.0, "--sigma-a2", help="resnet: branch bias variance."),
+    parametrization: str = typer.Option("ntk", "--parametrization", help="ntk, or standard (the NTK divided by the width; MATH.md 4.2)."),
+    dtype: str = typer.Option("float64", "--dtype", help="float64 or float32 for the written arrays."),
+    diagonals: bool = typer.Option(False, "--diagonals", help="Also write every layer's kernel diagonal (layer_nngp, layer_ntk, layer_q)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Infinite-width NNGP and NTK Gram matrices of an MLP or residual MLP on the given inputs."""
+    import numpy as np
+
+    from ._io import atomic_savez, check_output_path
+    from .kernels import kernel as compute_kernel
+
+    check_output_path(out)
+
+    def load(path: Path, flag: str):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DomainError(f"cannot read {flag} {str(path)!r}: {_one_line(exc)}") from None
+
+    X = load(x, "--x")
+    X2 = None if x2 is None else load(x2, "--x2")
+    rows = X.shape[0] if X.ndim == 2 else 0
+    n_entries = rows * (X2.shape[0] if X2 is not None and X2.ndim == 2 else rows)
+    update, close = progress_bar(not (quiet or as_json) and n_entries >= 10**6, "kernel")
+    try:
+        res = compute_kernel(arch, activation, X, X2, depth=depth, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                             sigma_v2=sigma_v2, sigma_a2=sigma_a2, parametrization=parametrization,
+                             dtype=dtype, diagonals=diagonals, progress=update)
+    finally:
+        close()
+    arrays = {"nngp": res.nngp, "ntk": res.ntk, "nngp_diag": res.nngp_diag, "ntk_diag": res.ntk_diag}
+    if res.nngp_diag2 is not None:
+        arrays.update(nngp_diag2=res.nngp_diag2, ntk_diag2=res.ntk_diag2)
+    if res.layers is not None:
+        arrays.update(layer_nngp=res.layers.nngp, layer_ntk=res.layers.ntk, layer_q=res.layers.q)
+    atomic_savez(out, **arrays)
+    summary = res.to_dict()
+    summary["out"] = str(out)
+    emit(summary, as_json)
+
+
 def _check_image_format(path: Path) -> None:
     from matplotlib.figure import Figure
 

@@ -471,3 +471,72 @@ def test_clear_cache_is_harmless():
     b = kernel("mlp", "tanh", X, depth=2, sigma_w2=1.5, sigma_b2=0.1, method="table")
     np.testing.assert_array_equal(a.ntk, b.ntk)
     assert isinstance(TabulatedMaps, type)
+
+
+# ------------------------------------------------------------------------------------------
+# the `meanfield kernel` command (typer's CliRunner)
+# ------------------------------------------------------------------------------------------
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    return CliRunner().invoke(app, ["kernel", *[str(a) for a in args]])
+
+
+def _one_line(res, code, needle):
+    assert res.exit_code == code, (res.exit_code, res.stdout, res.stderr, res.exception)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_cli_kernel_writes_npz_and_json(tmp_path):
+    X = sphere(7, 5)
+    X2 = sphere(3, 5, seed=9)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "x2.npy", X2)
+    out = tmp_path / "k.npz"
+    res = _cli("--arch", "mlp", "--activation", "tanh", "--depth", 3, "--sigma-w2", 1.5,
+               "--sigma-b2", 0.1, "--parametrization", "ntk", "--x", tmp_path / "x.npy",
+               "--out", out, "--json")
+    assert res.exit_code == 0, (res.stdout, res.stderr)
+    assert "\x1b[" not in res.stdout and res.stdout.count("\n") == 1
+    d = json.loads(res.stdout)
+    assert d["shape"] == [7, 7] and d["out"] == str(out) and d["ntk_condition_number"] > 1
+    with np.load(out) as z:
+        ref = kernel("mlp", "tanh", X, depth=3, sigma_w2=1.5, sigma_b2=0.1)
+        np.testing.assert_allclose(z["ntk"], ref.ntk, rtol=1e-14)
+        np.testing.assert_allclose(z["nngp"], ref.nngp, rtol=1e-14)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    res = _cli("--arch", "resnet", "--activation", "relu", "--depth", 2, "--sigma-w2", 1.5,
+               "--sigma-v2", 0.5, "--x", tmp_path / "x.npy", "--x2", tmp_path / "x2.npy",
+               "--out", out, "--parametrization", "standard", "--dtype", "float32", "--diagonals")
+    assert res.exit_code == 0, res.stderr
+    assert "ntk" in res.stdout  # the human-readable summary
+    with np.load(out) as z:
+        assert z["ntk"].shape == (7, 3) and z["ntk"].dtype == np.float32
+        assert z["layer_nngp"].shape == (3, 7)
+
+
+def test_cli_kernel_errors(tmp_path):
+    X = sphere(4, 3)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "bad.npy", np.array([[1.0, np.nan]]))
+    base = ["--activation", "relu", "--depth", 2, "--sigma-w2", 2.0]
+    missing = tmp_path / "nowhere" / "k.npz"
+    _one_line(_cli(*base, "--x", tmp_path / "x.npy", "--out", missing), 2, "output folder does not exist")
+    assert not missing.parent.exists()
+    out = tmp_path / "k.npz"
+    _one_line(_cli(*base, "--x", tmp_path / "bad.npy", "--out", out), 2, "X must be finite")
+    _one_line(_cli(*base, "--x", tmp_path / "absent.npy", "--out", out), 2, "cannot read --x")
+    _one_line(_cli("--activation", "relu", "--depth", 0, "--sigma-w2", 2.0, "--x", tmp_path / "x.npy",
+                   "--out", out), 2, "depth")
+    _one_line(_cli(*base, "--sigma-b2", -1, "--x", tmp_path / "x.npy", "--out", out), 2, "sigma_b2")
+    _one_line(_cli(*base, "--arch", "cnn", "--x", tmp_path / "x.npy", "--out", out), 2, "arch")
+    np.save(tmp_path / "x3.npy", np.ones((2, 4)))
+    _one_line(_cli(*base, "--x", tmp_path / "x.npy", "--x2", tmp_path / "x3.npy", "--out", out), 2,
+              "same input dimension")
+    assert not out.exists()
