@@ -358,9 +358,13 @@ def kernel(
 
     def load(path: Path, flag: str):
         try:
-            return np.load(path, allow_pickle=False)
+            arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DomainError(f"cannot read {flag} {str(path)!r}: {_one_line(exc)}") from None
+        if not isinstance(arr, np.ndarray):
+            arr.close()
+            raise DomainError(f"{flag} {str(path)!r} must be a .npy file holding one N x d array")
+        return arr
 
     X = load(x, "--x")
     X2 = None if x2 is None else load(x2, "--x2")

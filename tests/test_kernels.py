@@ -532,6 +532,8 @@ def test_cli_kernel_errors(tmp_path):
     out = tmp_path / "k.npz"
     _one_line(_cli(*base, "--x", tmp_path / "bad.npy", "--out", out), 2, "X must be finite")
     _one_line(_cli(*base, "--x", tmp_path / "absent.npy", "--out", out), 2, "cannot read --x")
+    np.savez(tmp_path / "two.npz", a=X, b=X)
+    _one_line(_cli(*base, "--x", tmp_path / "two.npz", "--out", out), 2, "one N x d array")
     _one_line(_cli("--activation", "relu", "--depth", 0, "--sigma-w2", 2.0, "--x", tmp_path / "x.npy",
                    "--out", out), 2, "depth")
     _one_line(_cli(*base, "--sigma-b2", -1, "--x", tmp_path / "x.npy", "--out", out), 2, "sigma_b2")
