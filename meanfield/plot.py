@@ -25,7 +25,7 @@ def plot_phase_diagram(pd, ax=None, *, xi_levels=(3, 10, 30, 100)):
     """chi_1(q*) over (sigma_w2, sigma_b2) on a log colour scale centred at 1, the edge-of-chaos
     curve, xi_c contours, and the regions where q* does not exist shaded grey."""
     plt = _plt()
-    from matplotlib.colors import LogNorm, TwoSlopeNorm
+    from matplotlib.colors import TwoSlopeNorm
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7.0, 5.2), dpi=130)

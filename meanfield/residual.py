@@ -714,7 +714,6 @@ class _Runner:
         """Returns the state at b, or None when the block misses the tolerance."""
         m = self.m
         B = _Block(a, b, _NODES)
-        nodes = B.nodes
         try:
             f_u = lambda y: m.forward(y)[0]  # noqa: E731
             du = _newton(B, u, f_u, abs(u) + 1.0, lambda y: 1e-6 * np.ones_like(y))

@@ -818,7 +818,7 @@ def _structure(model: nn.Module, structure: Structure | None) -> Structure:
             st = rec.structure
             if st._act is None:
                 try:
-                    st.act
+                    _ = st.act  # resolving the activation may raise
                 except DomainError:
                     st = trace_structure(model)
         else:
@@ -1826,7 +1826,7 @@ def empirical_ntk(
                     scale[f"{name}.bias"] = vb
         else:
             notes.append("variances read from the weights")
-            for name, role, w2, b2 in realised_variances(model, st):
+            for name, _role, w2, b2 in realised_variances(model, st):
                 scale[f"{name}.weight"] = w2 / fan_in(mods[name])
                 if mods[name].bias is not None:
                     scale[f"{name}.bias"] = b2

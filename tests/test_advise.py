@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import pytest
 from scipy import integrate, optimize
 

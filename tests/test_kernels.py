@@ -350,7 +350,7 @@ def test_summary_is_json_safe():
     assert dd["ntk_condition_number"] is None and dd["ntk_singular"] is True
     json.dumps(dd, allow_nan=False)
     assert isinstance(r, KernelResult)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         r.nngp_diag = None  # frozen
 
 

@@ -237,7 +237,7 @@ def test_price_identity(a):
     vs the float64 alpha_relu_dkernel, and vs the mp right-hand side."""
     for c in (-0.8, 0.1, 0.7):
         with mp.workdps(30):
-            num = mp.diff(lambda x: alpha_relu_kernel_mp(a, x, dps=30), mp.mpf(c))
+            num = mp.diff(lambda x, a=a: alpha_relu_kernel_mp(a, x, dps=30), mp.mpf(c))
             # a^2 W_{a-1} in mpmath, read off the recurrence's second term
             rhs = (
                 three_term_recurrence(a, c, dps=30)
@@ -253,7 +253,7 @@ def test_dkernel_continuation_small_alpha():
     for a in (-0.3, 0.25, 0.5):
         for c in (-0.6, 0.4, 0.99):
             with mp.workdps(30):
-                num = mp.diff(lambda x: alpha_relu_kernel_mp(a, x, dps=30), mp.mpf(c))
+                num = mp.diff(lambda x, a=a: alpha_relu_kernel_mp(a, x, dps=30), mp.mpf(c))
             assert rel_err(alpha_relu_dkernel(a, c), num) <= REL
         assert alpha_relu_dkernel(a, 1.0) == math.inf
         assert alpha_relu_dnormalized(a, 1.0) == math.inf

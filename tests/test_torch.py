@@ -297,7 +297,7 @@ def test_init_sets_variances_in_place_and_returns_model():
     out = mft.init_(m, sigma_w2=1.7, sigma_b2=0.3, seed=3)
     assert out is m
     assert {k: id(p) for k, p in m.named_parameters()} == before  # same tensors, written in place
-    for _, role, w2, b2 in mft.realised_variances(m):
+    for _, role, _w2, _b2 in mft.realised_variances(m):
         assert role == "layer"
     for layer in (m[0], m[2], m[4]):
         w = layer.weight.detach().double()

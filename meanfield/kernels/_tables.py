@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from collections import OrderedDict
 
 import numpy as np
