@@ -191,6 +191,26 @@ def test_blocks_workers_and_x2(act):
     assert cross.ntk_condition_number is None and not cross.symmetric
 
 
+@pytest.mark.parametrize("arch,act,par", [("mlp", "relu", "ntk"), ("mlp", "erf", "standard"),
+                                          ("mlp", "tanh", "ntk"), ("resnet", "relu", "ntk"),
+                                          ("resnet", "tanh", "standard"),
+                                          ("resnet-reduced", "erf", "ntk")])
+def test_whole_network_table_equals_layer_by_layer(arch, act, par):
+    """Inputs of one length: the whole-network table in c0 against the per-layer recursion."""
+    X = sphere(30, 5, seed=4)
+    X2 = sphere(7, 5, seed=5)
+    kw = dict(depth=4, sigma_w2=1.7, sigma_b2=0.1, sigma_v2=0.6, sigma_a2=0.05, parametrization=par)
+    ref_m = "direct" if act != "tanh" else "table"
+    for Y in (None, X2):
+        w = kernel(arch, act, X, Y, method="whole", **kw)
+        r = kernel(arch, act, X, Y, method=ref_m, **kw)
+        np.testing.assert_allclose(w.ntk, r.ntk, rtol=1e-12, atol=1e-12 * np.abs(r.ntk).max())
+        np.testing.assert_allclose(w.nngp, r.nngp, rtol=1e-12, atol=1e-12 * np.abs(r.nngp).max())
+        assert w.table_error < 1e-12
+    with pytest.raises(DomainError, match="one length"):
+        kernel(arch, act, X * np.linspace(1, 2, 30)[:, None], method="whole", **kw)
+
+
 def test_float32():
     X = sphere(30, 4)
     r64 = kernel("mlp", "erf", X, depth=3, sigma_w2=1.5, sigma_b2=0.2)
@@ -377,6 +397,7 @@ GOOD = dict(depth=2, sigma_w2=2.0, sigma_b2=0.1)
     ((np.ones((3, 2)),), {"dtype": "int8"}, "dtype"),
     ((np.ones((3, 2)),), {"block_rows": 0}, "block_rows"),
     ((np.ones((3, 2)),), {"method": "fast"}, "method"),
+    ((np.array([[1.0, 0.0], [0.0, 2.0]]),), {"method": "whole"}, "one length"),
 ])
 def test_bad_input(args, kw, match):
     with pytest.raises(DomainError, match=match) as ei:

@@ -22,7 +22,7 @@ from .. import gaussian
 from ..activations import Activation
 from ._tables import TabulatedMaps, homogeneity_degree, table_cost
 
-METHODS = ("auto", "direct", "table", "hermite")
+METHODS = ("auto", "direct", "table", "hermite", "whole")
 #: below this many entries per layer, direct evaluation beats building a table
 _TABLE_MIN_ENTRIES = 1 << 16
 
@@ -34,16 +34,19 @@ def has_closed_form(act: Activation) -> bool:
 _SNAP = 1.0 - 8 * np.finfo(float).eps
 
 
-def correlation(K: np.ndarray, q_r: np.ndarray, q_s: np.ndarray) -> np.ndarray:
+def correlation(K: np.ndarray, q_r: np.ndarray, q_s: np.ndarray, snap: bool = True) -> np.ndarray:
     """c = K / sqrt(q_r q_s) clipped to [-1, 1]; 0 where a variance is 0 (then K = 0 too)."""
     with np.errstate(divide="ignore"):
         ir = np.where(q_r > 0, 1.0 / np.sqrt(q_r), 0.0)
         is_ = np.where(q_s > 0, 1.0 / np.sqrt(q_s), 0.0)
     c = K * ir[:, None]
     c *= is_[None, :]
+    if not snap:  # the tables clip and snap inside their lookup
+        return c
     # A correlation is known only to a few ulps (the Gram entries are rounded); within that,
     # snap to +-1 so that duplicated inputs give exactly duplicated kernel rows (kernels like
     # relu's derivative kernel depend on sqrt(1 - c) and would amplify 1e-16 into 1e-8).
+    np.clip(c, -1.0, 1.0, out=c)
     c[c >= _SNAP] = 1.0
     c[c <= -_SNAP] = -1.0
     return c
@@ -91,19 +94,23 @@ class LayerMaps:
 
     def __call__(self, K: np.ndarray, rows: slice, cols: slice,
                  diag: tuple[np.ndarray, np.ndarray] | None = None,
-                 diag_vals: tuple[np.ndarray, np.ndarray] | None = None
+                 diag_vals: tuple[np.ndarray, np.ndarray] | None = None,
+                 affine: tuple[float, float, float] = (1.0, 0.0, 1.0)
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """(E, Ed) on the block K = cov(rows, cols).
+        """(a E + b, a_d Ed) on the block K = cov(rows, cols), for ``affine`` = (a, b, a_d)
+        (e.g. (sigma_w2, sigma_b2, sigma_w2): the next layer's Sigma and Sigma_dot).
 
         ``diag`` = (local row indices, local column indices) of entries that pair an input with
-        itself; ``diag_vals`` their exact (V_phi(q), V_phi'(q)).
+        itself; ``diag_vals`` their exact values, already through the affine map, computed by
+        the caller exactly as its 1-D recursion does.
         """
         q_r, q_s = self.q_rows[rows], self.q_cols[cols]
-        c = correlation(K, q_r, q_s)
+        table = self.method == "table"
+        c = correlation(K, q_r, q_s, snap=not table)
         if diag is not None:
             c[diag] = 1.0
-        if self.method == "table":
-            E, Ed = self.tab(q_r, q_s, c)
+        if table:
+            E, Ed = self.tab(q_r, q_s, c, affine)
         else:
             qr, qs = q_r[:, None], q_s[None, :]
             if self.method == "hermite":
@@ -114,6 +121,13 @@ class LayerMaps:
                 E = np.array(gaussian.w_phi(self.act, qr, qs, c), dtype=float)
                 Ed = np.array(gaussian.w_dphi(self.act, qr, qs, c), dtype=float)
             E, Ed = np.broadcast_to(E, c.shape).copy(), np.broadcast_to(Ed, c.shape).copy()
+            a, b, ad = affine
+            if a != 1.0:
+                E *= a
+            if b != 0.0:
+                E += b
+            if ad != 1.0:
+                Ed *= ad
         if diag is not None and diag_vals is not None:
             E[diag] = diag_vals[0]
             Ed[diag] = diag_vals[1]

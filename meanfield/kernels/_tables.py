@@ -62,6 +62,8 @@ CHECK_TOL = 1e-10
 CHEB_TOL_KINKED = 1e-9
 CHECK_TOL_KINKED = 1e-8
 TAYLOR_DEGREE = 4
+#: 1 - |c| below this counts as 0 (c = +-1)
+SNAP = 8 * np.finfo(float).eps
 _CHEB_LEVELS = (16, 32, 64, 128, 256, 512)
 _GRID_LEVELS = tuple(2 ** k for k in range(10, 18))
 _TQ_LEVELS = (1, 2, 4, 8, 16, 32)  # Chebyshev degree in log q (n + 1 nested nodes)
@@ -222,7 +224,9 @@ class TableSet:
         """Grid index (with the piece offset) and offset in grid steps of every entry."""
         u = np.abs(c)
         np.subtract(1.0, u, out=u)
-        np.maximum(u, 0.0, out=u)
+        # |c| within a few ulps of 1 (or rounded past it) is 1: a correlation is only known to
+        # that precision, and sqrt(1 - |c|) would turn 1e-16 into 1e-8
+        u[u < SNAP] = 0.0
         np.sqrt(u, out=u)
         u *= self.G
         g = (u + 0.5).astype(np.int32)  # int32 indices: numpy's take is ~4x faster with them
@@ -315,6 +319,8 @@ class TabulatedMaps:
     def __init__(self, act: Activation, q_rows: np.ndarray, q_cols: np.ndarray):
         self.act = act
         self.degree = homogeneity_degree(act)
+        self._fold_cache: dict = {}
+        self.uniform = False
         q_all = np.concatenate([np.ravel(q_rows), np.ravel(q_cols)])
         pos = q_all[q_all > 0]
         self.has_zero = bool(np.any(q_all == 0))
@@ -324,6 +330,9 @@ class TabulatedMaps:
         t = np.log(pos)
         lo, hi = float(t.min()), float(t.max())
         self.t_lo, self.t_hi = lo, hi
+        if hi - lo <= self.EQUAL_TOL:  # one variance: W and D are functions of c alone
+            self.uniform = True
+            self.q_uniform = float(np.exp(0.5 * (lo + hi)))
         if self.degree is not None:  # W(q1, q2, c) = (q1 q2)^(a/2) W(1, 1, c): one table
             self.nodes = np.array([0.0])
             self.pairs = [(0, 0)]
@@ -395,28 +404,67 @@ class TabulatedMaps:
         return w_out, d_out
 
     def __call__(self, q_rows: np.ndarray, q_cols: np.ndarray, c: np.ndarray,
-                 want_w: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-        """(W, D) on the block c (rows x cols) with the block's row/column variances."""
+                 affine: tuple[float, float, float] = (1.0, 0.0, 1.0)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(a W + b, a_d D) on the block c (rows x cols) with the block's row/column variances,
+        for ``affine`` = (a, b, a_d).  With one table and one variance (normalised inputs) the
+        affine map is folded into the table's coefficients: no extra pass over the block."""
         act = self.act
+        a, b, ad = affine
         if self.nodes is None:  # every variance is zero
             f0, d0 = float(act.fn(np.zeros(1))[0]), float(act.d1(np.zeros(1))[0])
-            return (np.full(c.shape, f0 * f0) if want_w else None), np.full(c.shape, d0 * d0)
+            return np.full(c.shape, a * f0 * f0 + b), np.full(c.shape, ad * d0 * d0)
         zr, zc = q_rows == 0, q_cols == 0
+        if self.uniform and not (zr.any() or zc.any()):
+            cw, cd, b_after = self._folded(a, b, ad)
+            tabs = self.tables
+            g, dl = tabs.locate(c)
+            w = _horner_gather(cw, g, dl)
+            if tabs.odd:
+                np.copysign(w, c, out=w)
+                if b_after:
+                    w += b_after
+            return w, _horner_gather(cd, g, dl)
         l1 = _lagrange(self.nodes, np.log(np.where(zr, 1.0, q_rows)))
         l2 = _lagrange(self.nodes, np.log(np.where(zc, 1.0, q_cols)))
-        w, d = self._combine(l1, l2, c, want_w=want_w)
+        w, d = self._combine(l1, l2, c)
         if self.degree is not None:
-            a = self.degree
+            e = self.degree
             with np.errstate(divide="ignore"):
-                for vec_r, vec_c, arr, e in ((q_rows, q_cols, w, 0.5 * a), (q_rows, q_cols, d, 0.5 * (a - 1))):
-                    if arr is None or e == 0:
-                        continue
-                    arr *= (vec_r ** e)[:, None]
-                    arr *= (vec_c ** e)[None, :]
-            return w, d
-        if zr.any() or zc.any():
-            w, d = self._zero_rows(q_rows, q_cols, zr, zc, w, d, want_w)
+                for arr, ex in ((w, 0.5 * e), (d, 0.5 * (e - 1))):
+                    if ex != 0:
+                        arr *= (q_rows ** ex)[:, None]
+                        arr *= (q_cols ** ex)[None, :]
+        elif zr.any() or zc.any():
+            w, d = self._zero_rows(q_rows, q_cols, zr, zc, w, d, True)
+        if a != 1.0:
+            w *= a
+        if b != 0.0:
+            w += b
+        if ad != 1.0:
+            d *= ad
         return w, d
+
+    def _folded(self, a: float, b: float, ad: float):
+        """Coefficients of a W + b and a_d D for the uniform variance (cached per affine map)."""
+        key = (a, b, ad)
+        hit = self._fold_cache.get(key)
+        if hit is not None:
+            return hit
+        tabs = self.tables
+        sw = sd = 1.0
+        if self.degree is not None:  # the one table is at q = 1: W(q, q, c) = q^a W(1, 1, c)
+            sw, sd = self.q_uniform ** self.degree, self.q_uniform ** (self.degree - 1.0)
+        cw = tabs.coef_w[:, 0] * (a * sw)
+        cd = np.ascontiguousarray(tabs.coef_d[:, 0] * (ad * sd))
+        b_after = 0.0
+        if tabs.odd:
+            b_after = b  # W(c) = sign(c) W(|c|): the shift comes after the sign
+        else:
+            cw[0] += b
+        res = (np.ascontiguousarray(cw), cd, b_after)
+        self._fold_cache[key] = res
+        return res
 
     def _zero_rows(self, q_rows, q_cols, zr, zc, w, d, want_w):
         act = self.act
@@ -494,3 +542,91 @@ def _initial_tq_degree(width: float) -> int:
 
 
 __all__ = ["TableSet", "TabulatedMaps", "QUAD_ORDER", "clear_cache", "homogeneity_degree"]
+
+
+# ------------------------------------------------------------------------------------------
+# Whole-network tables: for inputs of equal length the kernels are functions of c0 alone
+# ------------------------------------------------------------------------------------------
+
+class FunctionTable:
+    """A vector-valued function of the correlation c in [-1, 1], tabulated in
+    x = sqrt(1 - |c|) (pieces c >= 0 and c < 0) like :class:`TableSet`.
+
+    ``f(c)`` maps a 1-D array of correlations to an array (n_out, len(c)).  The Chebyshev
+    degree doubles (17 ... 1025 nodes per piece, nested) until the trailing coefficients of
+    every output fall below ``tol`` times its largest value; the series are then re-expanded
+    as Taylor polynomials on a uniform x grid checked against the series at random points.
+    """
+
+    def __init__(self, f, tol: float = 1e-13, max_level: int = 6):
+        from numpy.polynomial import chebyshev as C
+
+        levels = tuple(16 * 2 ** k for k in range(max_level + 1))
+        n = levels[0]
+        y = _cheb_points(n)
+        vals = [np.asarray(f(sg * (1.0 - (0.5 * (y + 1.0)) ** 2)), dtype=float) for sg in (1.0, -1.0)]
+        level = 0
+        while True:
+            coefs = [_cheb_coef(v) for v in vals]  # (n_out, n + 1) per piece
+            scale = np.maximum(np.max(np.abs(vals[0]), axis=1), np.max(np.abs(vals[1]), axis=1)) + 1e-300
+            tail = max(float(np.max(np.max(np.abs(a[:, -3:]), axis=1) / scale)) for a in coefs)
+            if tail <= tol or level + 1 == len(levels):
+                if tail > tol:
+                    warnings.warn(f"kernel table did not converge at {n + 1} nodes (tail {tail:.1e})",
+                                  RuntimeWarning, stacklevel=3)
+                break
+            level += 1
+            n2 = levels[level]
+            y2 = _cheb_points(n2)
+            for i, sg in enumerate((1.0, -1.0)):
+                new = np.empty((vals[i].shape[0], n2 + 1))
+                new[:, ::2] = vals[i]
+                new[:, 1::2] = f(sg * (1.0 - (0.5 * (y2[1::2] + 1.0)) ** 2))
+                vals[i] = new
+            y, n = y2, n2
+        self.n_nodes = n + 1
+        self.error_estimate = tail * 10
+        rng = np.random.default_rng(54321)
+        ytest = rng.uniform(-1.0, 1.0, 4096)
+        refs = [C.chebval(ytest, a.T) for a in coefs]
+        p = TAYLOR_DEGREE
+        for G in _GRID_LEVELS:
+            if G < 2 * self.n_nodes and G != _GRID_LEVELS[-1]:
+                continue
+            yg = np.linspace(-1.0, 1.0, G + 1)
+            hy = 2.0 / G
+            tabs = []
+            for a in coefs:
+                cur, fact, cols = a.T, 1.0, []
+                for j in range(p + 1):
+                    if j:
+                        cur = C.chebder(cur)
+                        fact *= j
+                    cols.append(C.chebval(yg, cur) * (hy ** j / fact))
+                tabs.append(np.stack(cols))  # (p + 1, n_out, G + 1)
+            u = (ytest + 1.0) / hy
+            g = np.rint(u).astype(np.intp)
+            dlt = u - g
+            err = max(float(np.max(np.abs(_horner(t[:, :, g], dlt) - r) / scale[:, None]))
+                      for t, r in zip(tabs, refs))
+            if err <= tol or G == _GRID_LEVELS[-1]:
+                break
+        self.G = G
+        self.error_estimate = max(self.error_estimate, err)
+        both = np.concatenate(tabs, axis=2)  # (p + 1, n_out, 2 (G + 1))
+        self.coefs = [np.ascontiguousarray(both[:, k]) for k in range(both.shape[1])]
+
+    def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = np.abs(c)
+        np.subtract(1.0, u, out=u)
+        u[u < SNAP] = 0.0
+        np.sqrt(u, out=u)
+        u *= self.G
+        g = (u + 0.5).astype(np.int32)
+        u -= g
+        g += (c < 0).view(np.int8) * np.int32(self.G + 1)
+        return g, u
+
+    def __call__(self, c: np.ndarray) -> list[np.ndarray]:
+        g, dl = self.locate(c)
+        return [_horner_gather(co, g, dl) for co in self.coefs]

@@ -81,20 +81,26 @@ class MLP:
             S[diag] = rd.q[0][rows][diag[0]]
         T = S.copy() if self.ntk else np.zeros_like(S)
         for k in range(1, self.L + 1):
-            dv = None
+            v = vd = None
             if diag is not None:
-                dv = (rd.v[k - 1][rows][diag[0]], rd.vd[k - 1][rows][diag[0]])
-            E, Ed = maps[k - 1](S, rows, cols, diag, dv)
-            Ed *= sw[k]
-            T *= Ed
-            del Ed
-            if not self.ntk:
+                v, vd = rd.v[k - 1][rows][diag[0]], rd.vd[k - 1][rows][diag[0]]
+            if self.ntk:  # the maps return Sigma^{k+1} and Sigma_dot^{k+1} directly
+                dv = None if v is None else (sw[k] * v + sb[k], sw[k] * vd)
+                S, Sdot = maps[k - 1](S, rows, cols, diag, dv, (sw[k], sb[k], sw[k]))
+                T *= Sdot
+                del Sdot
+                T += S
+            else:
+                dv = None if v is None else (v, sw[k] * vd)
+                E, Sdot = maps[k - 1](S, rows, cols, diag, dv, (1.0, 0.0, sw[k]))
+                T *= Sdot
+                del Sdot
                 T += E
-            E *= sw[k]
-            E += sb[k]
-            if self.ntk:
-                T += E
-            S = E
+                E *= sw[k]
+                E += sb[k]
+                S = E
+                if diag is not None:
+                    S[diag] = rd.q[k][rows][diag[0]]
             if trace is not None:
                 trace.append((S.copy(), T.copy()))
         return S, T

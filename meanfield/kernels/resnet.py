@@ -108,24 +108,35 @@ class ResNet:
                 Q[diag] = rd.q[k][rows][diag[0]]
             Th = sw * T
             Th += Q if self.ntk else P
-            dv = None
+            v = vd = None
             if diag is not None:
-                dv = (rd.v[k][rows][diag[0]], rd.vd[k][rows][diag[0]])
-            E, Ed = maps[k](Q, rows, cols, diag, dv)
-            del Q
-            # P^l = P^{l-1} + (sv E + sa)
-            own_v = sv * E
-            own_v += sa
-            P += own_v
-            # Theta_x^l = Theta_x + sv * Ed * Theta_h + own
-            Ed *= sv
-            Ed *= Th
-            T += Ed
-            del Ed, Th
-            own = self._own(k, E)
-            if own is not None:
-                T += own_v if self.ntk else own
-            del own_v, E
+                v, vd = rd.v[k][rows][diag[0]], rd.vd[k][rows][diag[0]]
+            if self.ntk:  # the maps return the branch's own term sv E + sa and sv E' directly
+                dv = None if v is None else (sv * v + sa, sv * vd)
+                own_v, Ed = maps[k](Q, rows, cols, diag, dv, (sv, sa, sv))
+                del Q
+                P += own_v
+                Ed *= Th
+                T += Ed
+                del Ed, Th
+                if not self.reduced:
+                    T += own_v
+                del own_v
+            else:
+                dv = None if v is None else (v, sv * vd)
+                E, Ed = maps[k](Q, rows, cols, diag, dv, (1.0, 0.0, sv))
+                del Q
+                own_v = sv * E
+                own_v += sa
+                P += own_v
+                del own_v
+                Ed *= Th
+                T += Ed
+                del Ed, Th
+                if not self.reduced:
+                    E *= self.alpha2
+                    T += E
+                del E
             if diag is not None:  # keep the block's diagonal bitwise equal to the 1-D recursion
                 P[diag] = rd.p[k + 1][rows][diag[0]]
                 T[diag] = rd.theta[k + 1][rows][diag[0]]
