@@ -7,7 +7,10 @@ For N inputs of dimension 784 (Gaussian vectors rescaled to x.x/d = 1, seed 0), 
 hidden layers + linear readout, sigma_w2 = 2, sigma_b2 = 0.1, NTK parametrisation, float64,
 and activations relu, erf and tanh, it times
 
-* ``meanfield.kernels.kernel`` (cold: its table cache is cleared before every call), and
+* ``meanfield.kernels.kernel`` (cold: its table cache is cleared before every call; imports
+  warmed up).  The inputs have one length, so the default path tabulates the whole network as
+  a function of the input correlation; ``--per-layer`` also times the layer-by-layer path
+  that inputs of unequal lengths get, and
 * neural-tangents on CPU (``stax.serial`` of Dense(W_std, b_std) + Relu / Erf /
   ElementwiseNumerical(tanh, deg=25), jit-compiled, float64; the first call includes the
   compilation, the second is reported as "steady").  The numerical tanh layer needs
@@ -191,6 +194,9 @@ def main() -> None:
     ap.add_argument("--nt-tanh-max", type=int, default=1000,
                     help="largest N for NT's numerical tanh layer (it is very slow)")
     ap.add_argument("--no-reference", action="store_true", help="skip the mpmath accuracy check")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="also time meanfield's layer-by-layer path (what inputs of unequal "
+                         "lengths get), besides the default whole-network table")
     args = ap.parse_args()
 
     def log(msg: str) -> None:
@@ -202,8 +208,8 @@ def main() -> None:
     print(f"# depth {DEPTH} MLP + readout, sigma_w2 = {SW}, sigma_b2 = {SB}, d = {DIM}, NTK "
           f"parametrisation, float64; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start")
-    print(f"{'act':5s} {'N':>5s} {'meanfield s':>12s} {'NT first s':>11s} {'NT steady s':>12s} "
-          f"{'NT/ours':>8s}")
+    print(f"{'act':5s} {'N':>5s} {'meanfield s':>12s} {'per-layer s':>12s} {'NT first s':>11s} "
+          f"{'NT steady s':>12s} {'NT/ours':>8s} {'NT/per-layer':>13s}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
@@ -211,10 +217,19 @@ def main() -> None:
             xpath = os.path.join(tmp, f"X{n}.npy")
             np.save(xpath, X)
             for act in args.acts:
+                # warm up imports and lazily built helpers (not the tables: the cache is cleared)
+                kernel("mlp", act, X[:200], depth=DEPTH, sigma_w2=SW, sigma_b2=SB)
                 clear_cache()
                 t = time.perf_counter()
                 res = kernel("mlp", act, X, depth=DEPTH, sigma_w2=SW, sigma_b2=SB)
                 ours = time.perf_counter() - t
+                per_layer = None
+                if args.per_layer:
+                    clear_cache()
+                    t = time.perf_counter()
+                    kernel("mlp", act, X, depth=DEPTH, sigma_w2=SW, sigma_b2=SB,
+                           method="direct" if act == "erf" else "table")
+                    per_layer = time.perf_counter() - t
                 ours_e = ([float(res.nngp[i, j]) for i, j in ENTRIES],
                           [float(res.ntk[i, j]) for i, j in ENTRIES])
                 del res
@@ -233,11 +248,13 @@ def main() -> None:
                             f"{proc.stderr.strip().splitlines()[-1] if proc.stderr else proc.returncode}")
                 first = nt_times[0] if nt_times else None
                 steady = nt_times[-1] if nt_times else None
-                ratio = (steady / ours) if steady else None
-                print(f"{act:5s} {n:5d} {ours:12.2f} "
-                      f"{first if first is not None else float('nan'):11.2f} "
-                      f"{steady if steady is not None else float('nan'):12.2f} "
-                      f"{ratio if ratio is not None else float('nan'):8.2f}", flush=True)
+                nan = float("nan")
+                ratio = (steady / ours) if steady else nan
+                ratio2 = (steady / per_layer) if steady and per_layer else nan
+                print(f"{act:5s} {n:5d} {ours:12.2f} {per_layer if per_layer else nan:12.2f} "
+                      f"{first if first is not None else nan:11.2f} "
+                      f"{steady if steady is not None else nan:12.2f} {ratio:8.2f} {ratio2:13.2f}",
+                      flush=True)
                 rows.append({"act": act, "N": n, "ours": ours, "nt": nt_times, "ours_entries": ours_e,
                              "nt_entries": nt_e, "X": X[:max(max(e) for e in ENTRIES) + 1]})
     if args.no_reference:
