@@ -308,7 +308,6 @@ def test_standard_parametrization_mlp_by_hand():
     X = pair_inputs(1.0, 0.5)
     sw, sb = 2.0, 0.1
     r = kernel("mlp", "relu", X, depth=2, sigma_w2=sw, sigma_b2=sb, parametrization="standard")
-    S1, S2, S3 = [], [], []
     s1 = mp.mpf(sw) * mp.mpf("0.5") + mp.mpf(sb)
     q1 = mp.mpf(sw) + mp.mpf(sb)
     e2, d2 = mp_moments("relu", q1, q1, s1)
@@ -316,7 +315,6 @@ def test_standard_parametrization_mlp_by_hand():
     s2 = sw * e2 + sb
     e3, d3 = mp_moments("relu", q2, q2, s2)
     expected = e2 * sw * d3 + e3
-    del S1, S2, S3
     assert r.ntk[0, 1] == pytest.approx(float(expected), rel=1e-13)
     ntk = kernel("mlp", "relu", X, depth=2, sigma_w2=sw, sigma_b2=sb)
     np.testing.assert_array_equal(r.nngp, ntk.nngp)  # the NNGP does not depend on it

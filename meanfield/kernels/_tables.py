@@ -1,40 +1,50 @@
-"""Fast, accurate W_phi and W_phi' for activations without a closed form (tanh, gelu, ...).
+"""Fast, accurate Gaussian maps for the kernel recursions: tables in x = sqrt(1 - |c|).
 
 The kernel recursions (MATH.md 4.1, 4.3) need, for every entry of an N x M block,
 
     W(q1, q2, c) = E[phi(u) phi(v)],   D(q1, q2, c) = E[phi'(u) phi'(v)]
 
 with Var u = q1, Var v = q2, corr(u, v) = c.  One 2-D quadrature per entry
-(:func:`meanfield.gaussian.expect2`, ~10-25 ms) is far too slow for 10^6-10^7 entries, so
-within one layer the entries are read from tables built by that same quadrature:
+(:func:`meanfield.gaussian.expect2`, ~10-25 ms) is far too slow for 10^6-10^7 entries, and even
+the arc-cosine closed forms of the relu family cost four arcsines per entry and layer; so the
+entries are read from tables built from those same functions:
 
-1. **One table per variance pair (q1, q2).**  D is tabulated as a Chebyshev interpolant in the
-   angle theta = arccos(c) (theta in [0, pi], or [0, pi/2] for odd phi, where D is even and W
-   odd in c).  The angle resolves what happens at c -> 1 for large q (the kernel there tends to
-   the arcsine law of sign(u)); a function analytic in c is analytic in theta, and kinked
-   activations' kernels, which behave like sqrt(1 - c), become smooth.  The node values come
-   from ``gaussian.expect2`` (composite Gauss-Legendre, order 8: ~1e-14 absolute for tanh up
-   to q = 30) and the degree doubles (17, 33, ..., 513 nodes, nested) until the trailing
-   Chebyshev coefficients fall below 1e-12 of the largest.
+1. **One table per variance pair (q1, q2)** (:class:`TableSet`).  D is a Chebyshev interpolant
+   in x = sqrt(1 - |c|) on two pieces, c >= 0 (c = 1 - x^2) and c < 0 (c = x^2 - 1); odd phi
+   needs only the first (D even, W odd in c).  The variable resolves what happens at c -> +-1
+   for large q (the kernel tends to the arcsine law of sign(u)): a function analytic in c is
+   analytic in x, and kernels behaving like sqrt(1 - c) (kinked activations, relu's derivative
+   kernel) become smooth.  Node values come from ``gaussian.w_dphi`` (closed forms) or
+   ``gaussian.expect2`` (composite Gauss-Legendre, order 8: ~1e-14 absolute for tanh up to
+   q = 50); the degree doubles (17, 33, ..., 513 nodes, nested) until the trailing Chebyshev
+   coefficients fall below 1e-12 of the largest.
 2. **W from D by the Price identity** (MATH.md section 0): dW/dq12 = D, so
-   W(c) = W(q1, q2, 1) - sqrt(q1 q2) * int_c^1 D(c') dc', integrated exactly on the Chebyshev
-   series in theta.  The anchor W(q1, q2, 1) is ``gaussian.w_phi`` at c = 1 (equal to V_phi(q)
-   for q1 = q2), so the table meets the diagonal exactly.  W at the other end (c = 0 for odd phi,
-   where W = 0 exactly, or c = -1 from ``gaussian.w_phi``) checks the whole table; a failed check
-   doubles the degree again.
-3. **Fast evaluation.**  Each Chebyshev series is re-expanded as degree-4 Taylor polynomials
-   about the points of a uniform theta grid (2^10 ... 2^17 intervals, refined until the Taylor
-   form agrees with the Chebyshev series to 1e-12 at 4096 random angles), so an entry costs one
-   arccos, a rounding, five gathers and a Horner step per function: no search, no loop.
-4. **Unequal variances.**  When the layer's variances are not all equal (inputs of different
-   lengths), W and D are interpolated in (log q1, log q2) on a tensor Chebyshev grid of
-   variance pairs (2, 3, 5, 9, 17 or 33 nodes, nested), one theta table per unordered pair;
-   the number of nodes is checked against direct quadrature at test points.  Layers where the
-   variances agree to 1e-12 (normalised inputs: the common case) use a single table.
+   W(c) = W(q1, q2, 1) - sqrt(q1 q2) int_c^1 D(c') dc', integrated exactly on the series.  The
+   anchor W(q1, q2, 1) is ``gaussian.w_phi`` at c = 1 (= V_phi(q) for q1 = q2), so the table
+   meets the diagonal; W at the other end (0 at c = 0 for odd phi, ``gaussian.w_phi`` at c = -1
+   otherwise) checks the whole table, and a failed check doubles the degree again.
+3. **Fast evaluation.**  The series are re-expanded as degree-4 Taylor polynomials about the
+   points of a uniform x grid (2^10 ... 2^17 intervals, refined until they reproduce the series
+   at 4096 random points), so an entry costs a square root, a rounding, five gathers and a
+   Horner step per function: no search, no transcendental function, no loop.  |c| within 8 ulps
+   of 1 counts as 1 (a rounded correlation is not known better; this makes duplicated inputs
+   give exactly duplicated kernel rows).
+4. **Unequal variances** (:class:`TabulatedMaps`).  Positively homogeneous closed forms (relu
+   family, alpha_relu) use one table and the scaling (q1 q2)^(a/2).  Otherwise W and D are
+   interpolated in (log q1, log q2) on a tensor Chebyshev grid of variance pairs (2, 3, 5, 9,
+   17 or 33 nodes, nested), one table per unordered pair, verified against direct quadrature at
+   test points.  This is the slow path: inputs of unequal lengths with tanh-like activations.
+5. **Whole networks** (:class:`FunctionTable`).  When every input has the same length, every
+   layer's variances are equal, and the depth-L NNGP and NTK are functions of the input
+   correlation alone: meanfield.kernels.core tabulates them by running the layer-by-layer
+   recursion on the Chebyshev nodes, and an entry then costs one table read for the whole
+   network.
 
-Accuracy (measured by tests/test_kernels.py against mpmath and ``gaussian.w_phi``): about
-1e-12 relative for tanh at 0.01 <= q <= 30 with equal variances, 1e-10 with unequal ones;
-degrades gracefully (warning) only when a table hits its size limit.
+Accuracy (tests/test_kernels.py, against order-20 quadrature, the closed forms and the
+layer-by-layer path): ~1e-13 relative for closed forms and smooth activations at equal
+variances, ~1e-10 with unequal ones, ~1e-8 for kinked activations without closed form (elu,
+selu, hard_tanh), where expect2's own node values limit it; a table that hits its size limit
+warns and reports its error estimate (KernelResult.table_error).
 """
 
 from __future__ import annotations
