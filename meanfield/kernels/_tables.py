@@ -207,15 +207,7 @@ class TableSet:
             xg = np.linspace(0.0, 1.0, G + 1)
             yg = 2.0 * xg - 1.0
             hy = 2.0 / G  # grid step in y
-            tabs = []
-            for a in series:
-                cur, fact, cols = a.T, 1.0, []
-                for j in range(p + 1):
-                    if j:
-                        cur = C.chebder(cur)
-                        fact *= j
-                    cols.append(C.chebval(yg, cur) * (hy ** j / fact))
-                tabs.append(np.stack(cols))  # (p + 1, T, G + 1)
+            tabs = [_taylor_table(a, yg, hy, p) for a in series]  # each (p + 1, T, G + 1)
             u = (ytest + 1.0) / hy
             g = np.rint(u).astype(np.intp)
             dlt = u - g
@@ -255,6 +247,20 @@ class TableSet:
         if self.odd and c is not None:
             np.copysign(w, c, out=w)
         return w, d
+
+
+def _taylor_table(coefs: np.ndarray, yg: np.ndarray, hy: float, p: int) -> np.ndarray:
+    """Scaled Taylor coefficients f^(j)(y_g) hy^j / j!, j = 0..p, of the Chebyshev series
+    ``coefs`` (columns = outputs) at the grid points yg: shape (p + 1, outputs, len(yg))."""
+    from numpy.polynomial import chebyshev as C
+
+    cur, fact, cols = coefs.T, 1.0, []
+    for j in range(p + 1):
+        if j:
+            cur = C.chebder(cur)
+            fact *= j
+        cols.append(C.chebval(yg, cur) * (hy ** j / fact))
+    return np.stack(cols)
 
 
 def _horner(coefs: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -605,15 +611,7 @@ class FunctionTable:
                 continue
             yg = np.linspace(-1.0, 1.0, G + 1)
             hy = 2.0 / G
-            tabs = []
-            for a in coefs:
-                cur, fact, cols = a.T, 1.0, []
-                for j in range(p + 1):
-                    if j:
-                        cur = C.chebder(cur)
-                        fact *= j
-                    cols.append(C.chebval(yg, cur) * (hy ** j / fact))
-                tabs.append(np.stack(cols))  # (p + 1, n_out, G + 1)
+            tabs = [_taylor_table(a, yg, hy, p) for a in coefs]  # each (p + 1, n_out, G + 1)
             u = (ytest + 1.0) / hy
             g = np.rint(u).astype(np.intp)
             dlt = u - g
