@@ -43,9 +43,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-ENV = ROOT / ".bench_env"
-PINS = ["jax[cpu]==0.4.30", "jaxlib==0.4.30", "neural-tangents==0.6.5", "tf2jax==0.3.6"]
+from _nt_env import ENV, PINS, ensure_env  # noqa: E402,F401  (the side environment, shared)
 DEPTH, SW, SB, DIM = 10, 2.0, 0.1, 784
 ACTS = ("relu", "erf", "tanh")
 ENTRIES = [(0, 1), (2, 5), (3, 3)]
@@ -80,25 +80,6 @@ for _ in range(reps):
 print(json.dumps({"times": times, "ntk": [float(ntk[i, j]) for i, j in entries],
                   "nngp": [float(nngp[i, j]) for i, j in entries]}))
 '''
-
-
-def ensure_env(log) -> Path | None:
-    """The neural-tangents environment's python, creating it if needed; None if impossible."""
-    py = ENV / "bin" / "python"
-    check = [str(py), "-c", "import neural_tangents, jax"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return py
-    log(f"creating {ENV} with {' '.join(PINS)} (one time) ...")
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True, capture_output=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", *PINS], check=True, capture_output=True,
-                       timeout=1800)
-        if subprocess.run(check, capture_output=True).returncode == 0:
-            return py
-    except (subprocess.SubprocessError, OSError) as exc:
-        log(f"neural-tangents unavailable: {exc}")
-    log("neural-tangents could not be installed; timing meanfield only")
-    return None
 
 
 def inputs(n: int, seed: int = 0) -> np.ndarray:
