@@ -109,24 +109,36 @@ def _leaky(a: float) -> dict:
     }
 
 
+def _erf_v(q):
+    """(2/pi) arcsin(q / (q + 1/2)); for q >= 1 as 1 - (4/pi) arcsin(1 / (2 sqrt(q + 1/2))), which
+    keeps full relative accuracy in 1 - V (arcsin is ill-conditioned next to 1)."""
+    q = np.asarray(q, dtype=float)
+    with np.errstate(invalid="ignore"):
+        big = 1.0 - (4.0 / np.pi) * np.arcsin(0.5 / np.sqrt(np.maximum(q, 1.0) + 0.5))
+    return np.where(q >= 1.0, big, (2.0 / np.pi) * np.arcsin(q / (q + 0.5)))
+
+
 def _erf_forms() -> dict:
+    # Williams' arcsine kernel, written with q + 1/2 and q + 1/4 (1 + 2q = 2 (q + 1/2),
+    # 1 + 4q = 4 (q + 1/4)) so that no product of lengths overflows up to q ~ 1e308.
     def w(q1, q2, c):
-        q12 = c * np.sqrt(q1 * q2)
+        q12 = c * np.sqrt(q1) * np.sqrt(q2)
         return (2.0 / np.pi) * np.arcsin(
-            np.clip(2.0 * q12 / np.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2)), -1.0, 1.0))
+            np.clip(q12 / (np.sqrt(q1 + 0.5) * np.sqrt(q2 + 0.5)), -1.0, 1.0))
 
     def wd(q1, q2, c):
-        q12sq = c * c * q1 * q2
-        # (1+2q1)(1+2q2) - 4 q12^2 written so that it stays positive at c = 1.
-        det = 1.0 + 2.0 * (q1 + q2) + 4.0 * q1 * q2 * (1.0 - c) * (1.0 + c)
-        del q12sq
-        return (4.0 / np.pi) / np.sqrt(det)
+        # det/4 with det = (1+2q1)(1+2q2) - 4 q12^2, written so that it stays positive at c = 1.
+        s = np.sqrt(q1) * np.sqrt(q2) * np.sqrt(np.clip((1.0 - c) * (1.0 + c), 0.0, None))
+        return (2.0 / np.pi) / np.hypot(np.sqrt(0.25 + 0.5 * (q1 + q2)), s)
+
+    def root(q):
+        return np.sqrt(q + 0.25)
 
     return {
-        "v": lambda q: (2.0 / np.pi) * np.arcsin(2.0 * q / (1.0 + 2.0 * q)),
-        "vd": lambda q: (4.0 / np.pi) / np.sqrt(1.0 + 4.0 * q),
-        "dv": lambda q: 4.0 / (np.pi * (1.0 + 2.0 * q) * np.sqrt(1.0 + 4.0 * q)),
-        "vdd": lambda q: -8.0 * q / (np.pi * (1.0 + 2.0 * q) * np.sqrt(1.0 + 4.0 * q)),
+        "v": _erf_v,
+        "vd": lambda q: (2.0 / np.pi) / root(q),
+        "dv": lambda q: 1.0 / (np.pi * (q + 0.5) * root(q)),
+        "vdd": lambda q: -2.0 * q / (np.pi * (q + 0.5) * root(q)),
         "w": w,
         "wd": wd,
     }

@@ -46,6 +46,11 @@ class _LazyElementwise:
 
 elementwise = _LazyElementwise()
 _QGRID = np.concatenate([[0.0], np.logspace(-10, 10, 201)])
+# Where the length map is still above the diagonal at q = 1e10 the search goes on, one point per
+# decade, to the top of the float range: bounded activations (tanh, erf, sigmoid, ...) have
+# q* ~ sigma_w2 sup phi^2, which any sigma_w2 up to 1e308 puts anywhere in that range.
+_QGRID_WIDE = np.concatenate([_QGRID, np.logspace(11, 308, 298)])
+_Q_TOP = float(_QGRID_WIDE[-1])
 _PHASE_TOL = 1e-9
 
 
@@ -98,7 +103,14 @@ def solve_q_star(activation, sigma_w2, sigma_b2, q0: float = 1.0) -> QStar:
         step = 4096
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
-            qs[sl], qu[sl], status[sl] = _bracket_and_solve(act, sw[sl], sb[sl], q0, vg)
+            qs[sl], qu[sl], status[sl] = _bracket_and_solve(act, sw[sl], sb[sl], q0, vg, _QGRID)
+        far = np.flatnonzero(status == DIVERGES)
+        if far.size:
+            with np.errstate(over="ignore", invalid="ignore"):
+                vw = gaussian.v_phi(act, _QGRID_WIDE)
+            for s in range(0, far.size, step):
+                idx = far[s:s + step]
+                qs[idx], qu[idx], status[idx] = _bracket_and_solve(act, sw[idx], sb[idx], q0, vw, _QGRID_WIDE)
         with np.errstate(invalid="ignore"):
             slope = np.where(np.isfinite(qs), sw * gaussian.dv_phi(act, np.where(np.isfinite(qs), qs, 1.0)), np.nan)
         unstable = np.isfinite(slope) & (slope <= -1.0)
@@ -107,31 +119,35 @@ def solve_q_star(activation, sigma_w2, sigma_b2, q0: float = 1.0) -> QStar:
                  status.reshape(shape))
 
 
-def _bracket_and_solve(act, sw, sb, q0, vg):
-    g = sw[:, None] * vg[None, :] + sb[:, None] - _QGRID[None, :]
-    g0 = sw * gaussian.v_phi(act, np.full(sw.shape, q0)) + sb - q0
-    k0 = np.searchsorted(_QGRID, q0)  # _QGRID[k0-1] < q0 <= _QGRID[k0]
+def _bracket_and_solve(act, sw, sb, q0, vg, grid):
+    with np.errstate(over="ignore", invalid="ignore"):
+        # sigma_w2 V(q) overflowing to inf counts as "above the diagonal" (q* beyond float range)
+        g = sw[:, None] * vg[None, :] + sb[:, None] - grid[None, :]
+        g = np.where(np.isnan(g), np.inf, g)
+    with np.errstate(over="ignore"):
+        g0 = sw * gaussian.v_phi(act, np.full(sw.shape, q0)) + sb - q0
+    k0 = np.searchsorted(grid, q0)  # grid[k0-1] < q0 <= grid[k0]
     n, m = g.shape
     cols = np.arange(m)[None, :]
     up = g0 > 0
     # going up: first grid point above q0 where G <= 0
-    cand_up = (cols >= k0) & (g <= 0) & (_QGRID[None, :] > q0)
+    cand_up = (cols >= k0) & (g <= 0) & (grid[None, :] > q0)
     has_up = cand_up.any(axis=1)
     i_up = np.where(has_up, cand_up.argmax(axis=1), m - 1)
     # going down: last grid point below q0 where G >= 0
-    cand_dn = (_QGRID[None, :] < q0) & (g >= 0)
+    cand_dn = (grid[None, :] < q0) & (g >= 0)
     has_dn = cand_dn.any(axis=1)
     i_dn = np.where(has_dn, m - 1 - cand_dn[:, ::-1].argmax(axis=1), 0)
 
-    lo = np.where(up, np.maximum(q0, _QGRID[np.maximum(i_up - 1, 0)]), _QGRID[i_dn])
-    hi = np.where(up, _QGRID[i_up], np.minimum(q0, _QGRID[np.minimum(i_dn + 1, m - 1)]))
+    lo = np.where(up, np.maximum(q0, grid[np.maximum(i_up - 1, 0)]), grid[i_dn])
+    hi = np.where(up, grid[i_up], np.minimum(q0, grid[np.minimum(i_dn + 1, m - 1)]))
     status = np.full(n, OK)
     status[up & ~has_up] = DIVERGES
     exact0 = ~up & has_dn & (i_dn == 0) & (g[:, 0] == 0)
     exact_hi = ~up & has_dn & (g[np.arange(n), i_dn] == 0)
     qs = np.full(n, np.nan)
     qs[g0 == 0] = q0
-    qs[exact_hi] = _QGRID[i_dn[exact_hi]]
+    qs[exact_hi] = grid[i_dn[exact_hi]]
     status[exact0] = ZERO
     qs[exact0] = 0.0
     # the decreasing branch with no sign change below q0 cannot happen when G(0) = sigma_b2 +
@@ -149,7 +165,7 @@ def _bracket_and_solve(act, sw, sb, q0, vg):
     # unstable fixed point bounding the basin from above: first crossing from G < 0 to G > 0
     # above q*, on the grid.
     qu = np.full(n, np.nan)
-    above = _QGRID[None, :] > np.where(np.isfinite(qs), qs, np.inf)[:, None]
+    above = grid[None, :] > np.where(np.isfinite(qs), qs, np.inf)[:, None]
     cross = above[:, 1:] & (g[:, :-1] < 0) & (g[:, 1:] > 0)
     has = cross.any(axis=1) & (status == OK)
     if has.any():
@@ -159,7 +175,7 @@ def _bracket_and_solve(act, sw, sb, q0, vg):
         def f2(q, sw_, sb_):
             return sw_ * gaussian.v_phi(act, q) + sb_ - q
 
-        res = elementwise.find_root(f2, (_QGRID[j[idx]], _QGRID[j[idx] + 1]), args=(sw[idx], sb[idx]),
+        res = elementwise.find_root(f2, (grid[j[idx]], grid[j[idx] + 1]), args=(sw[idx], sb[idx]),
                                     tolerances={"xrtol": 4 * np.finfo(float).eps, "xatol": 1e-300})
         qu[idx] = res.x
     return qs, qu, status
@@ -299,6 +315,17 @@ def fixed_point(activation, sigma_w2: float, sigma_b2: float, q0: float = 1.0) -
     else:
         chic = chi1 if cs == 1.0 else float(sw * gaussian.w_dphi(act, q, q, cs))
     slope_q = float(res.slope)
+    if st == OK and not abs(slope_q) < 1 and q > 1e15:
+        # The root was bracketed by a sign change of sigma_w2 V(q) + sigma_b2 - q from + to -, so
+        # the slope there is below 1; chi_1 + sigma_w2 E[phi'' phi] cancels to rounding noise at
+        # such q (bounded phi: the slope ~ sigma_w2 q^(-3/2)).  A central difference of V decides.
+        with np.errstate(all="ignore"):
+            fd = sw * float(gaussian.v_phi(act, q * 1.001) - gaussian.v_phi(act, q * 0.999)) / (0.002 * q)
+        slope_q = fd if abs(fd) < 1 else slope_q
+        if abs(slope_q) < 1e-12:
+            notes.append(f"the length map's slope at q* = {q:.3g} is below float resolution (< 1e-12): "
+                         f"xi_q is reported as 0")
+            slope_q = 0.0
     xi_q = _depth_scale(slope_q) if st != MARGINAL else math.inf
     xi_c = _depth_scale(chic)
     qu = float(res.q_unstable)
@@ -321,7 +348,8 @@ def _no_q_reason(act: Activation, sw: float, sb: float, st: int, q0: float) -> s
         return (f"the length map's fixed point for {act.name} at sigma_w2 = {sw:g}, sigma_b2 = {sb:g} "
                 f"is unstable (slope <= -1): q^l oscillates")
     return (f"q diverges for {act.name} at sigma_w2 = {sw:g}, sigma_b2 = {sb:g}: sigma_w2 V(q) + sigma_b2 > q "
-            f"for every q >= q0 = {q0:g} up to 1e10, so q^l grows without bound")
+            f"for every q >= q0 = {q0:g} up to {_Q_TOP:g} (the float range), so q^l grows without bound or "
+            f"its fixed point lies beyond float range")
 
 
 @dataclass(frozen=True)
