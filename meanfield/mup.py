@@ -236,10 +236,9 @@ def _widths(width, base_width) -> tuple[int | None, int]:
 def _number(text: str, where: str) -> float:
     s = text.strip()
     try:
-        value = Fraction(s)  # "1/2", "-0.5", "1e-3"; never eval
-    except (ValueError, ZeroDivisionError):
+        return float(Fraction(s))  # "1/2", "-0.5", "1e-3"; never eval
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise DomainError(f"cannot read {s!r} in {where} as a number (write e.g. 0.5, -1/2, 1)") from None
-    return float(value)
 
 
 def parse_exponents(text: str) -> np.ndarray:
