@@ -388,6 +388,60 @@ def kernel(
     emit(summary, as_json)
 
 
+@app.command("abc")
+@handled
+def abc_cmd(
+    parametrization: Optional[str] = typer.Option(None, "--parametrization", "-p", help="A named parametrization: sp, sp-max-lr (SP at its largest stable learning rate), ntp, mup or mfp (one hidden layer only)."),
+    depth: Optional[int] = typer.Option(None, "--depth", "-L", help="Number of hidden layers L; the table has L+1 layers (input, L-1 hidden, output). Inferred from --check."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adam: the learning-rate exponents c and the regime depend on it."),
+    width: Optional[int] = typer.Option(None, "--width", help="Hidden width n: also print each layer's multiplier, init variance and learning-rate factors at n, relative to the base width."),
+    base_width: int = typer.Option(1, "--base-width", help="The width the base model was tuned at; the factors are 1 there (default 1: the bare powers of n)."),
+    check_text: Optional[str] = typer.Option(None, "--check", help="Your own exponents instead of a named parametrization: one a,b,c triple per layer separated by ';', input layer first, output last (fractions like -1/2 allowed), e.g. '-1/2,1/2,0;0,1/2,0;1/2,1/2,0'."),
+    residual: bool = typer.Option(False, "--residual", help="Also print the depth-muP scalings (branch multiplier 1/sqrt(L), learning rate) for L residual blocks."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """abc-parametrization per layer (Yang & Hu 2021), its exponent r and regime: feature learning, kernel, trivial or unstable."""
+    from .mup import abc, check, parse_exponents
+
+    if (parametrization is None) == (check_text is None):
+        raise DomainError("give either --parametrization NAME (with --depth) or --check 'a1,b1,c1;...', not both or neither")
+    if check_text is not None:
+        exps = parse_exponents(check_text)
+        if depth is not None and depth != exps.shape[0] - 1:
+            raise DomainError(f"--depth {depth} does not match --check, which has {exps.shape[0]} layers "
+                              f"(depth {exps.shape[0] - 1})")
+        result = check(exps, optimizer, width=width, base_width=base_width, residual=residual)
+    else:
+        if depth is None:
+            raise DomainError("--depth is required with --parametrization")
+        result = abc(parametrization, depth, optimizer, width=width, base_width=base_width, residual=residual)
+    emit(result, as_json, _human_abc)
+
+
+def _human_abc(d: dict) -> None:
+    typer.echo(f"parametrization {d['parametrization']}, optimizer {d['optimizer']}, depth {d['depth']}"
+               + (f", width {d['width']} (base {d['base_width']})" if d["width"] is not None else ""))
+    keys = ["layer", "role", "a", "b", "c"]
+    if d["width"] is not None:
+        keys += ["multiplier", "init_variance", "lr_scale", "weight_variance", "folded_lr_scale"]
+    typer.echo("  ".join(f"{k:>15}" for k in keys))
+    for row in d["layers"]:
+        typer.echo("  ".join(f"{_fmt(row[k]):>15}" for k in keys))
+    typer.echo(f"r       {_fmt(d['r'])}")
+    typer.echo(f"regime  {d['regime']}")
+    typer.echo(f"reason  {d['reason']}")
+    for cond in d["conditions"]:
+        typer.echo(f"  [{'ok' if cond['holds'] else 'no':>2}] {cond['statement']}: {_fmt(cond['value'])} ({cond['meaning']})")
+    if d.get("depth_mup"):
+        dm = d["depth_mup"]
+        typer.echo(f"depth-muP: branch multiplier {_fmt(dm['branch_multiplier'])} (depth^-1/2), "
+                   f"learning rate x {_fmt(dm['lr_depth_scale'])} (depth^{_fmt(dm['lr_depth_exponent'])})")
+        for n in dm["notes"]:
+            typer.echo(f"note: {n}")
+    for n in d.get("notes") or []:
+        typer.echo(f"note: {n}")
+
+
 def _check_image_format(path: Path) -> None:
     from matplotlib.figure import Figure
 

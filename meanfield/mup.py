@@ -386,7 +386,7 @@ def _init_conditions(ex: np.ndarray) -> list[Condition]:
     conds = [Condition("init_input", "a_1 + b_1 = 0", float(s[0]), True,
                        "input-layer pre-activations are Theta(1) at initialisation")]
     if L >= 2:
-        conds.append(Condition("init_hidden", f"a_l + b_l = 1/2 for l = 2..{L}", float(s[1]),
+        conds.append(Condition("init_hidden", "a_l + b_l = 1/2 for l = " + ("2" if L == 2 else f"2..{L}"), float(s[1]),
                                True, "hidden pre-activations are Theta(1) at initialisation"))
     conds.append(Condition("init_output", f"a_{L + 1} + b_{L + 1} >= 1/2", float(s[L]), True,
                            "the output is O(1) at initialisation"
@@ -433,16 +433,20 @@ def _analyse(name: str, ex: np.ndarray, optimizer: str, width: int | None, base_
                   "the readout's own update changes the output by O(1)" if ok_u
                   else f"the readout's own update changes the output by {_width_pow(1 - u)}"),
     ]
+    # The last two conditions report whether their statement is true; they decide the regime
+    # only for stable exponents (the fields `nontrivial` and `feature_learning` combine them).
     stable = ok_r and ok_f and ok_u
-    nontrivial = stable and (abs(Ar - 1) <= TOL or abs(u - 1) <= TOL)
+    moves = abs(Ar - 1) <= TOL or abs(u - 1) <= TOL
+    nontrivial = stable and moves
     conds.append(Condition("nontrivial", f"a_{L + 1} + b_{L + 1} + r = 1 or {u_text} = 1",
-                           min(Ar, u), nontrivial,
-                           "the output moves by Theta(1) in training" if nontrivial
-                           else "the output does not move at infinite width"))
+                           min(Ar, u), moves,
+                           ("the output moves by Theta(1) in training" if moves
+                            else "the output does not move at infinite width") + ("" if stable else " (if it were stable)")))
     fl = nontrivial and r <= TOL
-    conds.append(Condition("feature_learning", "r = 0", r, fl,
-                           "features move by Theta(1) in training" if r <= TOL
-                           else f"features move as {_width_pow(-(r))}, i.e. not at infinite width"))
+    conds.append(Condition("feature_learning", "r = 0", r, r <= TOL,
+                           ("features move by Theta(1) in training" if r <= TOL
+                            else f"features move as {_width_pow(-(r))}, i.e. not at infinite width")
+                           + ("" if stable else " (if it were stable)")))
 
     if not stable:
         regime = "unstable"

@@ -270,7 +270,8 @@ def test_check_says_why():
     held = {cd.name: cd.holds for cd in rep.conditions}
     assert held == {"init_input": True, "init_hidden": True, "init_output": True, "features_stable": True,
                     "output_from_features": False, "output_from_readout": False, "nontrivial": False,
-                    "feature_learning": False}
+                    "feature_learning": True}  # r = 0 holds, but the output blows up
+    assert not rep.feature_learning and rep.regime == "unstable"
     assert "a_3 + b_3 + r >= 1 fails" in rep.reason and "width^(1/2)" in rep.reason
     rep = mup.check("-1/2,1/2,0; -1/2,1,0; 1,1,0")
     assert "output does not move" in rep.reason and "features move" in rep.reason
