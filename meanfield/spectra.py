@@ -562,14 +562,27 @@ def haar_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
     return qm * np.sign(np.diag(r))
 
 
-def sample_jacobians(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *,
-                     weights: str = "gaussian", width: int = 1000, n_nets: int = 1,
-                     seed: "int | np.random.Generator | None" = None):
-    """Yield ``n_nets`` input-output Jacobians ``J = D^L W^L ... D^1 W^1`` (width x width) of random
-    numpy networks, each at an input whose first-layer pre-activations have length q* (the input
-    is phi(h^0) with h^0 ~ N(0, q*), so every layer sits at the fixed point)."""
-    act = get_activation(activation)
+def _layer_jacobians(act: Activation, sw: float, sb: float, q: float, depth: int, weights: str,
+                     n: int, rng: np.random.Generator):
+    """For one random network, yield J^l = D^l W^l ... D^1 W^1 for l = 1..depth (the Jacobian of
+    the first l layers), at an input phi(h^0), h^0 ~ N(0, q*): every layer sits at q*."""
     d1 = _d1(act)
+    x = act.fn(math.sqrt(q) * rng.standard_normal(n))
+    J = None
+    for _ in range(depth):
+        if weights == "gaussian":
+            W = rng.standard_normal((n, n)) * math.sqrt(sw / n)
+        else:
+            W = haar_orthogonal(rng, n) * math.sqrt(sw)
+        h = W @ x + math.sqrt(sb) * rng.standard_normal(n)
+        J = d1(h)[:, None] * (W if J is None else W @ J)
+        x = act.fn(h)
+        yield J
+
+
+def _sampler_args(activation, sigma_w2, sigma_b2, depth, weights, width, n_nets, seed):
+    act = get_activation(activation)
+    _d1(act)
     L = check_depth(depth)
     weights = _check_weights(weights)
     n = check_depth(width, "width")
@@ -577,39 +590,48 @@ def sample_jacobians(activation: Any, sigma_w2: float, sigma_b2: float, depth: i
     sb = float(check_variance("sigma_b2", sigma_b2))
     q = fixed_point(act, sw, sb).q_star
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    for _ in range(check_depth(n_nets, "n_nets")):
-        x = act.fn(math.sqrt(q) * rng.standard_normal(n))
-        J = None
-        for _ in range(L):
-            if weights == "gaussian":
-                W = rng.standard_normal((n, n)) * math.sqrt(sw / n)
-            else:
-                W = haar_orthogonal(rng, n) * math.sqrt(sw)
-            h = W @ x + math.sqrt(sb) * rng.standard_normal(n)
-            d = d1(h)
-            J = d[:, None] * (W if J is None else W @ J)
-            x = act.fn(h)
-        yield J
+    return act, sw, sb, q, L, weights, n, check_depth(n_nets, "n_nets"), rng
+
+
+def sample_jacobians(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *,
+                     weights: str = "gaussian", width: int = 1000, n_nets: int = 1,
+                     seed: "int | np.random.Generator | None" = None):
+    """Yield ``n_nets`` input-output Jacobians ``J = D^L W^L ... D^1 W^1`` (width x width) of random
+    numpy networks at their fixed point q* (MATH.md 6.2), Gaussian or Haar-orthogonal weights."""
+    act, sw, sb, q, L, weights, n, nets, rng = _sampler_args(activation, sigma_w2, sigma_b2, depth, weights,
+                                                            width, n_nets, seed)
+    from collections import deque
+
+    for _ in range(nets):
+        yield deque(_layer_jacobians(act, sw, sb, q, L, weights, n, rng), maxlen=1)[0]
 
 
 def sample_moments(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *,
                    weights: str = "gaussian", width: int = 1000, n_nets: int = 4, k_max: int = 3,
+                   depths: "tuple[int, ...] | None" = None,
                    seed: "int | np.random.Generator | None" = None) -> np.ndarray:
-    """Per network, ``tr((J J^T)^k) / width`` for k = 1..k_max (k_max <= 3), shape (n_nets, k_max)."""
+    """Per network, ``tr((J J^T)^k) / width`` for k = 1..k_max (k_max <= 3), shape (n_nets, k_max);
+    with ``depths`` (each <= depth), shape (len(depths), n_nets, k_max): the Jacobians of the first
+    l layers of the same networks (one run of ``depth`` layers serves every l)."""
+    act, sw, sb, q, L, weights, n, nets, rng = _sampler_args(activation, sigma_w2, sigma_b2, depth, weights,
+                                                            width, n_nets, seed)
     k_max = _k_max(k_max)
     if k_max > 3:
         raise DomainError("sample_moments computes k_max <= 3")
-    rows = []
-    for J in sample_jacobians(activation, sigma_w2, sigma_b2, depth, weights=weights, width=width,
-                              n_nets=n_nets, seed=seed):
-        n = J.shape[0]
-        A = J @ J.T
-        row = [np.sum(J * J) / n, np.sum(A * A) / n]
-        if k_max == 3:
-            B = A @ J
-            row.append(np.sum(B * B) / n)
-        rows.append(row[:k_max])
-    return np.array(rows)
+    at = (L,) if depths is None else tuple(check_depth(d, "depths") for d in depths)
+    if max(at) > L:
+        raise DomainError(f"depths must be <= depth = {L}, got {max(at)}")
+    out = np.empty((len(at), nets, k_max))
+    for i in range(nets):
+        for layer, J in enumerate(_layer_jacobians(act, sw, sb, q, L, weights, n, rng), start=1):
+            for j in (j for j, d in enumerate(at) if d == layer):
+                A = J @ J.T
+                row = [np.sum(J * J) / n, np.sum(A * A) / n]
+                if k_max == 3:
+                    B = A @ J
+                    row.append(np.sum(B * B) / n)
+                out[j, i] = row[:k_max]
+    return out[0] if depths is None else out
 
 
 __all__ = [
