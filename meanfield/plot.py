@@ -69,3 +69,54 @@ def plot_phase_diagram(pd, ax=None, *, xi_levels=(3, 10, 30, 100)):
 
 
 __all__ = ["plot_phase_diagram"]
+
+
+def plot_jacobian_spectrum(spec, ax=None, *, samples=None, n: int = 300, log: bool = True, label=None,
+                           color=None, bins: int = 60):
+    """Density of the squared singular values of the input-output Jacobian (a
+    meanfield.spectra.Spectrum, MATH.md 6.2), optionally over a histogram of empirical
+    eigenvalues of J J^T (``samples``).  ``log``: the density of log10(lambda), which shows every
+    depth on one axis; atoms are drawn as vertical markers with their mass."""
+    plt = _plt()
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.2), dpi=130)
+    cont = 1.0 - sum(p for _, p in spec.atoms)
+    if log:
+        lam = spec.grid(n, log=True)
+        y = spec.density(lam) * lam * np.log(10.0)
+        keep = y > 1e-4 * max(float(np.nanmax(y)), 1e-300)
+        if keep.any() and cont > 1e-9:
+            lo, hi = lam[keep][0], lam[keep][-1]
+            lam = np.geomspace(lo / 1.5, min(hi * 1.2, spec.edge), n)
+            y = spec.density(lam) * lam * np.log(10.0)
+        x = np.log10(lam)
+    else:
+        lam = spec.grid(n)
+        y = spec.density(lam)
+        x = lam
+    if samples is not None:
+        s = np.asarray(samples, float).ravel()
+        nz = s[s > 1e-10 * spec.edge]
+        if nz.size:
+            v = np.log10(nz) if log else nz
+            w = np.full(v.size, 1.0 / s.size)  # the zero atom stays out, as in the theory's curve
+            ax.hist(v, bins=bins, weights=w * bins / max(float(np.ptp(v)), 1e-12), histtype="stepfilled",
+                    alpha=0.3, color=color, label=None if label is None else f"{label} (finite width)")
+    if cont > 1e-9:
+        ax.plot(x, y, color=color, lw=1.6, label=label)
+    top = ax.get_ylim()[1]
+    for a, p in spec.atoms:
+        if a > 0:
+            xa = np.log10(a) if log else a
+            ax.axvline(xa, color=color or "k", ls=":", lw=1.2)
+            ax.text(xa, 0.9 * top, f" atom {p:.3g}", color=color or "k", fontsize=7, rotation=90, va="top")
+    ax.set_xlabel(r"$\log_{10}\lambda$" if log else r"$\lambda$")
+    ax.set_ylabel(r"density of $\log_{10}\lambda$" if log else r"density $\rho(\lambda)$")
+    if ax.get_title() == "":
+        ax.set_title(f"{spec.activation}, {spec.weights} weights, L = {spec.depth}: "
+                     r"eigenvalues $\lambda$ of $JJ^\top$")
+    return ax
+
+
+__all__ += ["plot_jacobian_spectrum"]
