@@ -442,6 +442,44 @@ def _human_abc(d: dict) -> None:
         typer.echo(f"note: {n}")
 
 
+@app.command("spectrum")
+@handled
+def spectrum_cmd(
+    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
+    sigma_w2: float = typer.Option(..., "--sigma-w2", help="Weight variance times fan-in (sigma_w^2)."),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance (sigma_b^2)."),
+    depth: int = typer.Option(..., "--depth", "-L", help="Number of layers L of the Jacobian J = D^L W^L ... D^1 W^1."),
+    weights: str = typer.Option("gaussian", "--weights", help="Weight ensemble: gaussian (iid N(0, sigma_w2 / fan_in)) or orthogonal (sqrt(sigma_w2) times a Haar-random orthogonal matrix)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also draw the density of the squared singular values to this image file (its folder must exist)."),
+    points: int = typer.Option(0, "--points", help="Also print the density at this many eigenvalues of J J^T spread over the support (0: none)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Spectrum of J J^T for the input-output Jacobian at the fixed point q* (free probability, MATH.md 6.2): moments, variance, edge, atoms, density."""
+    from .spectra import jacobian_spectrum
+
+    if out is not None:
+        from ._io import check_output_path
+
+        check_output_path(out)
+        _check_image_format(out)
+    if points < 0:
+        raise DomainError(f"--points must be >= 0, got {points}")
+    spec = jacobian_spectrum(activation, sigma_w2, sigma_b2, depth, weights)
+    d = spec.to_dict()
+    if points:
+        lam = spec.grid(points)
+        d["density"] = {"lambda": lam, "rho": spec.density(lam)}
+    if out is not None:
+        from ._io import atomic_savefig
+        from .plot import plot_jacobian_spectrum
+
+        ax = plot_jacobian_spectrum(spec)
+        ax.figure.tight_layout()
+        atomic_savefig(ax.figure, out)
+        d["out"] = str(out)
+    emit(d, as_json)
+
+
 def _check_image_format(path: Path) -> None:
     from matplotlib.figure import Figure
 
