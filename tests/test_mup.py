@@ -529,3 +529,130 @@ def test_feature_change_exponent_finite_width():
         se = slopes.std(ddof=1) / math.sqrt(len(slopes))
         assert abs(slopes.mean() - want) < 5 * se + 0.05, (name, slopes)
     assert means["mup"] > means["ntp"] + 0.3
+
+
+# ------------------------------------------------------------------------------------------
+# PyTorch: mup_ and check_parametrization (meanfield.torch_mup)
+# ------------------------------------------------------------------------------------------
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def _mlp(width, d=8, hidden=2):
+    nn = _torch().nn
+    layers = [nn.Linear(d, width), nn.Tanh()]
+    for _ in range(hidden - 1):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("optimizer, lrs", [
+    # TP V Table 3 with k = 4: (input w, input b, hidden w, hidden b, output w, output b)
+    ("sgd", (0.4, 0.4, 0.1, 0.4, 0.025, 0.1)),
+    ("adam", (0.1, 0.1, 0.025, 0.1, 0.025, 0.1)),
+])
+def test_mup_applies_table3(optimizer, lrs):
+    from meanfield.torch_mup import mup_
+
+    model = _mlp(256)
+    rec = mup_(model, 64, optimizer=optimizer, lr=0.1, seed=0, sigma_w2=1.0, sigma_b2=0.0)
+    assert [g["lr"] for g in rec.param_groups] == pytest.approx(lrs)
+    assert rec.report.regime == "feature learning" and rec.width_mult == 4
+    # variances: input 1/d, hidden 1/n (SP), readout 1/(n k); 5 standard errors of a mean square
+    want = {"0.weight": 1 / 8, "2.weight": 1 / 256, "4.weight": 1 / (256 * 4)}
+    for name, p in model.named_parameters():
+        if name in want:
+            v = float(p.detach().double().pow(2).mean())
+            assert abs(v / want[name] - 1) < 5 * math.sqrt(2 / p.numel()), (name, v)
+        assert not vars(p)  # nothing glued onto parameters
+    json.dumps(rec.to_dict(), allow_nan=False)
+
+
+@pytest.mark.torch
+def test_mup_at_base_width_is_init_():
+    torch = _torch()
+    from meanfield.torch import init_
+    from meanfield.torch_mup import mup_
+
+    a, b = _mlp(64), _mlp(64)
+    rec = mup_(a, 64, lr=0.5, seed=3, sigma_w2=1.5)
+    init_(b, seed=3, sigma_w2=1.5)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert {g["lr"] for g in rec.param_groups} == {0.5}
+
+
+@pytest.mark.torch
+def test_mup_refuses_twice_and_bad_input():
+    from meanfield.torch_mup import mup_
+
+    model = _mlp(128)
+    mup_(model, 64, lr=0.1, seed=0)
+    with pytest.raises(DomainError, match="already"):
+        mup_(model, 64, lr=0.1)
+    for kw in ({"base_width": 256}, {"lr": 0.0}, {"parametrization": "xp"}, {"optimizer": "lion"},
+               {"parametrization": "mfp"}):
+        args = {"base_width": 64, "lr": 0.1, **kw}
+        with pytest.raises(DomainError):
+            mup_(_mlp(128), args.pop("base_width"), **args)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["mup", "ntp", "sp", "sp-max-lr"])
+@pytest.mark.parametrize("optimizer", mup.OPTIMIZERS)
+def test_check_parametrization_reads_back_mup_(name, optimizer):
+    """mup_ at widths 64 and 512, then the linter on the weights and the optimizers' groups."""
+    torch = _torch()
+    from meanfield.torch_mup import check_parametrization, mup_
+
+    opt = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+    small, large = _mlp(64), _mlp(512)
+    r0 = mup_(small, 64, optimizer=optimizer, lr=0.1, parametrization=name, seed=0, sigma_w2=1.0)
+    r1 = mup_(large, 64, optimizer=optimizer, lr=0.1, parametrization=name, seed=1, sigma_w2=1.0)
+    chk = check_parametrization(large, opt(r1.param_groups), small, opt(r0.param_groups))
+    assert chk.regime == EXPECTED[name][0] == r1.report.regime
+    folded = [(x.b, x.c) for x in chk.layers]
+    want = [(x.a + x.b, (2 * x.a + x.c) if optimizer == "sgd" else (x.a + x.c)) for x in r1.report.layers]
+    assert folded == want
+
+
+@pytest.mark.torch
+def test_check_parametrization_of_plain_pytorch():
+    """nn.Linear's default init with one learning rate is SP: unstable; lr / width is the kernel regime."""
+    torch = _torch()
+    from meanfield.torch_mup import check_parametrization
+
+    torch.manual_seed(0)
+    small, large = _mlp(64), _mlp(1024)
+    chk = check_parametrization(large, torch.optim.SGD(large.parameters(), lr=0.1),
+                                small, torch.optim.SGD(small.parameters(), lr=0.1))
+    assert chk.regime == "unstable" and [x.b for x in chk.layers] == [0, 0.5, 0.5]
+    chk = check_parametrization(large, torch.optim.SGD(large.parameters(), lr=0.1 / 1024),
+                                small, torch.optim.SGD(small.parameters(), lr=0.1 / 64))
+    assert chk.regime == "kernel"
+    with pytest.raises(DomainError, match="two different widths"):
+        check_parametrization(small, torch.optim.SGD(small.parameters(), lr=0.1),
+                              small, torch.optim.SGD(small.parameters(), lr=0.1))
+
+
+@pytest.mark.torch
+def test_check_parametrization_zero_readout():
+    """muP with a zero-initialised readout (TP V's recommendation) still learns features."""
+    torch = _torch()
+    from meanfield.torch_mup import check_parametrization, mup_
+
+    small, large = _mlp(64), _mlp(256)
+    r0 = mup_(small, 64, lr=0.1, seed=0)
+    r1 = mup_(large, 64, lr=0.1, seed=1)
+    with torch.no_grad():
+        small[-1].weight.zero_()
+        large[-1].weight.zero_()
+    chk = check_parametrization(large, torch.optim.SGD(r1.param_groups), small, torch.optim.SGD(r0.param_groups))
+    assert chk.regime == "feature learning" and any("zero at initialisation" in n for n in chk.notes)
+    with torch.no_grad():
+        small[0].weight.mul_(0.5)  # the input layer's variance now shrinks with width: refused
+        large[0].weight.mul_(0.5 * 256 ** -0.5)
+    with pytest.raises(DomainError, match="input layer vanishes"):
+        check_parametrization(large, torch.optim.SGD(r1.param_groups), small, torch.optim.SGD(r0.param_groups))
