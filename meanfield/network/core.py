@@ -327,7 +327,8 @@ class Network(Layer):
                                   "undefined; ask for the NNGP only (ntk=False)")
         Z = X if X2 is None else np.concatenate([X, X2])
         st = initial_state(Z, param, ntk, method)
-        st, _ = self.fold(st)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            st, _ = self.fold(st)
         nngp, ntk_ = _to_nt_layout(st.K, st.spatial), None if st.T is None else _to_nt_layout(st.T, st.spatial)
         if X2 is not None:
             nngp = nngp[:N, N:]

@@ -106,6 +106,16 @@ def mirror_upper(A: np.ndarray, step: int) -> None:
         A[r1:, r0:r1] = A[r0:r1, r1:].T
 
 
+def symmetrised(st_or_n: Any, A: np.ndarray | None) -> np.ndarray | None:
+    """A pair-layout kernel made exactly symmetric (its upper triangle mirrored): the linear
+    maps' sums need not be evaluated in the same order for (x, x') and (x', x)."""
+    if A is None:
+        return None
+    n = int(round(math.sqrt(A.size)))
+    mirror_upper(A.reshape(n, n), max(1, _BLOCK_ENTRIES // n))
+    return A
+
+
 def along(A: np.ndarray, M: np.ndarray, axis: int) -> np.ndarray:
     """Apply the matrix M to one axis of A (contracting M's columns with that axis)."""
     return np.moveaxis(np.tensordot(M, A, axes=(1, axis)), 0, axis)
@@ -328,7 +338,8 @@ class Conv(_Weighted):
                     A = along(along(A, Pm.T, a), Pm.T, b)
             return _blocks_flat(A) * sw
 
-        return st.evolve(K=K, T=T, mu=None, finite=False, spatial=out_spatial), backward
+        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=None, finite=False,
+                         spatial=out_spatial), backward
 
     def _out_spatial(self, spatial):
         return tuple(g[2] for g in self._geom(spatial))
@@ -411,6 +422,8 @@ class ActivationLayer(Layer):
         M = st.matrix(st.K)
         q = np.diagonal(M).copy()
         n = q.size
+        if self.act.d1 is None:
+            return self._nngp_only(st, M, q, affine)
         maps = LayerMaps(self.act, q, q, st.method, n * (n + 1) // 2)
         v, vd = diag_moments(self.act, q)
         a, b, ad = affine
@@ -429,6 +442,19 @@ class ActivationLayer(Layer):
         shape = st.K.shape
         return E.reshape(shape), Ed.reshape(shape), q
 
+    def _nngp_only(self, st: State, M: np.ndarray, q: np.ndarray, affine):
+        """a E + b for an activation without a derivative (no NTK, no backward map):
+        closed forms or the 2-D quadrature of gaussian.w_phi, entry by entry."""
+        from ..kernels._layers import correlation
+
+        a, b, _ = affine
+        c = correlation(M, q, q)
+        E = np.asarray(gaussian.w_phi(self.act, q[:, None], q[None, :], c), float)
+        np.fill_diagonal(E, gaussian.v_phi(self.act, q))
+        E = E * a + b if (a, b) != (1.0, 0.0) else E
+        mirror_upper(E, max(1, _BLOCK_ENTRIES // max(q.size, 1)))
+        return E.reshape(st.K.shape), None, q
+
     def _mean(self, st: State, q: np.ndarray) -> np.ndarray | None:
         if self.act.odd:
             return None
@@ -437,9 +463,15 @@ class ActivationLayer(Layer):
     def fold(self, st: State) -> tuple[State, Backward]:
         E, Ed, q = self._maps(st)
         T = None if st.T is None else st.T * Ed
-        blocks = st.blocks(Ed)
         st2 = st.evolve(K=E, T=T, mu=self._mean(st, q))
+        if Ed is None:
+            return st2, self._no_backward
+        blocks = st.blocks(Ed)
         return st2, lambda G: G * blocks
+
+    def _no_backward(self, G):
+        raise DomainError(f"activation {self.act.name!r} has no derivative, so gradients through "
+                          "it are undefined")
 
     def fold_with(self, st: State, dense: "Dense") -> tuple[State, Backward]:
         """This activation and the dense layer after it in one pass over the kernel (the affine
@@ -460,6 +492,8 @@ class ActivationLayer(Layer):
             S = E * sw
             if sb:
                 S += sb
+        if Sdot is None:
+            return st.evolve(K=S, T=T, mu=None, finite=False), self._no_backward
         blocks = st.blocks(Sdot)
         return st.evolve(K=S, T=T, mu=None, finite=False), lambda G: G * blocks
 
@@ -529,7 +563,7 @@ class AvgPool(Layer):
                 A = along(along(A, M.T, a), M.T, b)
             return _blocks_flat(A)
 
-        return st.evolve(K=K, T=T, mu=mu, spatial=spatial_out), backward
+        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu, spatial=spatial_out), backward
 
     def init(self, rng, shape, width):
         return {}, tuple(M.shape[0] for M in self._mats(shape[:-1])) + shape[-1:]
@@ -567,7 +601,7 @@ class GlobalAvgPool(Layer):
         T = None if st.T is None else st.T.mean(axis=ax)
         mu = None if st.mu is None else st.mu.mean(axis=st.row_axes())
         P = st.P
-        return st.evolve(K=K, T=T, mu=mu, spatial=()), \
+        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu, spatial=()), \
             lambda G: np.broadcast_to(G.reshape(-1, 1, 1) / (P * P), (G.shape[0], P, P)).copy()
 
     def init(self, rng, shape, width):
@@ -608,7 +642,8 @@ class Flatten(Layer):
         T = None if st.T is None else diag_mean(st.T)
         mu = None if st.mu is None else st.mu.reshape(N, P).mean(axis=1)
         eye = np.eye(P) / P
-        return st.evolve(K=K, T=T, mu=mu, spatial=()), lambda G: G.reshape(-1, 1, 1) * eye
+        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu, spatial=()), \
+            lambda G: G.reshape(-1, 1, 1) * eye
 
     def init(self, rng, shape, width):
         return {}, (int(np.prod(shape)),)
@@ -715,7 +750,8 @@ class Residual(Layer):
         self.scale = float(scale)
 
     def out_shape(self, shape: Shape, where: str) -> Shape:
-        b = self.branch.out_shape(shape, f"{where}.branch")
+        from dataclasses import replace
+        b = self.branch.out_shape(replace(shape, fresh=False), f"{where}.branch")
         s = self.shortcut.out_shape(shape, f"{where}.shortcut")
         if not b.fresh:
             raise DomainError(f"{where}.branch: a residual branch must contain a dense or conv "
