@@ -332,48 +332,58 @@ def phase_diagram_cmd(
 @app.command("kernel")
 @handled
 def kernel(
-    activation: str = typer.Option(..., "--activation", "-a", help=ACT_HELP),
-    depth: int = typer.Option(..., "--depth", "-L", help="Hidden layers (mlp; a linear readout follows) or residual blocks (resnet)."),
-    x: Path = typer.Option(..., "--x", help="Inputs: a .npy file holding an N x d float array."),
+    x: Path = typer.Option(..., "--x", help="Inputs: a .npy file holding an N x d float array (or N x s1 [x s2] x channels, channels last, for --net with conv layers)."),
     out: Path = typer.Option(..., "--out", help=".npz file to write with arrays nngp and ntk (its folder must exist)."),
-    sigma_w2: float = typer.Option(..., "--sigma-w2", help="Weight variance times fan-in (sigma_w^2), every dense layer."),
-    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance (sigma_b^2), every dense layer."),
-    arch: str = typer.Option("mlp", "--arch", help="mlp, resnet (full residual blocks, MATH.md 4.3) or resnet-reduced."),
-    x2: Optional[Path] = typer.Option(None, "--x2", help="Second inputs (.npy, M x d): the kernels are then N x M."),
+    net: Optional[Path] = typer.Option(None, "--net", help="A network spec (JSON file: a list of layers, docs/architecture.md); replaces the --arch preset flags."),
+    activation: Optional[str] = typer.Option(None, "--activation", "-a", help=ACT_HELP + " (presets)"),
+    depth: Optional[int] = typer.Option(None, "--depth", "-L", help="Hidden layers (mlp; a linear readout follows) or residual blocks (resnet)."),
+    sigma_w2: Optional[float] = typer.Option(None, "--sigma-w2", help="Weight variance times fan-in (sigma_w^2), every dense layer (presets)."),
+    sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance (sigma_b^2), every dense layer (presets)."),
+    arch: str = typer.Option("mlp", "--arch", help="Preset: mlp, resnet (full residual blocks, MATH.md 4.3) or resnet-reduced."),
+    x2: Optional[Path] = typer.Option(None, "--x2", help="Second inputs (.npy, same per-input shape): the kernels are then N x M."),
     sigma_v2: float = typer.Option(1.0, "--sigma-v2", help="resnet: branch output weight variance."),
     sigma_a2: float = typer.Option(0.0, "--sigma-a2", help="resnet: branch bias variance."),
-    parametrization: str = typer.Option("ntk", "--parametrization", help="ntk, or standard (the NTK divided by the width; MATH.md 4.2)."),
+    parametrization: Optional[str] = typer.Option(None, "--parametrization", help="ntk, or standard (the NTK divided by the width; MATH.md 4.2); default ntk, or the spec's."),
     dtype: str = typer.Option("float64", "--dtype", help="float64 or float32 for the written arrays."),
-    diagonals: bool = typer.Option(False, "--diagonals", help="Also write every layer's kernel diagonal (layer_nngp, layer_ntk, layer_q)."),
+    diagonals: bool = typer.Option(False, "--diagonals", help="Presets: also write every layer's kernel diagonal (layer_nngp, layer_ntk, layer_q)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Infinite-width NNGP and NTK Gram matrices of an MLP or residual MLP on the given inputs."""
-    import numpy as np
-
+    """Infinite-width NNGP and NTK of a network (--net spec.json) or of an MLP / residual MLP
+    preset on the given inputs.  Arrays: shape (N, M) after a readout, else
+    (N, M, s1, s1', s2, s2', ...) (position axes of each spatial dimension in input order)."""
     from ._io import atomic_savez, check_output_path
-    from .kernels import kernel as compute_kernel
 
     check_output_path(out)
+    X = _load_array(x, "--x")
+    X2 = None if x2 is None else _load_array(x2, "--x2")
+    if net is not None:
+        given = [f for f, v in (("--activation", activation), ("--depth", depth), ("--sigma-w2", sigma_w2)) if v is not None]
+        if given:
+            raise DomainError(f"{given[0]} is a preset flag; with --net the spec says everything about the network")
+        if dtype not in ("float64", "float32"):
+            raise DomainError(f"dtype must be float64 or float32, got {dtype!r}")
+        from .network import load_spec
 
-    def load(path: Path, flag: str):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DomainError(f"cannot read {flag} {str(path)!r}: {_one_line(exc)}") from None
-        if not isinstance(arr, np.ndarray):
-            arr.close()
-            raise DomainError(f"{flag} {str(path)!r} must be a .npy file holding one N x d array")
-        return arr
+        network = load_spec(net)
+        res = network.kernel(X, X2, parametrization=parametrization)
+        arrays = {"nngp": res.nngp.astype(dtype), "ntk": res.ntk.astype(dtype)}
+        atomic_savez(out, **arrays)
+        summary = res.to_dict()
+        summary["out"] = str(out)
+        emit(summary, as_json, _print_mapping)
+        return
+    missing = [f for f, v in (("--activation", activation), ("--depth", depth), ("--sigma-w2", sigma_w2)) if v is None]
+    if missing:
+        raise DomainError(f"{missing[0]} is required with --arch (or give a network spec with --net)")
+    from .kernels import kernel as compute_kernel
 
-    X = load(x, "--x")
-    X2 = None if x2 is None else load(x2, "--x2")
     rows = X.shape[0] if X.ndim == 2 else 0
     n_entries = rows * (X2.shape[0] if X2 is not None and X2.ndim == 2 else rows)
     update, close = progress_bar(not (quiet or as_json) and n_entries >= 10**6, "kernel")
     try:
         res = compute_kernel(arch, activation, X, X2, depth=depth, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
-                             sigma_v2=sigma_v2, sigma_a2=sigma_a2, parametrization=parametrization,
+                             sigma_v2=sigma_v2, sigma_a2=sigma_a2, parametrization=parametrization or "ntk",
                              dtype=dtype, diagonals=diagonals, progress=update)
     finally:
         close()
@@ -386,6 +396,49 @@ def kernel(
     summary = res.to_dict()
     summary["out"] = str(out)
     emit(summary, as_json)
+
+
+def _load_array(path: Path, flag: str):
+    """A .npy file holding one numeric array (never pickles)."""
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DomainError(f"cannot read {flag} {str(path)!r}: {_one_line(exc)}") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise DomainError(f"{flag} {str(path)!r} must be a .npy file holding one array")
+    return arr
+
+
+@app.command("propagate")
+@handled
+def propagate_cmd(
+    net: Path = typer.Option(..., "--net", help="A network spec (JSON file: a list of layers, docs/architecture.md)."),
+    x: Path = typer.Option(..., "--x", help="Inputs: a .npy file, N x d (or N x s1 [x s2] x channels for conv networks)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Per-layer diagnostics of a network on the given inputs: q (mean squared output), the
+    inputs' correlation matrix and the gradient second moment (1 at the output), layer by layer."""
+    import numpy as np
+
+    from .network import load_spec
+
+    res = load_spec(net).propagate(_load_array(x, "--x"))
+
+    def human(d: dict) -> None:
+        n = len(d["q"][0]) if d["q"] else 0
+        off = [f"c(0,{j})" for j in range(1, min(n, 3))]
+        head = ["layer", "name", "q(mean)", "gradient(mean)"] + off
+        lines = ["  ".join(f"{h:>14}" for h in head)]
+        for i, nm in enumerate(res.layers):
+            vals = [str(i), nm, _fmt(float(np.mean(res.q[i]))), _fmt(float(np.mean(res.gradient[i])))]
+            vals += [_fmt(float(res.correlation[i][0, j])) for j in range(1, min(n, 3))]
+            lines.append("  ".join(f"{v:>14}" for v in vals))
+        sys.stdout.write("\n".join(lines) + "\n")
+
+    emit(res, as_json, human)
 
 
 @app.command("abc")
