@@ -97,7 +97,8 @@ class LayerScaling:
     """One layer's exponents and, at a width, the factors to apply relative to the base width.
 
     ``layer`` is 1 (input), 2..L (hidden) or L+1 (output); the width fields are None when no
-    width was given.
+    width was given.  ``change_exponent``: the theory's e in Delta h^l = Theta(width^e) after a
+    training step (for the output layer, the change of f); the last hidden layer's is -r.
     """
 
     layer: int
@@ -105,6 +106,7 @@ class LayerScaling:
     a: float
     b: float
     c: float
+    change_exponent: float
     multiplier: float | None = None
     init_variance: float | None = None
     lr_scale: float | None = None
@@ -404,20 +406,25 @@ def _analyse(name: str, ex: np.ndarray, optimizer: str, width: int | None, base_
     A = a[out] + b[out]
     first = np.zeros(L)
     first[0] = 1.0
+    # own[l]: log_n of the change layer l's own update makes to h^l; a change propagates up
+    # unchanged in size (W^l maps Theta(1) to Theta(1)), so Delta h^l ~ n^{max(own[:l+1])}.
     if optimizer == "sgd":
         m = min(A, 2 * a[out] + c[out])
-        r = float(m - 1 + np.min(2 * a[:L] + c[:L] + first))
+        own = 1 - m - (2 * a[:L] + c[:L] + first)
         u = float(2 * a[out] + c[out])
         u_text = f"2 a_{L + 1} + c_{L + 1}"
         r_text = (f"r = min(a_{L + 1} + b_{L + 1}, 2 a_{L + 1} + c_{L + 1}) - 1 "
                   f"+ min_l (2 a_l + c_l + [l = 1])")
     else:
-        r = float(-1 + np.min(a[:L] + c[:L] + first))
+        own = 1 - (a[:L] + c[:L] + first)
         u = float(a[out] + c[out])
         u_text = f"a_{L + 1} + c_{L + 1}"
         r_text = "r = min_l (a_l + c_l + [l = 1]) - 1"
+    change = np.maximum.accumulate(own)
+    r = -float(change[-1])
     r = 0.0 if abs(r) <= TOL else r
     Ar = float(A + r)
+    change = np.append(change, max(1 - u, 1 - Ar))  # the output: Delta f ~ n^{max(1-u, 1-A-r)}
 
     ok_r = r >= -TOL
     ok_f = Ar >= 1 - TOL
@@ -465,7 +472,7 @@ def _analyse(name: str, ex: np.ndarray, optimizer: str, width: int | None, base_
         reason = (f"stable, nontrivial and r = {_fmt(r)} > 0: features move as {_width_pow(-(r))}, "
                   "so at infinite width f evolves by a fixed kernel and no features are learned")
 
-    layers = tuple(_layer_scaling(l + 1, L, a[l], b[l], c[l], optimizer, width, base_width)
+    layers = tuple(_layer_scaling(l + 1, L, a[l], b[l], c[l], change[l], optimizer, width, base_width)
                    for l in range(L + 1))
     dm = depth_mup(L, optimizer) if residual else None
     return AbcReport(parametrization=name, optimizer=optimizer, depth=L, width=width, base_width=base_width,
@@ -474,15 +481,15 @@ def _analyse(name: str, ex: np.ndarray, optimizer: str, width: int | None, base_
                      notes=tuple(notes))
 
 
-def _layer_scaling(l: int, L: int, a: float, b: float, c: float, optimizer: str,
+def _layer_scaling(l: int, L: int, a: float, b: float, c: float, e: float, optimizer: str,
                    width: int | None, base_width: int) -> LayerScaling:
     role = "input" if l == 1 else ("output" if l == L + 1 else "hidden")
-    a, b, c = (0.0 if abs(v) <= TOL else float(v) for v in (a, b, c))
+    a, b, c, e = (0.0 if abs(v) <= TOL else float(v) for v in (a, b, c, e))
     if width is None:
-        return LayerScaling(l, role, a, b, c)
+        return LayerScaling(l, role, a, b, c, e)
     k = width / base_width
     folded_c = (2 * a + c) if optimizer == "sgd" else (a + c)
-    return LayerScaling(l, role, a, b, c, multiplier=k ** -a, init_variance=k ** (-2 * b),
+    return LayerScaling(l, role, a, b, c, e, multiplier=k ** -a, init_variance=k ** (-2 * b),
                         lr_scale=k ** -c, weight_variance=k ** (-2 * (a + b)), folded_lr_scale=k ** -folded_c)
 
 

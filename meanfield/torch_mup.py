@@ -41,7 +41,8 @@ from . import mup as _mup
 from .errors import DomainError
 from .torch import Structure, fan_in, init_, trace_structure
 
-__all__ = ["MupRecord", "TensorScaling", "InferredLayer", "ParametrizationCheck", "mup_", "check_parametrization"]
+__all__ = ["MupRecord", "TensorScaling", "InferredLayer", "ParametrizationCheck", "CoordCheck", "mup_",
+           "check_parametrization", "coord_check"]
 
 MARK = "_meanfield_mup"
 _SP_FOLDED_B = {"input": 0.0, "hidden": 0.5, "output": 0.5}  # a + b of SP, per role
@@ -318,3 +319,104 @@ def check_parametrization(model: nn.Module, optimizer: Any, base_model: nn.Modul
     report = _mup.check(np.array(rows), kind, width=n, base_width=n0)
     return ParametrizationCheck(optimizer=kind, width=n, base_width=n0, layers=tuple(layers), report=report,
                                 notes=tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------
+# coord_check
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CoordCheck:
+    """Feature change after training, per layer and width, with fitted width exponents.
+
+    ``change[i, j]``: root mean square per coordinate of h_t - h_0 (the output of traced layer
+    j, i.e. its pre-activation; the last is the logits) at ``widths[i]``, mean over seeds.
+    ``exponent[j]``: the slope of log change against log width (mean over seeds, ``exponent_sd``
+    their standard deviation); ``predicted[j]``: the theory's (``AbcReport.layers[j].change_exponent``).
+    """
+
+    parametrization: str
+    optimizer: str
+    widths: tuple[int, ...]
+    base_width: int
+    steps: int
+    lr: float
+    seeds: tuple[int, ...]
+    layers: tuple[str, ...]
+    change: np.ndarray
+    exponent: np.ndarray
+    exponent_sd: np.ndarray
+    predicted: np.ndarray
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        for k in ("change", "exponent", "exponent_sd", "predicted"):
+            d[k] = np.asarray(d[k]).tolist()
+        for k in ("widths", "seeds", "layers"):
+            d[k] = list(d[k])
+        return d
+
+
+def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optimizer: str = "sgd",
+                lr: float, steps: int = 3, seeds=(0, 1, 2), base_width: int | None = None,
+                **init_options: Any) -> CoordCheck:
+    """Train ``make_model(width)`` under ``parametrization`` (via :func:`mup_`) for ``steps``
+    full-batch steps on 1/2 mean squared error and measure how far every layer's output moved.
+
+    ``X``, ``y``: tensors (N x d, N x outputs).  ``base_width`` defaults to the smallest width.
+    The global random state is left as it was (models are built inside ``fork_rng``; weights are
+    drawn by mup_ from ``seed``).  Measuring only; plotting is apart.
+    """
+    ws = tuple(_mup._positive_int(w, "width") for w in widths)
+    if len(ws) < 2 or len(set(ws)) != len(ws):
+        raise DomainError(f"coord_check needs at least two different widths, got {list(widths)}")
+    n_steps = _mup._positive_int(steps, "steps")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise DomainError("coord_check needs at least one seed")
+    n0 = min(ws) if base_width is None else base_width
+    if not (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor)) or X.shape[0] != y.shape[0]:
+        raise DomainError("X and y must be tensors with the same number of rows (samples)")
+    opt_name = _mup._optimizer(optimizer)
+    changes = np.zeros((len(seeds), len(ws), 0)).tolist()
+    names: tuple[str, ...] = ()
+    report = None
+    for si, seed in enumerate(seeds):
+        for wi, width in enumerate(ws):
+            with torch.random.fork_rng(devices=[]):
+                model = make_model(width)
+            rec = mup_(model, n0, optimizer=opt_name, lr=lr, parametrization=parametrization, seed=seed,
+                       **init_options)
+            report = rec.report
+            layer_names = tuple(t.module for t in rec.tensors if t.kind == "weight")
+            names = layer_names
+            mods = dict(model.named_modules())
+            outs: dict[str, torch.Tensor] = {}
+            hooks = [mods[nm].register_forward_hook(lambda m, i, o, nm=nm, outs=outs: outs.__setitem__(nm, o.detach().clone()))
+                     for nm in layer_names]
+            try:
+                with torch.no_grad():
+                    model(X)
+                h0 = dict(outs)
+                opt = (torch.optim.SGD if opt_name == "sgd" else torch.optim.Adam)(rec.param_groups)
+                for _ in range(n_steps):
+                    opt.zero_grad()
+                    loss = 0.5 * ((model(X) - y) ** 2).mean()
+                    loss.backward()
+                    opt.step()
+                with torch.no_grad():
+                    model(X)
+            finally:
+                for hk in hooks:
+                    hk.remove()
+            changes[si][wi] = [float((outs[nm] - h0[nm]).double().pow(2).mean().sqrt()) for nm in layer_names]
+    C = np.array(changes)                               # seeds x widths x layers
+    logw = np.log(np.array(ws, dtype=float))
+    with np.errstate(divide="ignore"):
+        slopes = np.array([[np.polyfit(logw, np.log(C[s, :, j]), 1)[0] for j in range(C.shape[2])]
+                           for s in range(C.shape[0])])
+    return CoordCheck(parametrization=report.parametrization, optimizer=opt_name, widths=ws, base_width=n0,
+                      steps=n_steps, lr=float(lr), seeds=seeds, layers=names, change=C.mean(axis=0),
+                      exponent=slopes.mean(axis=0),
+                      exponent_sd=slopes.std(axis=0, ddof=1) if len(seeds) > 1 else np.zeros(C.shape[2]),
+                      predicted=np.array([x.change_exponent for x in report.layers]))

@@ -656,3 +656,54 @@ def test_check_parametrization_zero_readout():
         large[0].weight.mul_(0.5 * 256 ** -0.5)
     with pytest.raises(DomainError, match="input layer vanishes"):
         check_parametrization(large, torch.optim.SGD(r1.param_groups), small, torch.optim.SGD(r0.param_groups))
+
+
+@pytest.mark.torch
+def test_coord_check_record_and_rng():
+    torch = _torch()
+    from meanfield.torch_mup import coord_check
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(4, 8, generator=g), torch.randn(4, 1, generator=g)
+    state = torch.get_rng_state()
+    cc = coord_check(_mlp, [32, 64], X, y, lr=0.1, steps=1, seeds=[0])
+    assert torch.equal(state, torch.get_rng_state())  # global random state untouched
+    assert cc.change.shape == (2, 3) and cc.layers == ("0", "2", "4")
+    np.testing.assert_array_equal(cc.predicted, [0, 0, 0])
+    json.dumps(cc.to_dict(), allow_nan=False)
+    again = coord_check(_mlp, [32, 64], X, y, lr=0.1, steps=1, seeds=[0])
+    np.testing.assert_array_equal(cc.change, again.change)  # deterministic given the seeds
+    with pytest.raises(DomainError):
+        coord_check(_mlp, [64], X, y, lr=0.1)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_coord_check_exponents():
+    """2 hidden layers, widths 64..1024, 4 seeds, 3 SGD steps at lr 0.1 (lr 0.5 overshoots at
+    these sizes: the logits then move by ~7 for targets of size 1 and the slopes scatter by 0.2).
+    Hidden layers: muP 0, NTP -1/2 (theory: AbcReport change_exponent); tolerance 5 standard
+    errors over seeds plus 0.05 finite-width bias, as in the numpy check."""
+    torch = _torch()
+    from meanfield.torch_mup import coord_check
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(8, 8, generator=g), torch.randn(8, 1, generator=g)
+    for name, want in (("mup", 0.0), ("ntp", -0.5)):
+        cc = coord_check(_mlp, [64, 128, 256, 512, 1024], X, y, parametrization=name, lr=0.1, steps=3,
+                         seeds=range(4), sigma_w2=1.0)
+        np.testing.assert_array_equal(cc.predicted[:2], [want, want])
+        se = cc.exponent_sd / 2
+        for j in range(2):
+            assert abs(cc.exponent[j] - want) < 5 * se[j] + 0.05, (name, cc.exponent, cc.exponent_sd)
+        assert abs(cc.exponent[2]) < 5 * se[2] + 0.1  # logits move Theta(1) in both
+
+
+def test_change_exponents_by_hand():
+    """Delta h^l ~ n^e per layer (L = 3).  SP at lr 1/n (SGD): the input layer's update is a sum
+    over d fixed terms, n^{-c - m} = n^{-3/2}; hidden layers n^{1 - c - m} = n^{-1/2}; f moves
+    Theta(1).  NTP: -1/2 everywhere but f.  muP: 0 everywhere."""
+    want = {"mup": [0, 0, 0, 0], "ntp": [-0.5, -0.5, -0.5, 0], "sp-max-lr": [-1.5, -0.5, -0.5, 0]}
+    for name, e in want.items():
+        for opt in mup.OPTIMIZERS:
+            assert [x.change_exponent for x in mup.abc(name, 3, opt).layers] == e, (name, opt)
