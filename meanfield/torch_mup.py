@@ -227,7 +227,7 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
             scale = k ** (-2 * (bf - _SP_FOLDED_B[role]))
             layer.weight.mul_(math.sqrt(scale))
             var = float(layer.weight.detach().double().pow(2).mean()) if layer.weight.numel() else 0.0
-            wlr = lr * k ** (-cf)
+            wlr = float(lr * k ** (-cf))
             tensors.append(TensorScaling(f"{mod_name}.weight", mod_name, role, "weight", bf, cf, var, wlr))
             groups.append({"params": [layer.weight], "lr": wlr, "name": f"{mod_name}.weight"})
             if getattr(layer, "bias", None) is not None:
@@ -235,7 +235,7 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
                     bb, bc = 0.0, 0.0  # no width dimension
                 else:
                     bb, bc = _fold(*role_ex["input"], opt)
-                blr = lr * k ** (-bc)
+                blr = float(lr * k ** (-bc))
                 bvar = float(layer.bias.detach().double().pow(2).mean()) if layer.bias.numel() else 0.0
                 tensors.append(TensorScaling(f"{mod_name}.bias", mod_name, role, "bias", bb, bc, bvar, blr))
                 groups.append({"params": [layer.bias], "lr": blr, "name": f"{mod_name}.bias"})

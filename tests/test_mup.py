@@ -707,3 +707,43 @@ def test_change_exponents_by_hand():
     for name, e in want.items():
         for opt in mup.OPTIMIZERS:
             assert [x.change_exponent for x in mup.abc(name, 3, opt).layers] == e, (name, opt)
+
+
+@pytest.mark.torch
+def test_mup_residual_and_conv():
+    """Stem / blocks / head of a residual MLP and the layers of a conv net take the input /
+    hidden / output rows (k = 4, SGD: input and hidden biases lr x k, readout lr / k)."""
+    torch = _torch()
+    nn = torch.nn
+    from meanfield.torch_mup import mup_
+
+    class Block(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.w, self.v = nn.Linear(n, n), nn.Linear(n, n)
+
+        def forward(self, x):
+            return x + self.v(torch.tanh(self.w(x)))
+
+    class ResNet(nn.Module):
+        def __init__(self, n, depth=3):
+            super().__init__()
+            self.inp, self.out = nn.Linear(8, n), nn.Linear(n, 1)
+            self.blocks = nn.Sequential(*[Block(n) for _ in range(depth)])
+
+        def forward(self, x):
+            return self.out(self.blocks(self.inp(x)))
+
+    rec = mup_(ResNet(256), 64, lr=0.1, seed=0)
+    lrs = {t.name: t.lr for t in rec.tensors}
+    assert lrs["inp.weight"] == lrs["blocks.1.v.bias"] == pytest.approx(0.4)
+    assert lrs["blocks.2.w.weight"] == pytest.approx(0.1) and lrs["out.weight"] == pytest.approx(0.025)
+    assert rec.report.depth == 7 and rec.report.regime == "feature learning"
+
+    conv = nn.Sequential(nn.Conv2d(3, 128, 3), nn.ReLU(), nn.Conv2d(128, 128, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(128 * 4 * 4, 10))
+    rec = mup_(conv, 32, lr=0.1, seed=0, sigma_w2=2.0)
+    var = {t.name: t.init_variance for t in rec.tensors}
+    for name, want in (("0.weight", 2 / 27), ("2.weight", 2 / (128 * 9)), ("5.weight", 2 / (128 * 16) / 4)):
+        n_entries = dict(conv.named_parameters())[name].numel()
+        assert abs(var[name] / want - 1) < 5 * math.sqrt(2 / n_entries), (name, var[name], want)
