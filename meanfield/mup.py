@@ -32,7 +32,10 @@ dx^L (initial readout weights, or the readout's own update, whichever is larger)
 With one c for every layer the SGD line is Yang & Hu's definition,
 r = min(a_{L+1}+b_{L+1}, 2a_{L+1}+c) + c - 1 + min_l (2 a_l + [l = 1]).  The Adam line is
 derived here by the same counting for an update of size Theta(lr) per entry (Adam, sign SGD,
-epsilon negligible); it reproduces the muP row of TP V Table 3.
+epsilon negligible); it reproduces the muP row of TP V Table 3.  Per layer, the same counting
+gives `LayerScaling.change_exponent` (Delta h^l = Theta(n^e_l), e_l = max over l' <= l of
+layer l''s own term, r = -e_L; for the readout, the change of f); docs/mup.md compares it with
+measured coordinate checks.  For unstable exponents it describes the first step only.
 
 Stability in training, nontriviality, regime (with u = 2 a_{L+1} + c_{L+1} for SGD and
 u = a_{L+1} + c_{L+1} for Adam, the readout update's exponent):
@@ -141,6 +144,18 @@ class DepthScaling:
     branch_multiplier_exponent: float
     lr_depth_scale: float
     lr_depth_exponent: float
+    # What the combination with meanfield.residual predicts at initialisation (None unless an
+    # activation was given): a full residual block x + V phi(W x + b) with the branch multiplier
+    # folded into V, i.e. branch variance sigma_v2 / depth.
+    activation: str | None = None
+    sigma_w2: float | None = None
+    sigma_v2: float | None = None
+    branch_sigma_v2: float | None = None
+    log_p_ratio: float | None = None
+    log_gradient_explosion: float | None = None
+    cosine_out: float | None = None
+    advice_sigma_v2: float | None = None
+    advice_rule: str | None = None
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
@@ -542,11 +557,19 @@ def check(exponents, optimizer: str = "sgd", *, width: int | None = None, base_w
     return _analyse("custom", ex, opt, n, n0, residual=residual)
 
 
-def depth_mup(depth: int, optimizer: str = "sgd") -> DepthScaling:
+def depth_mup(depth: int, optimizer: str = "sgd", *, activation=None, sigma_w2: float = 1.0,
+              sigma_b2: float = 0.0, sigma_v2: float = 1.0) -> DepthScaling:
     """Depth-muP: residual branch multiplier depth^{-1/2}; learning rate times depth^{-1/2} for Adam only.
 
     Yang, Yu, Zhu, Hayou 2023 (TP VI) and Bordelon et al. 2023, for residual blocks of one
     layer each (MATH.md 7.2).  The Adam exponent is flagged [?] in MATH.md.
+
+    With ``activation``: what it predicts at initialisation for full residual blocks
+    x + V phi(W x + b) (meanfield.residual, MATH.md 2.3) with the multiplier folded into V
+    (branch variance sigma_v2 / depth): log(p^L / p^0), log(chi^0 / chi^L) and the output cosine
+    of two inputs at cosine 1/2, next to meanfield's own depth advice for sigma_v2 at this depth
+    and sigma_w2 (`advise_residual`, default budget).  For ReLU both scale as 1/depth: the
+    recursion gives p^L / p^0 = (1 + sigma_w2 sigma_v2 / (2 depth))^depth -> exp(sigma_w2 sigma_v2 / 2).
     """
     L = _positive_int(depth, "depth")
     opt = _optimizer(optimizer)
@@ -556,5 +579,21 @@ def depth_mup(depth: int, optimizer: str = "sgd") -> DepthScaling:
     if opt == "adam":
         notes.append("the Adam learning-rate exponent -1/2 is not confirmed against the paper's text "
                      "(MATH.md 7.2 [?])")
+    pred: dict = {}
+    if activation is not None:
+        # residual sits beside mup in the import order; imported here, only when asked for
+        from .residual import advise_residual, iterate_residual
+
+        T = iterate_residual("resnet-full", activation, sigma_w2, sigma_b2, L, sigma_v2=sigma_v2 / L, every=L)
+        pred = dict(activation=T.activation, sigma_w2=float(sigma_w2), sigma_v2=float(sigma_v2),
+                    branch_sigma_v2=float(sigma_v2) / L, log_p_ratio=float(T.log_p[-1] - T.log_p[0]),
+                    log_gradient_explosion=float(T.log_chi[0] - T.log_chi[-1]), cosine_out=float(T.e[-1]))
+        try:
+            adv = advise_residual("resnet-full", activation, L, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+            pred.update(advice_sigma_v2=float(adv.sigma_v2), advice_rule=str(adv.rule))
+            notes.append(f"meanfield's residual advice at this depth: sigma_v2 = {adv.sigma_v2:.4g} "
+                         f"(= {adv.sigma_v2 * L:.4g} / depth) against depth-muP's {sigma_v2:.4g} / depth")
+        except DomainError as exc:  # e.g. no finite-gradient advice for this activation
+            notes.append(f"no residual advice to compare with: {exc}")
     return DepthScaling(depth=L, optimizer=opt, branch_multiplier=L ** -0.5, branch_multiplier_exponent=-0.5,
-                        lr_depth_scale=float(L) ** lr_exp, lr_depth_exponent=lr_exp, notes=tuple(notes))
+                        lr_depth_scale=float(L) ** lr_exp, lr_depth_exponent=lr_exp, notes=tuple(notes), **pred)

@@ -747,3 +747,16 @@ def test_mup_residual_and_conv():
     for name, want in (("0.weight", 2 / 27), ("2.weight", 2 / (128 * 9)), ("5.weight", 2 / (128 * 16) / 4)):
         n_entries = dict(conv.named_parameters())[name].numel()
         assert abs(var[name] / want - 1) < 5 * math.sqrt(2 / n_entries), (name, var[name], want)
+
+
+def test_depth_mup_with_residual_recursions():
+    """ReLU full residual blocks with branch variance sigma_v2 / L: each block multiplies p and
+    chi by 1 + sigma_w2 sigma_v2 / (2 L) (V_relu(q) = q / 2, E[relu'^2] = 1/2), so both logs are
+    L log(1 + sigma_w2 sigma_v2 / (2L)) -> sigma_w2 sigma_v2 / 2, bounded in depth."""
+    for L in (10, 1000):
+        d = mup.depth_mup(L, activation="relu", sigma_w2=2.0, sigma_v2=1.0)
+        want = L * math.log1p(1.0 / L)
+        assert math.isclose(d.log_p_ratio, want, rel_tol=1e-9)
+        assert math.isclose(d.log_gradient_explosion, want, rel_tol=1e-9)
+        assert d.branch_sigma_v2 == 1.0 / L and 0 < d.advice_sigma_v2 < 1
+    assert mup.depth_mup(5).log_p_ratio is None
