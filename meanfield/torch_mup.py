@@ -378,7 +378,7 @@ def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optim
     if not (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor)) or X.shape[0] != y.shape[0]:
         raise DomainError("X and y must be tensors with the same number of rows (samples)")
     opt_name = _mup._optimizer(optimizer)
-    changes = np.zeros((len(seeds), len(ws), 0)).tolist()
+    changes: list[list[list[float]]] = [[[] for _ in ws] for _ in seeds]
     names: tuple[str, ...] = ()
     report = None
     for si, seed in enumerate(seeds):
@@ -396,7 +396,9 @@ def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optim
                      for nm in layer_names]
             try:
                 with torch.no_grad():
-                    model(X)
+                    out = model(X)
+                if out.shape != y.shape:
+                    raise DomainError(f"the model's output has shape {tuple(out.shape)} but y has {tuple(y.shape)}")
                 h0 = dict(outs)
                 opt = (torch.optim.SGD if opt_name == "sgd" else torch.optim.Adam)(rec.param_groups)
                 for _ in range(n_steps):

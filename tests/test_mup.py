@@ -675,6 +675,8 @@ def test_coord_check_record_and_rng():
     np.testing.assert_array_equal(cc.change, again.change)  # deterministic given the seeds
     with pytest.raises(DomainError):
         coord_check(_mlp, [64], X, y, lr=0.1)
+    with pytest.raises(DomainError, match="shape"):
+        coord_check(_mlp, [32, 64], X, y[:, 0], lr=0.1, steps=1, seeds=[0])
 
 
 @pytest.mark.torch
