@@ -409,3 +409,74 @@ def test_realised_init_variance(name):
     if layer.sigma_b2 is not None:
         b = np.sqrt(layer.sigma_b2) * p["b"]
         assert b.var() == pytest.approx(layer.sigma_b2, rel=5 * np.sqrt(2 / b.size))
+
+
+# ------------------------------------------------------------------------------------------
+# presets and the CLI
+# ------------------------------------------------------------------------------------------
+def test_resnet_reduced_kernel_carries_the_mean_for_relu():
+    """kernels.kernel(arch="resnet-reduced") with relu goes through the algebra (mean drift);
+    the wide-network check is tests/test_network_mc.py::test_resnet_reduced_relu_kernel."""
+    k = kernels.kernel("resnet-reduced", "relu", X, depth=3, sigma_w2=0.5, sigma_b2=0.1)
+    net = nw.preset("resnet-reduced", "relu", 3, sigma_w2=0.5, sigma_b2=0.1)
+    np.testing.assert_array_equal(k.nngp, net.kernel(X).nngp)
+    assert nw.arch_name("resnet-full") == "resnet" and nw.arch_name("RRN") == "resnet-reduced"
+    with pytest.raises(DomainError, match="arch must be one of"):
+        nw.arch_name("cnn")
+
+
+def _run(*args):
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_kernel_net_and_propagate(tmp_path):
+    spec = tmp_path / "net.json"
+    spec.write_text(json.dumps(SPEC))
+    x = RNG.standard_normal((3, 6, 6, 2))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "K.npz"
+    res = _run("kernel", "--net", spec, "--x", tmp_path / "x.npy", "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    with np.load(out) as z:
+        k = nw.from_spec(SPEC).kernel(x)
+        assert np.array_equal(z["nngp"], k.nngp) and np.array_equal(z["ntk"], k.ntk)
+    assert d["shape"] == [3, 3] and d["nngp_diag"] == pytest.approx(list(np.diag(k.nngp)), rel=1e-15)
+    res = _run("propagate", "--net", spec, "--x", tmp_path / "x.npy", "--json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert set(d) == {"layers", "q", "correlation", "gradient"} and d["gradient"][-1] == [1.0] * 3
+    res = _run("propagate", "--net", spec, "--x", tmp_path / "x.npy")
+    assert res.exit_code == 0 and "avg_pool" in res.stdout
+
+
+@pytest.mark.parametrize("content, extra, needle", [
+    ('[{"layer": "conv", "filter": [3], "sigma_w2": 2}]', [], "layers[0].filter: expected 2 integers"),
+    ("[{", [], "not valid JSON"),
+    ('[{"layer": "dense"}]', ["--activation", "relu"], "--activation is a preset flag"),
+    ('[{"layer": "dense"}, {"layer": "activation", "fn": "step"}]', [], "no derivative"),
+])
+def test_cli_net_errors_one_line_exit_2_nothing_written(tmp_path, content, extra, needle):
+    spec = tmp_path / "net.json"
+    spec.write_text(content)
+    np.save(tmp_path / "x.npy", RNG.standard_normal((2, 5, 5, 3)))
+    out = tmp_path / "K.npz"
+    res = _run("kernel", "--net", spec, "--x", tmp_path / "x.npy", "--out", out, *extra)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert not out.exists()
+
+
+def test_cli_net_nan_input(tmp_path):
+    spec = tmp_path / "net.json"
+    spec.write_text('[{"layer": "dense"}]')
+    x = np.ones((2, 3))
+    x[1, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    res = _run("propagate", "--net", spec, "--x", tmp_path / "x.npy")
+    assert res.exit_code == 2 and "NaN" in res.stderr

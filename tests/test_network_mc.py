@@ -69,13 +69,28 @@ def test_finite_width_error_falls_like_inverse_sqrt_width(name, widths):
     networks, has slope -1/2 in log width (fluctuations O(n^-1/2); a wrong limit would flatten it)."""
     layers, shape = CASES[name]
     net = nw.serial(*layers)
-    X = np.random.default_rng(12).standard_normal(shape)
+    X = np.random.default_rng(12).standard_normal((6,) + shape[1:])   # 21 distinct entries
     theory = net.kernel(X).ntk
     scale = np.sqrt(np.mean(theory ** 2))
     errs = []
     for i, w in enumerate(widths):
-        R = 6
+        R = 8
         _, emp = _empirical(net, X, w, R, seed=1000 * (i + 1))
         errs.append(np.mean([np.sqrt(np.mean((e - theory) ** 2)) / scale for e in emp]))
     slope = np.polyfit(np.log(widths), np.log(errs), 1)[0]
     assert -0.7 < slope < -0.3, f"{name}: slope {slope:.3f}, errors {errs}"
+
+
+def test_resnet_reduced_relu_kernel():
+    """Issue 16's case: kernels.kernel(arch="resnet-reduced", relu, sigma_w2 = 0.5, depth 3) against
+    wide networks of that architecture (the stream's mean drift included)."""
+    from meanfield import kernels
+
+    X = np.random.default_rng(5).standard_normal((3, 16))
+    k = kernels.kernel("resnet-reduced", "relu", X, depth=3, sigma_w2=0.5, sigma_b2=0.0)
+    net = nw.preset("resnet-reduced", "relu", 3, sigma_w2=0.5, sigma_b2=0.0)
+    R = 8
+    emp, _ = _empirical(net, X, 2048, R, seed=7)
+    se = emp.std(axis=0, ddof=1) / np.sqrt(R)
+    z = (emp.mean(axis=0) - k.nngp) / se
+    assert np.abs(z).max() < 5

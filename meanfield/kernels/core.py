@@ -325,6 +325,30 @@ def kernel_trace(arch: str, activation: Any, X: Any, *, depth: int, sigma_w2: An
 # the driver
 # ------------------------------------------------------------------------------------------
 
+def _via_network(arch, act, X, X2, L, sigma_w2, sigma_b2, sw, sb, meta, parametrization, dt_name,
+                 dt, diagonals, method) -> "KernelResult":
+    """kernel() computed by the network algebra's preset (architectures without a fast path)."""
+    from ..network import preset
+
+    if diagonals:
+        raise DomainError(f"diagonals=True is not available for {arch} with {act.name} (an "
+                          "activation with E[phi] != 0); use meanfield.network.preset(...).propagate")
+    net = preset(arch, act, L, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                 sigma_in2=meta["sigma_in2"], sigma_o2=meta["sigma_o2"],
+                 branch_scale=meta["branch_scale"], parametrization=parametrization)
+    m = "auto" if method in ("whole",) else method
+    k = net.kernel(X, X2, method=m)
+    kd = net.kernel(X, method=m) if X2 is not None else k
+    k2 = net.kernel(X2, method=m) if X2 is not None else None
+    return KernelResult(
+        arch=arch, activation=act.name, depth=L, parametrization=parametrization,
+        sigma_w2=tuple(map(float, sw)), sigma_b2=tuple(map(float, sb)), dtype=dt_name,
+        nngp=k.nngp.astype(dt), ntk=k.ntk.astype(dt), nngp_diag=np.diag(kd.nngp).copy(),
+        ntk_diag=np.diag(kd.ntk).copy(),
+        nngp_diag2=None if k2 is None else np.diag(k2.nngp).copy(),
+        ntk_diag2=None if k2 is None else np.diag(k2.ntk).copy(), table_error=None, **meta)
+
+
 def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
            sigma_w2: Any, sigma_b2: Any, sigma_v2: Any = 1.0, sigma_a2: Any = 0.0,
            sigma_in2: float = 1.0, sigma_o2: float = 1.0, branch_scale: float = 1.0,
@@ -404,6 +428,11 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     model, sw, meta = build_model(arch, act, L, sigma_w2, sigma_b2, sigma_v2, sigma_a2, sigma_in2,
                                   sigma_o2, branch_scale, ntk)
     sb = np.asarray(meta.pop("_sb"))
+    if arch == "resnet-reduced" and not act.odd:
+        # x + phi(h) with E[phi] != 0: the stream's channel mean drifts and enters the kernel;
+        # MATH.md 4.3's recursion omits it, the network algebra carries it.
+        return _via_network(arch, act, X, None if sym else X2a, L, sigma_w2, sigma_b2, sw, sb,
+                            meta, parametrization, dt_name, dt, diagonals, method)
 
     d = X.shape[1]
     g_rows = np.einsum("ij,ij->i", X, X) / d

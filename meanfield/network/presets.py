@@ -1,0 +1,71 @@
+"""The named architectures as compositions of the algebra (one vocabulary: ``ARCHS``).
+
+``mlp``: dense -> depth x (activation -> dense) (MATH.md 4.1); ``resnet``: the full residual
+MLP of MATH.md 4.3, dense(sigma_in2) -> depth x (x + alpha (V phi(W x + b) + a)) ->
+dense(sigma_o2); ``resnet-reduced``: the block x + alpha phi(W x + b).  meanfield.kernels keeps
+fast specialisations of the first two (tests/test_network.py shows them equal to these).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..activations import get_activation
+from ..errors import DomainError
+from ..maps import check_depth
+from .core import Network
+from .layers import activation, dense, residual
+
+ARCHS = ("mlp", "resnet", "resnet-reduced")
+ALIASES = {"resnet-full": "resnet", "frn": "resnet", "rrn": "resnet-reduced", "full": "resnet",
+           "reduced": "resnet-reduced"}
+
+
+def arch_name(value: Any) -> str:
+    """The one spelling of an architecture name (aliases: resnet-full, frn, full -> resnet;
+    rrn, reduced -> resnet-reduced)."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        v = ALIASES.get(v, v)
+        if v in ARCHS:
+            return v
+    raise DomainError(f"arch must be one of {', '.join(ARCHS)}; got {value!r}")
+
+
+def _per(name: str, v: Any, n: int) -> list[float]:
+    arr = np.atleast_1d(np.asarray(v, dtype=float))
+    if arr.size == 1:
+        return [float(arr[0])] * n
+    if arr.ndim != 1 or arr.size != n:
+        raise DomainError(f"{name} must be a scalar or a sequence of {n} values, got shape {arr.shape}")
+    return [float(x) for x in arr]
+
+
+def preset(arch: str, activation_spec: Any, depth: int, *, sigma_w2: Any, sigma_b2: Any = 0.0,
+           sigma_v2: Any = 1.0, sigma_a2: Any = 0.0, sigma_in2: float = 1.0, sigma_o2: float = 1.0,
+           branch_scale: float = 1.0, parametrization: str = "ntk") -> Network:
+    """The Network of a named architecture with the variances of meanfield.kernels.kernel."""
+    arch = arch_name(arch)
+    L = check_depth(depth)
+    act = get_activation(activation_spec)
+    if arch == "mlp":
+        sw, sb = _per("sigma_w2", sigma_w2, L + 1), _per("sigma_b2", sigma_b2, L + 1)
+        layers = [dense(sw[0], sb[0])]
+        for k in range(1, L + 1):
+            layers += [activation(act), dense(sw[k], sb[k])]
+        return Network(layers, parametrization)
+    sw, sb = _per("sigma_w2", sigma_w2, L), _per("sigma_b2", sigma_b2, L)
+    blocks = []
+    for k in range(L):
+        if arch == "resnet":
+            sv, sa = _per("sigma_v2", sigma_v2, L), _per("sigma_a2", sigma_a2, L)
+            branch = [dense(sw[k], sb[k]), activation(act), dense(sv[k], sa[k])]
+        else:
+            branch = [dense(sw[k], sb[k]), activation(act)]
+        blocks.append(residual(branch, scale=branch_scale))
+    return Network([dense(sigma_in2)] + blocks + [dense(sigma_o2)], parametrization)
+
+
+__all__ = ["ARCHS", "ALIASES", "arch_name", "preset"]
