@@ -408,7 +408,7 @@ def _load_array(path: Path, flag: str):
         raise DomainError(f"cannot read {flag} {str(path)!r}: {_one_line(exc)}") from None
     if not isinstance(arr, np.ndarray):
         arr.close()
-        raise DomainError(f"{flag} {str(path)!r} must be a .npy file holding one array")
+        raise DomainError(f"{flag} {str(path)!r} must be a .npy file holding one N x d array (or N x s1 [x s2] x channels for --net)")
     return arr
 
 
