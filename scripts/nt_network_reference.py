@@ -201,7 +201,62 @@ def _cases() -> list[dict]:
     add("conv1d_repeat_erf_gap",
         [{"layer": "repeat", "n": 3, "body": [_conv((3,), (1,), "same", 1.5, 0.1), _act("erf")]},
          GAP, READOUT], shapes[1], 271)
+    # single linear layers on the input: their kernels are written out explicitly in numpy
+    # (_explicit) to pin NT's padding / pooling conventions and the un-reversed layout
+    seed = 300
+    for dim in (1, 2):
+        for padding in ("same", "valid", "circular"):
+            for stride in ((1, 2) if dim == 1 else (2,)):
+                seed += 1
+                add(f"single_conv{dim}d_{padding}_s{stride}",
+                    [_conv((3,) * dim, (stride,) * dim, padding, 2.0, 0.1)], shapes[dim], seed)
+    add("single_conv2d_circular_filter2x3_s2x1", [_conv((2, 3), (2, 1), "circular", 2.0, 0.1)],
+        shapes[2], 310, "even filter: the wrap-around pads are (0, 1)")
+    for name, win, st, pad, shp in (("single_avgpool2d_valid_w2_s2", [2, 2], [2, 2], "valid", shapes[2]),
+                                    ("single_avgpool2d_same_w3_s2", [3, 3], [2, 2], "same", shapes[2]),
+                                    ("single_avgpool2d_same_w2_s2", [2, 2], [2, 2], "same", shapes[2]),
+                                    ("single_avgpool1d_same_w3_s2", [3], [2], "same", shapes[1])):
+        seed += 1
+        add(name, [{"layer": "avg_pool", "window": win, "strides": st, "padding": pad}], shp, seed)
     return cases
+
+
+def _explicit(spec, X) -> tuple[np.ndarray, np.ndarray] | None:
+    """NNGP and NTK of one conv or avg_pool layer on the inputs, written out in numpy with the
+    conventions stated in the json (lax SAME pads, low = total // 2; CIRCULAR = wrap-around pads
+    of the SAME amounts then VALID; avg_pool divides by the full window); None for other specs."""
+    if len(spec) != 1 or spec[0]["layer"] not in ("conv", "avg_pool"):
+        return None
+    d = spec[0]
+    conv = d["layer"] == "conv"
+    filt, strides = (d["filter"], d["strides"]) if conv else (d["window"], d["strides"])
+    padding = d["padding"]
+    n, *sizes, C = X.shape
+    pads, idx = [(0, 0)], []
+    for s, f, t in zip(sizes, filt, strides):
+        out = (s - f) // t + 1 if padding == "valid" else -(-s // t)
+        total = 0 if padding == "valid" else max((out - 1) * t + f - s, 0)
+        pads.append((total // 2, total - total // 2))
+        idx.append(np.arange(out)[:, None] * t + np.arange(f)[None, :])  # (out, f) padded coords
+    pads.append((0, 0))
+    Xp = np.pad(X, pads, mode="wrap" if padding == "circular" else "constant")
+    if len(sizes) == 1:
+        P = Xp[:, idx[0]]                                           # (N, o1, f1, C)
+        P = P.reshape(n, P.shape[1], -1, C)
+    else:
+        P = Xp[:, idx[0][:, None, :, None], idx[1][None, :, None, :]]  # (N, o1, o2, f1, f2, C)
+        P = P.reshape(n, P.shape[1], P.shape[2], -1, C)
+    F = P.shape[-2]
+    if conv:
+        Z = P.reshape(*P.shape[:-2], F * C)
+        sw, sb = d["sigma_w2"], d.get("sigma_b2", 0.0)
+        sub = "iaf,jbf->ijab" if len(sizes) == 1 else "iabf,jcdf->ijacbd"
+        nngp = sw * np.einsum(sub, Z, Z) / (F * C) + sb
+        return nngp, nngp.copy()  # first layer: NTK = NNGP in the NTK parameterization
+    Y = P.sum(axis=-2) / F                                          # avg: divide by the window
+    sub = "iac,jbc->ijab" if len(sizes) == 1 else "iabc,jdec->ijadbe"
+    nngp = np.einsum(sub, Y, Y) / C
+    return nngp, np.zeros_like(nngp)
 
 
 # -- worker (runs in the side environment) -----------------------------------------------------
@@ -543,6 +598,16 @@ def main() -> None:
         if "numerical" in ci:
             entry["nt_numerical"] = dict(ci["numerical"], method="ElementwiseNumerical (Gauss-Hermite, "
                                          "derivative by jax.grad); rel_diff = max|K_d - K_2d| / max|K_2d|")
+        expl = _explicit(c["spec"], X)
+        if expl is not None:
+            scale = np.max(np.abs(expl[0]))
+            entry["explicit_check"] = {
+                "what": "this one-layer kernel written out in numpy with the conventions above "
+                        "(_explicit in the script); max |NT - explicit| / max |explicit|",
+                "nngp": float(np.max(np.abs(nngp - expl[0])) / scale),
+                "ntk": float(np.max(np.abs(ntk - expl[1])) / scale),
+            }
+            log(f"  explicit {name}: {entry['explicit_check']['nngp']:.1e} / {entry['explicit_check']['ntk']:.1e}")
         if check is not None and _is_dense_only(c["spec"]):
             t = time.perf_counter()
             r_nngp, r_ntk = check.run(c["spec"], X)
