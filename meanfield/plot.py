@@ -83,7 +83,7 @@ def plot_jacobian_spectrum(spec, ax=None, *, samples=None, n: int = 300, log: bo
         _, ax = plt.subplots(figsize=(6.4, 4.2), dpi=130)
     cont = 1.0 - sum(p for _, p in spec.atoms)
     if log:
-        lam = spec.grid(n, log=True)
+        lam = spec.edge * np.logspace(-14, 0, n)
         y = spec.density(lam) * lam * np.log(10.0)
         keep = y > 1e-4 * max(float(np.nanmax(y)), 1e-300)
         if keep.any() and cont > 1e-9:
@@ -98,19 +98,20 @@ def plot_jacobian_spectrum(spec, ax=None, *, samples=None, n: int = 300, log: bo
     if samples is not None:
         s = np.asarray(samples, float).ravel()
         nz = s[s > 1e-10 * spec.edge]
-        if nz.size:
-            v = np.log10(nz) if log else nz
+        v = np.log10(nz) if log else nz
+        if nz.size and np.ptp(v) > 1e-9 * max(float(np.max(np.abs(v))), 1e-300):  # atoms only: the markers show them
             w = np.full(v.size, 1.0 / s.size)  # the zero atom stays out, as in the theory's curve
             ax.hist(v, bins=bins, weights=w * bins / max(float(np.ptp(v)), 1e-12), histtype="stepfilled",
-                    alpha=0.3, color=color, label=None if label is None else f"{label} (finite width)")
+                    alpha=0.3, color=color)
     if cont > 1e-9:
         ax.plot(x, y, color=color, lw=1.6, label=label)
-    top = ax.get_ylim()[1]
     for a, p in spec.atoms:
         if a > 0:
             xa = np.log10(a) if log else a
-            ax.axvline(xa, color=color or "k", ls=":", lw=1.2)
-            ax.text(xa, 0.9 * top, f" atom {p:.3g}", color=color or "k", fontsize=7, rotation=90, va="top")
+            ax.axvline(xa, color="k" if color is None else color, ls=":", lw=1.2,
+                       label=None if label is None or cont > 1e-9 else f"{label}: atom")
+            ax.text(xa, 0.95, f" atom {p:.3g}", color="k" if color is None else color, fontsize=7,
+                    rotation=90, va="top", transform=ax.get_xaxis_transform())
     ax.set_xlabel(r"$\log_{10}\lambda$" if log else r"$\lambda$")
     ax.set_ylabel(r"density of $\log_{10}\lambda$" if log else r"density $\rho(\lambda)$")
     if ax.get_title() == "":

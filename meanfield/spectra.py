@@ -429,21 +429,23 @@ def jacobian_spectrum(activation: Any, sigma_w2: float, sigma_b2: float, depth: 
 # and then G_J(w) = (1 + m) / w, rho = -Im G / pi.
 
 def _md(x, w, u):
-    """M_D(u) and M_D'(u) of the discrete law (x, w), for an array of complex u."""
+    """M_D(u), 1 + M_D(u) = E[1 / (1 - x u)] (computed directly: no cancellation as m -> -1 when
+    lambda -> 0) and M_D'(u) of the discrete law (x, w), for an array of complex u."""
     r = 1.0 / (1.0 - u[..., None] * x)
+    p = (w * r).sum(-1)
     m = (w * x * u[..., None] * r).sum(-1)
     dm = (w * x * r * r).sum(-1)
-    return m, dm
+    return m, p, dm
 
 
 def _g(x, w, weights, L, u, logw):
-    m, dm = _md(x, w, u)
-    g = np.log(m) - np.log1p(m) + L * (np.log(u) - np.log(m)) + logw
-    dg = dm / m - dm / (1 + m) + L * (1 / u - dm / m)
+    m, p, dm = _md(x, w, u)
+    g = np.log(m) - np.log(p) + L * (np.log(u) - np.log(m)) + logw
+    dg = dm / m - dm / p + L * (1 / u - dm / m)
     if weights == "orthogonal":
-        g = g + L * np.log1p(m)
-        dg = dg + L * dm / (1 + m)
-    return g, dg, m
+        g = g + L * np.log(p)
+        dg = dg + L * dm / p
+    return g, dg, p
 
 
 def _wrap(g):
@@ -488,8 +490,8 @@ def _solve_stieltjes(x, w, weights, L, lam, eps_min):
         bad = lam[~done]
         raise ConvergenceError(f"the Stieltjes equation did not converge at {bad.size} of {lam.size} grid "
                                f"points (first at lambda / m1 = {bad[0]:.6g})")
-    m, _ = _md(x, w, u)
-    return (1.0 + m) / wv
+    _, p, _ = _md(x, w, u)
+    return p / wv
 
 
 def _density_normalised(x, w, weights, L, t, atoms, edge_norm):
@@ -527,7 +529,8 @@ def _edge(x, w, weights, L):
     from scipy.optimize import brentq
 
     uc = 1.0 / float(np.max(x))
-    t = np.concatenate([np.linspace(0.0, 0.9, 90, endpoint=False)[1:], 1.0 - np.logspace(-1, -12, 221)])
+    # the turning point sits near u_c / (L + 1) for deep Gaussian nets and near u_c for hard edges
+    t = np.concatenate([np.geomspace(1e-9, 0.9, 400, endpoint=False), 1.0 - np.logspace(-1, -12, 221)])
     u = uc * t
 
     def dlogf(uu):
@@ -634,9 +637,28 @@ def sample_moments(activation: Any, sigma_w2: float, sigma_b2: float, depth: int
     return out[0] if depths is None else out
 
 
+def sample_eigenvalues(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *,
+                       weights: str = "gaussian", width: int = 400, n_nets: int = 1,
+                       depths: "tuple[int, ...] | None" = None,
+                       seed: "int | np.random.Generator | None" = None) -> dict[int, np.ndarray]:
+    """Eigenvalues of J J^T (squared singular values, by SVD of J) of ``n_nets`` random networks,
+    pooled, at each of ``depths`` (default: ``depth``) from one run of ``depth`` layers per network."""
+    act, sw, sb, q, L, weights, n, nets, rng = _sampler_args(activation, sigma_w2, sigma_b2, depth, weights,
+                                                            width, n_nets, seed)
+    at = (L,) if depths is None else tuple(check_depth(d, "depths") for d in depths)
+    if max(at) > L:
+        raise DomainError(f"depths must be <= depth = {L}, got {max(at)}")
+    out: dict[int, list] = {d: [] for d in at}
+    for _ in range(nets):
+        for layer, J in enumerate(_layer_jacobians(act, sw, sb, q, L, weights, n, rng), start=1):
+            if layer in out:
+                out[layer].append(np.linalg.svd(J, compute_uv=False) ** 2)
+    return {d: np.concatenate(v) for d, v in out.items()}
+
+
 __all__ = [
     "Spectrum", "jacobian_spectrum", "semicircle_density", "semicircle_moments", "marchenko_pastur_density",
     "marchenko_pastur_atom", "marchenko_pastur_moments", "fuss_catalan_moments", "fuss_catalan_edge",
     "moments_to_s", "s_to_moments", "free_product_moments", "phi_prime_moments", "haar_orthogonal",
-    "sample_jacobians", "sample_moments", "WEIGHTS",
+    "sample_jacobians", "sample_moments", "sample_eigenvalues", "WEIGHTS",
 ]
