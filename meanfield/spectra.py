@@ -477,14 +477,15 @@ def _newton(x, w, weights, L, u, logw, iters=40, tol=1e-12):
 
 
 def _solve_stieltjes(x, w, weights, L, lam, eps_min):
-    """G_J(lam + i eps_min) by continuation in eps from eps ~ 10 (max lam + 1) down to eps_min."""
+    """G_J(lam + i eps_min) by continuation in eps, geometric per grid point from eps0 =
+    10 (max lam + 1) down to its own eps_min (an array: eps is kept relative to lambda, so
+    small eigenvalues of deep nets are not smeared by an absolute eps)."""
     eps0 = 10.0 * (1.0 + float(np.max(lam)))
-    n_steps = int(math.ceil(math.log(eps0 / eps_min) / math.log(1.5)))
-    eps_path = eps0 * np.exp(np.linspace(0.0, math.log(eps_min / eps0), n_steps + 1))
-    wv = lam + 1j * eps_path[0]
-    u = 1.0 / wv
-    for eps in eps_path:
-        wv = lam + 1j * eps
+    n_steps = int(math.ceil(math.log(eps0 / float(np.min(eps_min))) / math.log(1.5)))
+    ratio = np.log(eps_min / eps0)
+    u = 1.0 / (lam + 1j * eps0)
+    for k in range(n_steps + 1):
+        wv = lam + 1j * eps0 * np.exp(ratio * (k / n_steps))
         u, done = _newton(x, w, weights, L, u, np.log(wv))
     if not done.all():
         bad = lam[~done]
@@ -494,12 +495,15 @@ def _solve_stieltjes(x, w, weights, L, lam, eps_min):
     return p / wv
 
 
+_EPS_REL = 1e-9  # Im w / lambda at the end of the continuation
+
+
 def _density_normalised(x, w, weights, L, t, atoms, edge_norm):
     if sum(p for _, p in atoms) >= 1.0 - 1e-9:  # all mass in atoms (linear, orthogonal: isometry)
         return np.zeros(t.shape)
     if weights == "orthogonal" and L == 1:
         return _law_histogram(x, w, t, atoms)
-    eps_min = 1e-9 * max(edge_norm, 1e-300)
+    eps_min = _EPS_REL * np.minimum(t, edge_norm)
     G = _solve_stieltjes(x, w, weights, L, t, eps_min)
     rho = -G.imag / np.pi
     for a, p in atoms:  # remove the atoms' Lorentzians (mass p eps / pi / ((t - a)^2 + eps^2))
