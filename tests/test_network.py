@@ -480,3 +480,13 @@ def test_cli_net_nan_input(tmp_path):
     np.save(tmp_path / "x.npy", x)
     res = _run("propagate", "--net", spec, "--x", tmp_path / "x.npy")
     assert res.exit_code == 2 and "NaN" in res.stderr
+
+
+def test_kernel_layer_diagonals():
+    sw, sb = [2.0, 1.5, 1.4], [0.1, 0.2, 0.0]
+    k = mlp_net("tanh", 2, sw, sb).kernel(X, diagonals=True)
+    old = kernels.kernel("mlp", "tanh", X, depth=2, sigma_w2=sw, sigma_b2=sb, diagonals=True)
+    dense_rows = [i for i, n in enumerate(k.layers) if n == "dense"]
+    np.testing.assert_allclose(np.array(k.layer_nngp)[dense_rows], old.layers.nngp, rtol=1e-14)
+    np.testing.assert_allclose(np.array(k.layer_ntk)[dense_rows], old.layers.ntk, rtol=1e-13)
+    np.testing.assert_array_equal(k.layer_nngp[-1], np.diag(k.nngp))

@@ -297,7 +297,7 @@ class Network(Layer):
         return self.out_shape(self.input_shape(X, name), "layers")
 
     def kernel(self, X: Any, X2: Any = None, *, parametrization: str | None = None,
-               ntk: bool = True, method: str = "auto") -> "NetworkKernel":
+               ntk: bool = True, method: str = "auto", diagonals: bool = False) -> "NetworkKernel":
         """NNGP and NTK of the network's output on inputs X (and X2), MATH.md 4.1-4.4 and 5.2.
 
         X: (N, d) for dense networks, (N, s1, [s2,] channels) channels last for conv networks.
@@ -327,8 +327,17 @@ class Network(Layer):
                                   "undefined; ask for the NNGP only (ntk=False)")
         Z = X if X2 is None else np.concatenate([X, X2])
         st = initial_state(Z, param, ntk, method)
+        names, dn, dt = [], [], []
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-            st, _ = self.fold(st)
+            if not diagonals:
+                st, _ = self.fold(st)
+            else:
+                for l in self.flat():
+                    st, _ = l.fold(st)
+                    names.append(l.name)
+                    dn.append(st.q()[:N])
+                    dt.append(None if st.T is None else
+                              np.diagonal(st.matrix(st.T)).reshape((st.N,) + st.spatial)[:N].copy())
         nngp, ntk_ = _to_nt_layout(st.K, st.spatial), None if st.T is None else _to_nt_layout(st.T, st.spatial)
         if X2 is not None:
             nngp = nngp[:N, N:]
@@ -338,7 +347,10 @@ class Network(Layer):
                 raise DomainError(f"the {nm} overflows float64: the variances grow without bound "
                                   "through this network; use smaller variances or fewer layers")
         return NetworkKernel(nngp=nngp, ntk=ntk_, parametrization=param,
-                             output_spatial=out.spatial, peak_bytes=int(st.peak))
+                             output_spatial=out.spatial, peak_bytes=int(st.peak),
+                             layers=tuple(names) if diagonals else None,
+                             layer_nngp=dn if diagonals else None,
+                             layer_ntk=dt if diagonals else None)
 
     def propagate(self, X: Any, *, method: str = "auto") -> "Propagation":
         """Per-layer diagnostics of the flattened composition (MATH.md 1.2-1.5 for any network).
@@ -444,10 +456,14 @@ class NetworkKernel(Record):
     parametrization: str
     output_spatial: tuple[int, ...]
     peak_bytes: int
+    layers: tuple[str, ...] | None = None
+    layer_nngp: list | None = field(default=None, repr=False)
+    layer_ntk: list | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"shape": list(self.nngp.shape), "parametrization": self.parametrization,
-             "output_spatial": list(self.output_spatial), "peak_bytes": self.peak_bytes}
+             "output_spatial": list(self.output_spatial), "peak_bytes": self.peak_bytes,
+             "layers": None if self.layers is None else list(self.layers)}
         for nm in ("nngp", "ntk"):
             a = getattr(self, nm)
             d[nm + "_diag"] = None if a is None or a.ndim != 2 or a.shape[0] != a.shape[1] else \
