@@ -162,6 +162,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2,
                     help="best of this many cold meanfield calls / NT calls after the compiling one")
     ap.add_argument("--no-nt", action="store_true", help="time meanfield only")
+    ap.add_argument("--no-ours", action="store_true",
+                    help="time neural-tangents only (meanfield's full-spatial state is large at N = 64)")
     ap.add_argument("--nt-batch", type=int, default=0,
                     help="run NT through nt.batch with this block size (0: one call, no batching)")
     args = ap.parse_args()
@@ -195,11 +197,12 @@ def main() -> None:
             np.save(xpath, X)
             for act in args.acts:
                 spec = spec_for(act)
-                try:
-                    ours, o_nngp, o_ntk, o_peak, o_state = time_ours(spec, X, args.repeat)
-                except ImportError as exc:
-                    log(f"meanfield.network unavailable: {exc}")
-                    ours, o_nngp, o_ntk, o_peak, o_state = nan, None, None, None, None
+                ours, o_nngp, o_ntk, o_peak, o_state = nan, None, None, None, None
+                if not args.no_ours:
+                    try:
+                        ours, o_nngp, o_ntk, o_peak, o_state = time_ours(spec, X, args.repeat)
+                    except ImportError as exc:
+                        log(f"meanfield.network unavailable: {exc}")
                 nt_steady = nt_first = None
                 nt_peak = None
                 rel = (nan, nan, nan)

@@ -161,6 +161,8 @@ def _cases() -> list[dict]:
     # no readout: the kernel keeps its spatial axes (odd and even numbers of Conv layers)
     add("conv2d_same_relu_noreadout_1conv", [_conv((3, 3), (1, 1), "same"), _act("relu")],
         shapes[2], 240, "one Conv: NT returns it reversed; stored un-reversed")
+    add("conv1d_circular_erf_noreadout_1conv", [_conv((3,), (1,), "circular", 1.5, 0.1), _act("erf")],
+        shapes[1], 244)
     add("conv2d_valid_erf_noreadout_2conv",
         [_conv((3, 3), (1, 1), "same"), _act("erf"), _conv((2, 2), (1, 1), "valid", 1.5, 0.05)],
         shapes[2], 241)
@@ -225,6 +227,9 @@ def _explicit(spec, X) -> tuple[np.ndarray, np.ndarray] | None:
     """NNGP and NTK of one conv or avg_pool layer on the inputs, written out in numpy with the
     conventions stated in the json (lax SAME pads, low = total // 2; CIRCULAR = wrap-around pads
     of the SAME amounts then VALID; avg_pool divides by the full window); None for other specs."""
+    if (len(spec) == 2 and spec[0]["layer"] == "conv" and spec[1]["layer"] == "activation"
+            and spec[1]["fn"] in ("relu", "erf")):
+        return _explicit_activation(spec[1]["fn"], *_explicit(spec[:1], X))
     if len(spec) != 1 or spec[0]["layer"] not in ("conv", "avg_pool"):
         return None
     d = spec[0]
@@ -257,6 +262,47 @@ def _explicit(spec, X) -> tuple[np.ndarray, np.ndarray] | None:
     sub = "iac,jbc->ijab" if len(sizes) == 1 else "iabc,jdec->ijadbe"
     nngp = np.einsum(sub, Y, Y) / C
     return nngp, np.zeros_like(nngp)
+
+
+def _diag(A: np.ndarray) -> np.ndarray:
+    """The (i, i, p, p) entries of a kernel in NT's layout (same input, same position)."""
+    n, D = A.shape[0], (A.ndim - 2) // 2
+    order = [0] + [2 + 2 * k for k in range(D)] + [1] + [3 + 2 * k for k in range(D)]
+    P = int(np.prod(A.shape[2::2]))
+    return np.diag(A.transpose(order).reshape(n * P, n * P))
+
+
+def _explicit_activation(fn: str, S: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """relu / erf on a kernel in NT's layout, entry by entry in mpmath (dps 30) from the float64
+    pre-activation kernel S, NTK T; correlation exactly 1 on the (i, i, p, p) entries."""
+    import mpmath as mp
+
+    mp.mp.dps = 30
+    n, D = S.shape[0], (S.ndim - 2) // 2
+    sizes = S.shape[2::2]
+    # (N, N, s1, s1', s2, s2') -> (N, s1, s2, N, s1', s2') -> (N P, N P)
+    order = [0] + [2 + 2 * k for k in range(D)] + [1] + [3 + 2 * k for k in range(D)]
+    P = int(np.prod(sizes))
+    A = S.transpose(order).reshape(n * P, n * P)
+    B = T.transpose(order).reshape(n * P, n * P)
+    q = np.diag(A)
+    out, outT = np.empty_like(A), np.empty_like(B)
+    for r in range(n * P):
+        for c in range(r, n * P):
+            q1, q2, k12 = mp.mpf(q[r]), mp.mpf(q[c]), mp.mpf(A[r, c])
+            if fn == "relu":
+                th = mp.mpf(0) if r == c else mp.acos(k12 / mp.sqrt(q1 * q2))
+                e = mp.sqrt(q1 * q2) * (mp.sin(th) + (mp.pi - th) * mp.cos(th)) / (2 * mp.pi)
+                ed = (mp.pi - th) / (2 * mp.pi)
+            else:
+                den = (1 + 2 * q1) * (1 + 2 * q2)
+                e = 2 / mp.pi * mp.asin(2 * k12 / mp.sqrt(den))
+                ed = 4 / mp.pi / mp.sqrt(den - 4 * k12 ** 2)
+            out[r, c] = out[c, r] = float(e)
+            outT[r, c] = outT[c, r] = float(mp.mpf(B[r, c]) * ed)
+    inv = np.argsort(order)
+    shape = [n, *sizes, n, *sizes]
+    return (out.reshape(shape).transpose(inv), outT.reshape(shape).transpose(inv))
 
 
 # -- worker (runs in the side environment) -----------------------------------------------------
@@ -360,6 +406,8 @@ def worker(job_path: str) -> None:
             k = kfn(X, None, ("nngp", "ntk", "is_reversed"))
             nngp, ntk = np.asarray(k.nngp, dtype=np.float64), np.asarray(k.ntk, dtype=np.float64)
             dt = time.perf_counter() - t
+            if ntk.shape != nngp.shape:  # NT returns a 0-d zero NTK when nothing is trainable yet
+                ntk = np.broadcast_to(ntk, nngp.shape).copy()
             if k.is_reversed:
                 nngp, ntk = _unreverse(nngp), _unreverse(ntk)
             res[dg] = {"nngp": nngp, "ntk": ntk, "expr": expr, "is_reversed": bool(k.is_reversed),
@@ -602,11 +650,17 @@ def main() -> None:
         if expl is not None:
             scale = np.max(np.abs(expl[0]))
             entry["explicit_check"] = {
-                "what": "this one-layer kernel written out in numpy with the conventions above "
-                        "(_explicit in the script); max |NT - explicit| / max |explicit|",
+                "what": "this one-layer kernel (conv or avg_pool, optionally + relu/erf in mpmath) "
+                        "written out with the conventions above (_explicit in the script); "
+                        "max |NT - explicit| / max |explicit|, and relative on the (i, i, p, p) "
+                        "entries (rel_diagonal_*)",
                 "nngp": float(np.max(np.abs(nngp - expl[0])) / scale),
                 "ntk": float(np.max(np.abs(ntk - expl[1])) / scale),
             }
+            for key, a, b in (("nngp", nngp, expl[0]), ("ntk", ntk, expl[1])):
+                da, db = _diag(a), _diag(b)
+                if np.all(db != 0):
+                    entry["explicit_check"][f"rel_diagonal_{key}"] = float(np.max(np.abs(da - db) / np.abs(db)))
             log(f"  explicit {name}: {entry['explicit_check']['nngp']:.1e} / {entry['explicit_check']['ntk']:.1e}")
         if check is not None and _is_dense_only(c["spec"]):
             t = time.perf_counter()
