@@ -109,6 +109,41 @@ def _leaky(a: float) -> dict:
     }
 
 
+def _gelu_forms() -> dict:
+    """E[u Phi(u) v Phi(v)] and E[phi'(u) phi'(v)] for GELU in closed form (docs/theory.md, GELU
+    kernel): with Z1, Z2 independent N(0, 1), Phi(u) Phi(v) = P(Z1 < u, Z2 < v), so both are
+    orthant moments of the Gaussian (u, v, u - Z1, v - Z2).  theta = pi/2 + arcsin rho (rho the
+    correlation of u - Z1 and v - Z2) is taken as atan2(sqrt(1 - rho^2), -rho), which stays
+    accurate at rho -> +-1."""
+
+    def parts(q1, q2, c):
+        a, b = np.asarray(q1, float), np.asarray(q2, float)
+        c = np.asarray(c, float)
+        q12 = c * np.sqrt(a) * np.sqrt(b)
+        sa, sb = np.sqrt(1.0 + a), np.sqrt(1.0 + b)
+        D = 1.0 + a + b + a * b * np.clip((1.0 - c) * (1.0 + c), 0.0, None)   # det(I + Sigma)
+        sq = np.sqrt(D) / (sa * sb)                                          # sqrt(1 - rho^2)
+        rho = q12 / (sa * sb)
+        theta = np.arctan2(sq, -rho)
+        return a, b, q12, sa, sb, D, sq, rho, theta
+
+    def w(q1, q2, c):
+        a, b, q12, sa, sb, D, sq, rho, theta = parts(q1, q2, c)
+        ab1 = a * b * np.clip((1.0 - c) * (1.0 + c), 0.0, None)   # a b - q12^2, no cancellation
+        A11, A12, A22 = (a + ab1) / D, q12 / D, (b + ab1) / D
+        mxx = (theta + rho * sq) / (2.0 * np.pi)
+        mxy = (rho * theta + sq) / (2.0 * np.pi)
+        return (A11 * A12 * (1.0 + a) * mxx + (A11 * A22 + A12 * A12) * sa * sb * mxy
+                + A12 * A22 * (1.0 + b) * mxx + q12 / D * theta / (2.0 * np.pi))
+
+    def wd(q1, q2, c):
+        a, b, q12, sa, sb, D, sq, rho, theta = parts(q1, q2, c)
+        rD = np.sqrt(D)
+        return (theta + q12 / rD * (1.0 / (1.0 + a) + 1.0 / (1.0 + b)) + q12 / (D * rD)) / (2.0 * np.pi)
+
+    return {"w": w, "wd": wd, "v": lambda q: w(q, q, 1.0), "vd": lambda q: wd(q, q, 1.0)}
+
+
 def _erf_v(q):
     """(2/pi) arcsin(q / (q + 1/2)); for q >= 1 as 1 - (4/pi) arcsin(1 / (2 sqrt(q + 1/2))), which
     keeps full relative accuracy in 1 - V (arcsin is ill-conditioned next to 1)."""
@@ -339,7 +374,8 @@ def _builtin(name: str, params: tuple[float, ...]) -> Activation:
     if name == "gelu":
         return Activation(
             "gelu", lambda x: x * sps.ndtr(x), lambda x: sps.ndtr(x) + x * _gauss_pdf(x),
-            lambda x: _gauss_pdf(x) * (2.0 - x * x), description="x Phi(x) (exact, not the tanh approximation)")
+            lambda x: _gauss_pdf(x) * (2.0 - x * x), closed_forms=_gelu_forms(),
+            description="x Phi(x) (exact, not the tanh approximation)")
     if name == "silu":
         return Activation(
             "silu", lambda x: x * _sigmoid(x),

@@ -86,7 +86,10 @@ def test_chi_1_is_the_slope_of_the_c_map_at_1(spec, sw, sb):
     res = solve_q_star(spec, sw, sb)
     assume(int(res.status) == 0)
     q = float(res.q_star)
-    h = 1e-4
+    # For q* >> 1 gelu and silu approach relu, whose C-map has a sqrt(1 - c) term: the C-map is
+    # smooth only on the scale 1 - c ~ 1/q*, so the difference step must be well inside it.
+    assume(q <= 1e3)
+    h = min(1e-4, 1e-3 / q)
     C = maps.correlation_map(spec, np.array([1.0, 1 - h, 1 - 2 * h]), q, sw, sb)
     slope = (3 * C[0] - 4 * C[1] + C[2]) / (2 * h)
     assert slope == pytest.approx(float(maps.chi_1(spec, q, sw)), rel=1e-5, abs=1e-8)
