@@ -496,6 +496,7 @@ def _solve_stieltjes(x, w, weights, L, lam, eps_min):
 
 
 _EPS_REL = 1e-9  # Im w / lambda at the end of the continuation
+_CHUNK = 4096     # grid points solved together
 
 
 def _density_normalised(x, w, weights, L, t, atoms, edge_norm):
@@ -504,7 +505,10 @@ def _density_normalised(x, w, weights, L, t, atoms, edge_norm):
     if weights == "orthogonal" and L == 1:
         return _law_histogram(x, w, t, atoms)
     eps_min = _EPS_REL * np.minimum(t, edge_norm)
-    G = _solve_stieltjes(x, w, weights, L, t, eps_min)
+    G = np.empty(t.shape, complex)
+    for start in range(0, t.size, _CHUNK):  # bounded memory: chunk x nodes complex temporaries
+        sl = slice(start, start + _CHUNK)
+        G[sl] = _solve_stieltjes(x, w, weights, L, t[sl], eps_min[sl])
     rho = -G.imag / np.pi
     for a, p in atoms:  # remove the atoms' Lorentzians (mass p eps / pi / ((t - a)^2 + eps^2))
         rho = rho - p * eps_min / np.pi / ((t - a) ** 2 + eps_min ** 2)
