@@ -836,6 +836,11 @@ class Repeat(Network):
         self.n = int(n)
         super().__init__([self.body] * self.n)
 
+    def out_shape(self, shape: Shape, where: str = "layers") -> Shape:
+        for _ in range(self.n):
+            shape = self.body.out_shape(shape, f"{where}.body")
+        return shape
+
     def to_spec(self) -> dict:
         return {"layer": "repeat", "n": self.n, "body": self.body.to_spec()}
 
