@@ -58,6 +58,9 @@ class Shape:
     channels: int | None
     gaussian: bool = False
     fresh: bool = False
+    #: what the units are when they are not Gaussian but a layer downstream can still map them
+    #: exactly (``"batch_norm"``: a Gaussian vector normalised over the batch); None otherwise
+    law: str | None = None
 
     @property
     def positions(self) -> int:
@@ -96,6 +99,8 @@ class State:
     param: str = "ntk"
     method: str = "auto"
     peak: int = 0
+    #: True when the rows are [X; X2] stacked for a cross kernel (so they are not one batch)
+    cross: bool = False
 
     @property
     def N(self) -> int:
@@ -327,6 +332,7 @@ class Network(Layer):
                                   "undefined; ask for the NNGP only (ntk=False)")
         Z = X if X2 is None else np.concatenate([X, X2])
         st = initial_state(Z, param, ntk, method)
+        st.cross = X2 is not None
         names, dn, dt = [], [], []
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
             if not diagonals:
@@ -394,6 +400,15 @@ class Network(Layer):
         if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
             raise DomainError(f"width must be a positive integer, got {width!r}")
         return FiniteNetwork(self, int(width), np.random.default_rng(rng), input_shape)
+
+
+def _couples_batch(layer: Layer) -> bool:
+    """Whether a layer (or one inside it) mixes the inputs of a batch (``couples_batch``)."""
+    if getattr(layer, "couples_batch", False):
+        return True
+    kids = list(getattr(layer, "layers", ()))
+    kids += [getattr(layer, k) for k in ("branch", "shortcut") if isinstance(getattr(layer, k, None), Layer)]
+    return any(_couples_batch(k) for k in kids)
 
 
 def _check_array(name: str, X: Any) -> np.ndarray:
@@ -532,6 +547,25 @@ class FiniteNetwork:
         P = int(np.prod(sp)) if sp else 1
         channels = min(int(channels), C)
         out = np.zeros((N, P, N, P))
+        if _couples_batch(self.net):
+            # a layer mixes the batch (batch_norm): seed one output at a time, and sum each
+            # layer's terms over all pairs of batch entries it saw
+            for c in range(channels):
+                seeds = {}
+                for n in range(N):
+                    for s in range(P):
+                        g = np.zeros((N, P, C))
+                        g[n, s, c] = 1.0
+                        seeds[n, s] = g.reshape(Y.shape)
+                keys = list(seeds)
+                for a, ka in enumerate(keys):
+                    for kb in keys[a:]:
+                        v = float(np.sum(self.net.ntk_terms(self.params, cache, seeds[ka], seeds[kb])))
+                        out[ka[0], ka[1], kb[0], kb[1]] += v
+                        if kb != ka:
+                            out[kb[0], kb[1], ka[0], ka[1]] += v
+            out /= channels
+            return _to_nt_layout(out.reshape((N,) + sp + (N,) + sp), sp)
         for c in range(channels):
             seeds = []
             for s in range(P):

@@ -24,6 +24,8 @@ METHODS = ("auto", "direct", "table", "hermite")
 #: entries per row block of an activation's map (bounds the temporaries to ~100 MB)
 _BLOCK_ENTRIES = 1 << 21
 PADDINGS = ("same", "valid", "circular")
+#: modules that own a non-Gaussian law (Shape.law): they say which activations may follow
+_LAWS = {"batch_norm": "batchnorm"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -306,11 +308,15 @@ class Conv(_Weighted):
         return Shape(tuple(g[2] for g in self._geom(shape.spatial)), None, gaussian=True, fresh=True)
 
     def _op(self, A: np.ndarray, pairs, spatial) -> np.ndarray:
-        for (a, b), (lo, hi, n_out), n, k, s in zip(pairs, self._geom(spatial), spatial,
-                                                    self.filter, self.strides):
+        """The kernel map's linear part along every spatial dimension (pad, then the diagonal
+        shift-sum); np.pad is pad_matrix applied in one copy.  The sums run in the same order
+        for (x, x') and (x', x), so a symmetric kernel stays exactly symmetric."""
+        mode = "wrap" if self.padding == "circular" else "constant"
+        for (a, b), (lo, hi, n_out), k, s in zip(pairs, self._geom(spatial), self.filter, self.strides):
             if lo or hi:
-                Pm = pad_matrix(n, lo, hi, self.padding)
-                A = along(along(A, Pm, a), Pm, b)
+                widths = [(0, 0)] * A.ndim
+                widths[a] = widths[b] = (lo, hi)
+                A = np.pad(A, widths, mode=mode)
             A = _shift_sum(A, a, b, k, s, n_out)
         return A
 
@@ -338,8 +344,7 @@ class Conv(_Weighted):
                     A = along(along(A, Pm.T, a), Pm.T, b)
             return _blocks_flat(A) * sw
 
-        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=None, finite=False,
-                         spatial=out_spatial), backward
+        return st.evolve(K=K, T=T, mu=None, finite=False, spatial=out_spatial), backward
 
     def _out_spatial(self, spatial):
         return tuple(g[2] for g in self._geom(spatial))
@@ -404,6 +409,10 @@ class ActivationLayer(Layer):
         self.name = self.act.name
 
     def out_shape(self, shape: Shape, where: str) -> Shape:
+        if shape.law is not None:   # e.g. the output of batch_norm: that layer's module decides
+            from importlib import import_module
+            import_module(f"{__package__}.{_LAWS[shape.law]}").check_activation(self, where)
+            return Shape(shape.spatial, shape.channels, gaussian=False, fresh=shape.fresh)
         if not shape.gaussian:
             raise DomainError(
                 f"{where}: activation {self.act.name!r} needs Gaussian pre-activations (the output "
@@ -461,6 +470,9 @@ class ActivationLayer(Layer):
         return gaussian.expect1(self.act.fn, q, self.act.kinks).reshape((st.N,) + st.spatial)
 
     def fold(self, st: State) -> tuple[State, Backward]:
+        law = getattr(st, "law", None)   # set by a layer whose output is not Gaussian (batch_norm)
+        if law is not None:
+            return law.activation_fold(self, st)
         E, Ed, q = self._maps(st)
         T = None if st.T is None else st.T * Ed
         st2 = st.evolve(K=E, T=T, mu=self._mean(st, q))
@@ -476,6 +488,10 @@ class ActivationLayer(Layer):
     def fold_with(self, st: State, dense: "Dense") -> tuple[State, Backward]:
         """This activation and the dense layer after it in one pass over the kernel (the affine
         map folded into the Gaussian tables), exactly as meanfield.kernels' MLP recursion."""
+        if getattr(st, "law", None) is not None:
+            st1, b1 = self.fold(st)
+            st2, b2 = dense.fold(st1)
+            return st2, lambda G: b1(b2(G))
         sw, sb = dense.affine
         if st.param == "ntk":
             S, Sdot, q = self._maps(st, (sw, sb, sw))

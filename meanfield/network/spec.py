@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import DomainError
 from .core import PARAMETRIZATIONS, Layer, Network
 from . import layers as L
+from .batchnorm import batch_norm
 
 #: allowed keys per layer type (besides "layer"), with the constructor to call
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -27,6 +28,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "identity": (),
     "residual": ("branch", "shortcut", "scale"),
     "repeat": ("n", "body"),
+    "batch_norm": (),
 }
 _REQUIRED = {"activation": ("fn",), "conv": ("filter",), "avg_pool": ("window",),
              "residual": ("branch",), "repeat": ("n", "body")}
@@ -63,7 +65,8 @@ def _layer(obj: Any, where: str) -> Layer:
             args.setdefault("sigma_w2", 1.0)
         return {"dense": L.dense, "conv": L.conv, "avg_pool": L.avg_pool,
                 "global_avg_pool": L.global_avg_pool, "flatten": L.flatten,
-                "layer_norm": L.layer_norm, "identity": L.identity}[kind](**args)
+                "layer_norm": L.layer_norm, "identity": L.identity,
+                "batch_norm": batch_norm}[kind](**args)
     except DomainError as exc:
         msg = str(exc)
         if msg.startswith(where):

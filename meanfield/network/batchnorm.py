@@ -1,0 +1,226 @@
+"""BatchNorm in train mode (batch statistics), no affine parameters, eps = 0 (MATH.md 5.6).
+
+Statistics.  As torch's ``BatchNorm1d`` / ``BatchNorm2d`` in training mode: for each channel c the
+mean and the (biased, 1/B) variance are taken over the batch *and* all positions, B = N P values,
+and y[n, s, c] = (x[n, s, c] - m_c) / sqrt(v_c).
+
+Infinite width.  After a dense or conv layer the channels are i.i.d. Gaussian vectors over the B
+(input, position) pairs, x_c ~ N(0, S) with S the (N P) x (N P) pair-layout kernel.  With the
+centring G = I - 11'/B, z = G x and S^G = G S G, the output is y = sqrt(B) z / |z|, and
+1 / |z|^2 = int_0^inf exp(-s |z|^2) ds turns every moment into a Gaussian one (MATH.md 5.6):
+
+    E[y y'] = B int_0^inf det(I + 2 s S^G)^(-1/2) K(s) ds,   K(s) = S^G (I + 2 s S^G)^(-1).
+
+For an activation after batch_norm the output is not Gaussian (it lies on a sphere), so the
+activation's own Gaussian maps would be wrong.  They are exact again for positively homogeneous
+phi of degree 1 (phi(x) = b relu(x) + m relu(-x): relu, leaky_relu, abs, linear), since then
+phi(y_i) phi(y_j) = B phi(z_i) phi(z_j) / |z|^2:
+
+    E[phi(y) phi(y)'] = B int_0^inf det(I + 2 s S^G)^(-1/2) V_phi(K(s)) ds        (MATH.md 5.6)
+    E[phi(y_i)]       = (b + m) sqrt(B / pi) int_0^inf s^(-1/2) det(...)^(-1/2)
+                        sqrt(K(s)_ii / (2 pi)) ds      (1 / |z| = pi^(-1/2) int s^(-1/2) e^(-s |z|^2) ds)
+
+with V_phi the arc-cosine kernel (MATH.md 3.1).  Other activations after batch_norm are refused
+(their maps need the law of a normalised Gaussian vector, not implemented).  The layer marks its
+output (``Shape.law = "batch_norm"``, and the state it returns carries the law), and the activation
+layer hands its fold to :meth:`BatchNormLaw.activation_fold`.
+
+Quadrature.  In r = log s the integrands are analytic in the strip |Im r| < pi (the nearest
+singularities are where 1 + 2 e^r lambda = 0) and decay exponentially on both sides, so the
+trapezoid rule with step h converges like exp(-2 pi^2 / h): h = 0.25 is at rounding level.  The
+range runs from 90 below -log(lambda_max) to 90 above -log(lambda_min) (lambda the non-zero
+eigenvalues of S^G), beyond which the integrands (which fall like e^(r/2) on the left, the mean's, and e^(-r/2) or
+faster on the right) are below 1e-19 of their peak.  Checked: trace
+E[y y'] = B exactly (each channel is normalised), S = c G gives B / (B - 1) G, and halving h
+changes nothing above 1e-14.
+
+Not done (refused, one line each):
+
+* the NTK and the backward map: the gradient through batch statistics couples the whole batch
+  (MATH.md 5.6's Lambda_1 + Lambda_2 - Lambda_3 map); not derived here;
+* kernels with X2: the statistics are those of one batch, and [X; X2] is not the batch of X;
+* a batch of one value (B = 1) or a batch whose centred covariance vanishes (constant units).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import DomainError
+from .core import Backward, Layer, Shape, State
+
+_H = 0.25            # trapezoid step in log s
+_ZERO = 1e-13        # eigenvalues below this fraction of the largest count as zero
+_CHUNK = 1 << 22     # entries per block of quadrature nodes x (B x B)
+
+
+def _two_slopes(act) -> tuple[float, float] | None:
+    """(b, m) with phi(x) = b relu(x) + m relu(-x) (checked on a grid to 1e-12), else None."""
+    x = np.concatenate([-np.logspace(-6, 6, 49), np.logspace(-6, 6, 49)])
+    try:
+        with np.errstate(all="ignore"):
+            y = np.asarray(act.fn(x), dtype=float)
+            ends = np.asarray(act.fn(np.array([1.0, -1.0, 0.0])), dtype=float)
+    except Exception:  # noqa: BLE001 - a user's callable: not this family
+        return None
+    if y.shape != x.shape or ends.shape != (3,) or not np.all(np.isfinite(y)) or ends[2] != 0.0:
+        return None
+    b, m = float(ends[0]), float(ends[1])
+    want = np.where(x > 0, b * x, m * np.abs(x))
+    if np.all(np.abs(y - want) <= 1e-12 * np.maximum(np.abs(want), np.abs(x) * 1e-3)):
+        return b, m
+    return None
+
+
+def _k1(c: np.ndarray) -> np.ndarray:
+    """E[relu(u) relu(v)] for unit variances and correlation c (arc-cosine kernel, MATH.md 3.1)."""
+    return (np.sqrt(np.maximum(1.0 - c * c, 0.0)) + (math.pi - np.arccos(c)) * c) / (2.0 * math.pi)
+
+
+def check_activation(layer, where: str) -> None:
+    """Called by ActivationLayer.out_shape when its input is batch_norm's output."""
+    if _two_slopes(layer.act) is None:
+        raise DomainError(
+            f"{where}: activation {layer.act.name!r} after batch_norm is not supported: the "
+            "output of batch_norm is a normalised (not Gaussian) vector, and its maps are exact "
+            "only for positively homogeneous activations (relu, leaky_relu, abs, linear); put a "
+            "dense or conv layer in between")
+
+
+class BatchNormLaw:
+    """The law of batch_norm's output: y = sqrt(B) z / |z|, z ~ N(0, S^G) = N(0, U diag(lam) U')."""
+
+    def __init__(self, U: np.ndarray, lam: np.ndarray, B: int):
+        self.U, self.lam, self.B = U, lam, B
+        pos = lam[lam > 0]
+        lo = -math.log(pos.max()) - 90.0
+        hi = -math.log(pos.min()) + 90.0
+        self.r = np.arange(lo, hi + _H, _H)
+        self.s = np.exp(self.r)
+        # log det(I + 2 s S^G)^(-1/2) at every node
+        self.logdet = -0.5 * np.log1p(2.0 * self.s[:, None] * lam[None, :]).sum(axis=1)
+
+    def d(self, s_index: slice) -> np.ndarray:
+        """lam / (1 + 2 s lam): the eigenvalues of K(s) at the nodes (n_nodes, B)."""
+        s = self.s[s_index, None]
+        return self.lam[None, :] / (1.0 + 2.0 * s * self.lam[None, :])
+
+    def second_moment(self) -> np.ndarray:
+        """E[y y'] = U diag(B int det^(-1/2) lam / (1 + 2 s lam) ds) U'."""
+        w = _H * self.s * np.exp(self.logdet) * self.B
+        e = (w[:, None] * self.d(slice(None))).sum(axis=0)
+        return (self.U * e) @ self.U.T
+
+    def phi_moments(self, b: float, m: float) -> tuple[np.ndarray, np.ndarray]:
+        """(E[phi(y) phi(y)'], E[phi(y)]) for phi = b relu(x) + m relu(-x)."""
+        B = self.B
+        U = self.U
+        s2, bm = b * b + m * m, b * m
+        out = np.zeros((B, B))
+        mean = np.zeros(B)
+        n = self.s.size
+        step = max(1, _CHUNK // (B * B))
+        for a0 in range(0, n, step):
+            sl = slice(a0, min(n, a0 + step))
+            K = np.einsum("ik,nk,jk->nij", U, self.d(sl), U, optimize=True)     # K(s) at the nodes
+            q = np.maximum(np.einsum("nii->ni", K), 0.0)
+            sq = np.sqrt(q)
+            den = sq[:, :, None] * sq[:, None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = np.clip(np.where(den > 0, K / den, 0.0), -1.0, 1.0)
+            idx = np.arange(B)
+            c[:, idx, idx] = 1.0      # exactly (sqrt(1 - c^2) would turn rounding into 1e-8)
+            V = den * (s2 * _k1(c) + 2.0 * bm * _k1(-c))
+            det = np.exp(self.logdet[sl])
+            out += np.einsum("n,nij->ij", _H * self.s[sl] * det * B, V)
+            mean += np.einsum("n,ni->i", _H * np.sqrt(self.s[sl]) * det, sq)
+        mean *= (b + m) * math.sqrt(B / math.pi) / math.sqrt(2.0 * math.pi)
+        out = 0.5 * (out + out.T)
+        return out, mean
+
+    def activation_fold(self, layer, st: State) -> tuple[State, Backward]:
+        bm = _two_slopes(layer.act)
+        if bm is None:   # pragma: no cover - refused by out_shape
+            check_activation(layer, "activation")
+        E, mean = self.phi_moments(*bm)
+        mu = None if bm[0] + bm[1] == 0.0 else mean.reshape((st.N,) + st.spatial)
+        return st.evolve(K=E.reshape(st.K.shape), T=None, mu=mu), _no_backward
+
+
+def _no_backward(G: np.ndarray) -> np.ndarray:
+    raise DomainError("batch_norm: gradients through batch statistics are not implemented (they "
+                      "couple the whole batch, MATH.md 5.6), so propagate's gradient diagnostics "
+                      "are unavailable for this network")
+
+
+class BatchNorm(Layer):
+    """Train-mode BatchNorm over the batch and all positions, no affine parameters, eps = 0
+    (the module docstring has the maps and what is refused)."""
+
+    name = "batch_norm"
+    spec_key = "batch_norm"
+    couples_batch = True     # FiniteNetwork.empirical_ntk seeds one output at a time
+
+    def out_shape(self, shape: Shape, where: str) -> Shape:
+        if not shape.gaussian:
+            raise DomainError(
+                f"{where}: batch_norm needs Gaussian inputs (the output of a dense or conv layer, "
+                "possibly through pooling); put a dense or conv layer before it")
+        return Shape(shape.spatial, shape.channels, gaussian=False, fresh=shape.fresh, law="batch_norm")
+
+    def fold(self, st: State) -> tuple[State, Backward]:
+        if st.cross:
+            raise DomainError("batch_norm: with X2 the batch is ambiguous (batch statistics are "
+                              "those of one batch); compute kernel([X; X2]) and take its block")
+        if st.T is not None:
+            raise DomainError("batch_norm: the NTK is not implemented (the gradient through batch "
+                              "statistics couples the whole batch, MATH.md 5.6); ask for the "
+                              "NNGP only (ntk=False)")
+        S = st.matrix(st.K)
+        B = S.shape[0]
+        if B < 2:
+            raise DomainError("batch_norm: a batch of one value (one input, one position) has zero "
+                              "variance, so batch normalisation is undefined")
+        if st.mu is not None and np.any(st.mu != 0):   # pragma: no cover - refused by out_shape
+            raise DomainError("batch_norm: inputs with a non-zero channel mean are not supported")
+        G = np.eye(B) - 1.0 / B
+        SG = G @ S @ G
+        SG = 0.5 * (SG + SG.T)
+        lam, U = np.linalg.eigh(SG)
+        top = lam.max() if lam.size else 0.0
+        if not top > 1e-12 * np.abs(np.diagonal(S)).max() or not math.isfinite(top):
+            raise DomainError("batch_norm: the centred batch covariance is zero (every input gives "
+                              "the same units), so batch normalisation is undefined")
+        lam = np.where(lam > _ZERO * top, lam, 0.0)
+        law = BatchNormLaw(U, lam, B)
+        K = law.second_moment()
+        K = 0.5 * (K + K.T)
+        out = st.evolve(K=K.reshape(st.K.shape), T=None, mu=None)
+        out.law = law          # read by an activation right after (dropped by any other layer)
+        return out, _no_backward
+
+    # -- finite width: statistics over the batch and positions (axes 0 .. D) --
+    def apply(self, p, x):
+        ax = tuple(range(x.ndim - 1))
+        xc = x - x.mean(axis=ax, keepdims=True)
+        sd = np.sqrt((xc * xc).mean(axis=ax, keepdims=True))
+        y = xc / sd
+        return y, (y, sd)
+
+    def vjp(self, p, cache, gy):
+        y, sd = cache
+        ax = tuple(range(y.ndim - 1))
+        return (gy - gy.mean(axis=ax, keepdims=True) - y * (gy * y).mean(axis=ax, keepdims=True)) / sd
+
+    def to_spec(self) -> dict:
+        return {"layer": "batch_norm"}
+
+
+def batch_norm() -> BatchNorm:
+    """Train-mode BatchNorm (batch and positions), no affine parameters, eps = 0."""
+    return BatchNorm()
+
+
+__all__ = ["BatchNorm", "BatchNormLaw", "batch_norm"]

@@ -1,0 +1,178 @@
+"""batch_norm (meanfield/network/batchnorm.py): its NNGP map (exact identities, the quadrature),
+its refusals, the layer contract of tests/test_network.py, and Monte Carlo against wide random
+networks (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import test_network as tn
+from meanfield import network as nw
+from meanfield.errors import DomainError
+from meanfield.network import batchnorm as bnm
+
+RNG = np.random.default_rng(3)
+X = RNG.standard_normal((6, 5))
+
+CONTRACT = {
+    "batch_norm": ([nw.dense(1.5, 0.2), nw.batch_norm()], (4, 3)),
+    "batch_norm-relu": ([nw.dense(1.5, 0.2), nw.batch_norm(), nw.activation("relu"), nw.dense(1.0)], (4, 3)),
+    "batch_norm-conv": ([nw.conv([3], sigma_w2=1.0, sigma_b2=0.1), nw.batch_norm()], (2, 5, 2)),
+}
+
+
+@pytest.mark.parametrize("name", list(CONTRACT))
+def test_vjp_is_the_derivative_of_apply(name, monkeypatch):
+    monkeypatch.setitem(tn.CONTRACT, name, CONTRACT[name])
+    tn.test_vjp_is_the_derivative_of_apply(name)
+
+
+@pytest.mark.parametrize("name", ["batch_norm-relu", "batch_norm-conv"])
+def test_empirical_ntk_is_the_parameter_jacobian_gram(name, monkeypatch):
+    """The finite network's NTK (its vjp through the batch statistics) against finite differences."""
+    monkeypatch.setitem(tn.CONTRACT, name, CONTRACT[name])
+    tn.test_empirical_ntk_is_the_parameter_jacobian_gram(name)
+
+
+def test_apply_normalises_over_batch_and_positions():
+    x = RNG.standard_normal((3, 4, 5)) * 2 + 1
+    y, _ = nw.batch_norm().apply({}, x)
+    np.testing.assert_allclose(y.mean(axis=(0, 1)), 0, atol=1e-14)
+    np.testing.assert_allclose((y ** 2).mean(axis=(0, 1)), 1, rtol=1e-14)
+
+
+def _law(S):
+    B = S.shape[0]
+    G = np.eye(B) - 1.0 / B
+    lam, U = np.linalg.eigh(G @ S @ G)
+    lam = np.where(lam > 1e-13 * lam.max(), lam, 0.0)
+    return bnm.BatchNormLaw(U, lam, B)
+
+
+def test_each_channel_is_normalised_so_the_trace_is_the_batch_size():
+    for layers, x in (([nw.dense(2.0, 0.1)], X), ([nw.conv([3], sigma_w2=2.0)], RNG.standard_normal((2, 4, 3)))):
+        k = nw.serial(*layers, nw.batch_norm()).kernel(x, ntk=False).nngp
+        if k.ndim == 2:
+            assert np.trace(k) == pytest.approx(x.shape[0], rel=1e-13)
+        else:
+            assert np.einsum("nnss->", k) == pytest.approx(x.shape[0] * x.shape[1], rel=1e-13)
+
+
+@pytest.mark.parametrize("B", [2, 3, 8, 33])
+def test_isotropic_batch_is_uniform_on_the_sphere(B):
+    """S = c G: y is uniform on the sphere of radius sqrt(B) in the centred subspace, so
+    E[y y'] = B / (B - 1) G, E[relu(y) relu(y)'] and E[relu(y_i)] in closed form."""
+    G = np.eye(B) - 1.0 / B
+    law = _law(2.5 * G)
+    np.testing.assert_allclose(law.second_moment(), B / (B - 1) * G, atol=1e-14)
+    # relu: diag E relu(y_i)^2 = 1/2 E y_i^2 by symmetry
+    E, mean = law.phi_moments(1.0, 0.0)
+    np.testing.assert_allclose(np.diag(E), 0.5 * (B - 1) / B * B / (B - 1), rtol=1e-13)
+    # E|y_i| for y_i = sqrt(B) * (the coordinate of a uniform point on S^(B-2) scaled by |G e_i|)
+    # = sqrt(B) sqrt((B-1)/B) E|u_1| with u uniform on the unit sphere in R^(B-1)
+    n = B - 1
+    e_abs = math.gamma(n / 2) / (math.sqrt(math.pi) * math.gamma((n + 1) / 2))
+    np.testing.assert_allclose(mean, 0.5 * math.sqrt(B * n / B) * e_abs, rtol=1e-13)
+
+
+def test_quadrature_step_converged(monkeypatch):
+    net = nw.serial(nw.dense(2.0, 0.1), nw.batch_norm(), nw.activation("relu"), nw.dense(1.0, 0.1))
+    a = net.kernel(X, ntk=False).nngp
+    monkeypatch.setattr(bnm, "_H", bnm._H / 2)
+    b = net.kernel(X, ntk=False).nngp
+    np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+
+
+def test_linear_after_batch_norm_equals_batch_norm():
+    a = nw.serial(nw.dense(2.0, 0.1), nw.batch_norm()).kernel(X, ntk=False).nngp
+    b = nw.serial(nw.dense(2.0, 0.1), nw.batch_norm(), nw.activation("linear")).kernel(X, ntk=False).nngp
+    np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_relu_after_batch_norm_is_not_the_gaussian_map():
+    """The exact channel mean after relu differs from treating batch_norm's output as Gaussian
+    (B = 3: 0.450 against 0.399 for unit variance); the wide networks follow the exact one
+    (test_nngp_matches_a_wide_network, whose layer_norm reads the mean)."""
+    law = _law(np.eye(3) - 1.0 / 3)
+    _, mean = law.phi_moments(1.0, 0.0)
+    q = np.diag(law.second_moment())
+    assert np.all(np.abs(mean - np.sqrt(q / (2 * np.pi))) > 0.05)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm()).kernel(X), "batch_norm: the NTK is not implemented"),
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm()).kernel(X, X[:2], ntk=False),
+     "batch_norm: with X2 the batch is ambiguous"),
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm()).kernel(X[:1], ntk=False), "a batch of one value"),
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm()).kernel(np.ones((3, 2)), ntk=False),
+     "centred batch covariance is zero"),
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm(), nw.activation("tanh")).check(X),
+     "layers[2]: activation 'tanh' after batch_norm is not supported"),
+    (lambda: nw.serial(nw.batch_norm()).check(X), "layers[0]: batch_norm needs Gaussian inputs"),
+    (lambda: nw.serial(nw.dense(1.0), nw.activation("relu"), nw.batch_norm()).check(X),
+     "layers[2]: batch_norm needs Gaussian inputs"),
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm(), nw.avg_pool([1]), nw.activation("relu")).check(
+        X.reshape(6, 5, 1)), "layers[3]: activation 'relu' needs Gaussian"),
+    (lambda: nw.serial(nw.dense(1.0), nw.batch_norm()).propagate(X), "batch_norm: gradients"),
+])
+def test_refusals_are_one_line(call, message):
+    with pytest.raises(DomainError) as e:
+        call()
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_spec():
+    spec = [{"layer": "dense", "sigma_w2": 2.0}, {"layer": "batch_norm"}, {"layer": "activation", "fn": "relu"},
+            {"layer": "dense", "sigma_w2": 1.0}]
+    net = nw.from_spec(spec)
+    assert nw.to_spec(net)["layers"] == spec
+    with pytest.raises(DomainError, match=r"layers\[1\]\.eps: unknown key"):
+        nw.from_spec([{"layer": "dense"}, {"layer": "batch_norm", "eps": 1e-5}])
+
+
+# ------------------------------------------------------------------------------------------
+# Monte Carlo (slow)
+# ------------------------------------------------------------------------------------------
+MC = {
+    "dense-bn-relu-dense": ([nw.dense(2.0, 0.1), nw.batch_norm(), nw.activation("relu"), nw.dense(1.0, 0.1)],
+                            (6, 5)),
+    "conv-bn-leaky-ln-gap": ([nw.conv([3], sigma_w2=2.0, sigma_b2=0.1), nw.batch_norm(),
+                              nw.activation("leaky_relu:0.2"), nw.layer_norm(), nw.global_avg_pool(),
+                              nw.dense(1.0)], (3, 4, 2)),
+    "two-bn-relu-blocks": ([nw.dense(2.0), nw.batch_norm(), nw.activation("relu"), nw.dense(2.0, 0.1),
+                            nw.batch_norm(), nw.activation("relu"), nw.dense(1.0)], (5, 4)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MC))
+def test_nngp_matches_a_wide_network(name):
+    """5 standard errors at width 1024 (R = 8 networks), as tests/test_network_mc.py."""
+    layers, shape = MC[name]
+    net = nw.serial(*layers)
+    x = np.random.default_rng(11).standard_normal(shape)
+    k = net.kernel(x, ntk=False).nngp
+    R = 8
+    emp = np.array([net.sample(1024, rng=100 + r).empirical_nngp(x) for r in range(R)])
+    se = emp.std(axis=0, ddof=1) / np.sqrt(R)
+    z = (emp.mean(axis=0) - k) / np.maximum(se, 1e-12 * np.abs(k).max())
+    assert np.abs(z).max() < 5, f"{name}: largest |z| = {np.abs(z).max():.2f}"
+
+
+@pytest.mark.slow
+def test_nngp_error_falls_like_inverse_sqrt_width():
+    layers, shape = MC["dense-bn-relu-dense"]
+    net = nw.serial(*layers)
+    x = np.random.default_rng(12).standard_normal(shape)
+    theory = net.kernel(x, ntk=False).nngp
+    scale = np.sqrt(np.mean(theory ** 2))
+    widths = (256, 512, 1024, 2048, 4096)
+    errs = []
+    for i, w in enumerate(widths):
+        emp = [net.sample(w, rng=1000 * (i + 1) + r).empirical_nngp(x) for r in range(8)]
+        errs.append(np.mean([np.sqrt(np.mean((e - theory) ** 2)) / scale for e in emp]))
+    slope = np.polyfit(np.log(widths), np.log(errs), 1)[0]
+    assert -0.7 < slope < -0.3, f"slope {slope:.3f}, errors {errs}"
