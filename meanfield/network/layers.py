@@ -325,10 +325,18 @@ class Conv(_Weighted):
         pairs = _pairs(len(st.spatial), True)
         AK = self._op(st.K, pairs, st.spatial)
         AT = None if st.T is None else self._op(st.T, pairs, st.spatial)
-        K = AK * sw
+        # in place on the fresh arrays A(K), A(T): the same arithmetic as _new_T, one array less
+        T = AT
+        if T is not None:
+            T *= sw
+            if st.param == "standard" and not st.finite:
+                T += AK
+        K = AK
+        K *= sw
         if sb:
             K += sb
-        T = self._new_T(st, AK, AT, K)
+        if T is not None and st.param == "ntk":
+            T += K
         spatial_in = st.spatial
         geoms = self._geom(spatial_in)
         out_spatial = tuple(g[2] for g in geoms)
@@ -474,12 +482,11 @@ class ActivationLayer(Layer):
         if law is not None:
             return law.activation_fold(self, st)
         E, Ed, q = self._maps(st)
-        T = None if st.T is None else st.T * Ed
-        st2 = st.evolve(K=E, T=T, mu=self._mean(st, q))
         if Ed is None:
-            return st2, self._no_backward
+            return st.evolve(K=E, T=None, mu=self._mean(st, q)), self._no_backward
         blocks = st.blocks(Ed)
-        return st2, lambda G: G * blocks
+        T = None if st.T is None else np.multiply(st.T, Ed, out=Ed)   # Ed's buffer becomes T
+        return st.evolve(K=E, T=T, mu=self._mean(st, q)), lambda G: G * blocks
 
     def _no_backward(self, G):
         raise DomainError(f"activation {self.act.name!r} has no derivative, so gradients through "
@@ -493,24 +500,21 @@ class ActivationLayer(Layer):
             st2, b2 = dense.fold(st1)
             return st2, lambda G: b1(b2(G))
         sw, sb = dense.affine
-        if st.param == "ntk":
-            S, Sdot, q = self._maps(st, (sw, sb, sw))
-            T = None
-            if st.T is not None:
-                T = st.T * Sdot
-                T += S
-        else:
-            E, Sdot, q = self._maps(st, (1.0, 0.0, sw))
-            T = None
-            if st.T is not None:
-                T = st.T * Sdot
-                T += E
-            S = E * sw
+        ntk = st.param == "ntk"
+        S, Sdot, q = self._maps(st, (sw, sb, sw) if ntk else (1.0, 0.0, sw))
+        if Sdot is None:   # no derivative: the NNGP only
+            if not ntk:
+                S = S * sw + sb if sb else S * sw
+            return st.evolve(K=S, T=None, mu=None, finite=False), self._no_backward
+        blocks = st.blocks(Sdot)
+        T = None
+        if st.T is not None:   # Sdot's buffer becomes T
+            T = np.multiply(st.T, Sdot, out=Sdot)
+            T += S             # ntk: S = Sigma^{l+1}; standard: S = E[phi phi] (MATH.md 4.2)
+        if not ntk:
+            S *= sw
             if sb:
                 S += sb
-        if Sdot is None:
-            return st.evolve(K=S, T=T, mu=None, finite=False), self._no_backward
-        blocks = st.blocks(Sdot)
         return st.evolve(K=S, T=T, mu=None, finite=False), lambda G: G * blocks
 
     def apply(self, p, x):
