@@ -18,6 +18,7 @@ from .core import (PARAMETRIZATIONS, FiniteNetwork, Layer, Network, NetworkKerne
 from .layers import (METHODS, ActivationLayer, AvgPool, Conv, Dense, Flatten, GlobalAvgPool,
                      Identity, LayerNorm, Repeat, Residual, activation, avg_pool, conv, dense,
                      flatten, global_avg_pool, identity, layer_norm, repeat, residual, serial)
+from .attention import Attention, attention
 from .batchnorm import BatchNorm, batch_norm
 from .presets import ARCHS, arch_name, preset
 from .spec import from_spec, load_spec, to_spec
@@ -30,5 +31,5 @@ __all__ = [
     "dense", "conv", "activation", "avg_pool", "global_avg_pool", "flatten", "layer_norm",
     "identity", "serial", "residual", "repeat", "from_spec", "load_spec", "to_spec",
     "ARCHS", "arch_name", "preset",
-    "BatchNorm", "batch_norm",
+    "BatchNorm", "batch_norm", "Attention", "attention",
 ]

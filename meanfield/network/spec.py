@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import DomainError
 from .core import PARAMETRIZATIONS, Layer, Network
 from . import layers as L
+from .attention import attention
 from .batchnorm import batch_norm
 
 #: allowed keys per layer type (besides "layer"), with the constructor to call
@@ -29,6 +30,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "residual": ("branch", "shortcut", "scale"),
     "repeat": ("n", "body"),
     "batch_norm": (),
+    "attention": ("heads", "mechanism", "scaling", "sigma_q2", "sigma_k2", "sigma_v2", "sigma_o2", "causal"),
 }
 _REQUIRED = {"activation": ("fn",), "conv": ("filter",), "avg_pool": ("window",),
              "residual": ("branch",), "repeat": ("n", "body")}
@@ -66,7 +68,7 @@ def _layer(obj: Any, where: str) -> Layer:
         return {"dense": L.dense, "conv": L.conv, "avg_pool": L.avg_pool,
                 "global_avg_pool": L.global_avg_pool, "flatten": L.flatten,
                 "layer_norm": L.layer_norm, "identity": L.identity,
-                "batch_norm": batch_norm}[kind](**args)
+                "batch_norm": batch_norm, "attention": attention}[kind](**args)
     except DomainError as exc:
         msg = str(exc)
         if msg.startswith(where):

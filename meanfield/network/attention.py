@@ -1,0 +1,294 @@
+"""Multi-head self-attention over the positions of (N, T, channels) inputs (MATH.md 5.5;
+neural-tangents' ``stax.GlobalSelfAttention``).
+
+It means what NT means with n_heads = heads, W_query_std^2 = sigma_q2 (key, value, out likewise),
+linear_scaling = (scaling == "linear"), b_std = None and no positional embedding.  With raw
+N(0, 1) weights, inputs x (T positions, C channels) and, per head h, keys k = x W_K^h,
+values v = x W_V^h (n_k and n_v channels per head):
+
+* ``scaling = "linear"``: queries are the keys (NT ties W_Q to W_K), logits
+  L = sqrt(sigma_q2 sigma_k2) k k' / (C n_k): they converge to sqrt(sigma_q2 sigma_k2) K(s, t),
+  the input's own kernel, so the attention weights A = mechanism(L) are deterministic in the
+  limit (softmax over t, identity, relu or abs entrywise);
+* ``scaling = "sqrt"``: independent W_Q, logits q k' sqrt(sigma_q2 sigma_k2) / (C sqrt(n_k)),
+  Gaussian in the limit (Hron et al. 2020); only the identity mechanism has a closed form;
+* output y = sqrt(sigma_o2 sigma_v2 / (H n_v C)) concat_h(A^h v^h) W_O (no bias);
+* ``causal``: position s attends to t <= s only (1-D positions; softmax over t <= s, the other
+  mechanisms zero for t > s).  Not in NT; checked against wide networks only.
+
+Kernel maps (A_n the attention weights of input n from its own block K_nn, A = BlockDiag(A_n),
+c2 = sigma_o2 sigma_v2, g2 = sigma_q2 sigma_k2, M the causal mask or all ones):
+
+| | linear | sqrt, identity |
+|---|---|---|
+| NNGP | c2 A K A' | c2 g2 K o S, S[ns, ms'] = sum_tt' M[s,t] M[s',t'] K[nt, mt']^2 |
+| NTK (NTK param.) | c2 A T A' + 2 NNGP | c2 g2 (T o S + 2 K o R) + 4 NNGP, R = the same sums of K o T |
+| backward | c2 A_n' G A_n | refused (the logits' Gaussian couples positions) |
+
+In the linear case the gradients through the logits vanish in the limit (MATH.md 5.5, NT), so only
+W_V and W_O contribute, each one NNGP; in the sqrt case W_Q, W_K, W_V, W_O each contribute one
+NNGP, and the input's gradient enters through queries, keys and values (the three terms).  The
+standard parametrisation (lim Theta / n) replaces each weight's NNGP term by NNGP / sigma^2 of
+that weight, present only when its fan-in is a width (W_O always; W_Q, W_K, W_V when the input is
+not the data), as for dense layers (MATH.md 4.2).  NT's limit takes the heads to infinity too; for
+``"sqrt"`` the output is Gaussian only then (with few heads the empirical kernel of one network
+does not concentrate, though its mean is still the NNGP).
+
+Refused (one line each): scaling "sqrt" with softmax, relu or abs (the kernel is an expectation
+over the logits' Gaussian with no closed form; NT refuses it too), and inputs without positions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import DomainError
+from .core import Backward, Layer, Param, Shape, State
+from .layers import _variance, symmetrised
+
+MECHANISMS = ("softmax", "identity", "relu", "abs")
+SCALINGS = ("linear", "sqrt")
+
+
+def _mechanism(L: np.ndarray, mech: str, mask: np.ndarray | None) -> np.ndarray:
+    """The attention weights from logits L (..., P, P), over the last axis; mask: allowed (P, P)."""
+    if mech == "softmax":
+        if mask is not None:
+            L = np.where(mask, L, -np.inf)
+        L = L - L.max(axis=-1, keepdims=True)
+        E = np.exp(L)
+        return E / E.sum(axis=-1, keepdims=True)
+    A = {"identity": lambda a: a, "relu": lambda a: np.maximum(a, 0.0), "abs": np.abs}[mech](L)
+    return A if mask is None else np.where(mask, A, 0.0)
+
+
+def _mechanism_vjp(L: np.ndarray, A: np.ndarray, gA: np.ndarray, mech: str,
+                   mask: np.ndarray | None) -> np.ndarray:
+    if mech == "softmax":
+        return A * (gA - (gA * A).sum(axis=-1, keepdims=True))
+    g = {"identity": lambda: gA, "relu": lambda: gA * (L > 0), "abs": lambda: gA * np.sign(L)}[mech]()
+    return g if mask is None else np.where(mask, g, 0.0)
+
+
+class Attention(Layer):
+    """Multi-head self-attention (the module docstring has the definition and the maps)."""
+
+    name = "attention"
+    spec_key = "attention"
+
+    def __init__(self, heads: Any = 1, mechanism: str = "softmax", scaling: str = "linear",
+                 sigma_q2: Any = 1.0, sigma_k2: Any = 1.0, sigma_v2: Any = 1.0, sigma_o2: Any = 1.0,
+                 causal: Any = False):
+        if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or heads < 1:
+            raise DomainError(f"heads: expected a positive integer, got {heads!r}")
+        self.heads = int(heads)
+        if not isinstance(mechanism, str) or mechanism.lower() not in MECHANISMS:
+            raise DomainError(f"mechanism: expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+        self.mechanism = mechanism.lower()
+        if not isinstance(scaling, str) or scaling.lower() not in SCALINGS:
+            raise DomainError(f"scaling: expected one of {', '.join(SCALINGS)}, got {scaling!r}")
+        self.scaling = scaling.lower()
+        if self.scaling == "sqrt" and self.mechanism != "identity":
+            raise DomainError(
+                f"scaling: 'sqrt' with mechanism {self.mechanism!r} is not supported: with "
+                "q.k/sqrt(n) logits the attention weights stay Gaussian in the limit (Hron et al. "
+                "2020) and the kernel is an integral over them with no closed form; use "
+                "scaling 'linear', or mechanism 'identity' (exact)")
+        self.sigma_q2 = _variance("sigma_q2", sigma_q2)
+        self.sigma_k2 = _variance("sigma_k2", sigma_k2)
+        self.sigma_v2 = _variance("sigma_v2", sigma_v2)
+        self.sigma_o2 = _variance("sigma_o2", sigma_o2)
+        if not isinstance(causal, (bool, np.bool_)):
+            raise DomainError(f"causal: expected true or false, got {causal!r}")
+        self.causal = bool(causal)
+
+    # ---- shapes and parameters ----
+    def out_shape(self, shape: Shape, where: str) -> Shape:
+        if not shape.spatial:
+            raise DomainError(f"{where}: attention needs inputs with positions, shape (N, T, "
+                              "channels); this layer's input has none")
+        if self.causal and len(shape.spatial) != 1:
+            raise DomainError(f"{where}.causal: a causal mask needs 1-D positions (N, T, channels), "
+                              f"got {len(shape.spatial)}-D positions")
+        return Shape(shape.spatial, None, gaussian=True, fresh=True)
+
+    def params(self, shape: Shape) -> list[Param]:
+        role = "input" if shape.channels is not None else "hidden"
+        fan = shape.channels
+        out = []
+        if self.scaling == "sqrt":
+            out.append(Param("query", "weight", role, fan, self.sigma_q2, (self.heads, shape.channels, None)))
+        out += [Param("key", "weight", role, fan, self.sigma_k2, (self.heads, shape.channels, None)),
+                Param("value", "weight", role, fan, self.sigma_v2, (self.heads, shape.channels, None)),
+                Param("out", "weight", "hidden", None, self.sigma_o2, (None, None))]
+        return out
+
+    @property
+    def _qk(self) -> float:
+        return math.sqrt(self.sigma_q2 * self.sigma_k2)
+
+    def _mask(self, P: int) -> np.ndarray | None:
+        return np.tri(P, dtype=bool) if self.causal else None
+
+    # ---- the kernel maps ----
+    def weights(self, st: State) -> np.ndarray:
+        """The limiting attention weights A_n (N, P, P) of the linear scaling."""
+        blocks = st.blocks(st.K)
+        return _mechanism(self._qk * blocks, self.mechanism, self._mask(st.P))
+
+    def fold(self, st: State) -> tuple[State, Backward]:
+        N, P = st.N, st.P
+        c2 = self.sigma_o2 * self.sigma_v2
+        K4 = st.K.reshape(N, P, N, P)
+        T4 = None if st.T is None else st.T.reshape(N, P, N, P)
+        hidden = not st.finite
+        if self.scaling == "linear":
+            A = self.weights(st)
+
+            def mix(X4):
+                return np.einsum("nst,ntmu,mvu->nsmv", A, X4, A, optimize=True)
+
+            AKA = mix(K4)
+            K = c2 * AKA
+            T = None
+            if T4 is not None:
+                T = c2 * mix(T4)
+                if st.param == "ntk":
+                    T += 2.0 * K
+                else:   # W_O always a width's fan-in; W_V only after a hidden layer
+                    T += self.sigma_v2 * AKA
+                    if hidden:
+                        T += self.sigma_o2 * AKA
+
+            def backward(G):
+                return c2 * np.einsum("nts,ntu,nuv->nsv", A, G, A, optimize=True)
+        else:
+            g2 = self._qk ** 2
+            M = np.ones((P, P)) if not self.causal else np.tri(P)
+
+            def sums(X4):
+                return np.einsum("st,ntmu,vu->nsmv", M, X4, M, optimize=True)
+
+            KS = K4 * sums(K4 * K4)
+            K = c2 * g2 * KS
+            T = None
+            if T4 is not None:
+                T = c2 * g2 * (T4 * sums(K4 * K4) + 2.0 * K4 * sums(K4 * T4))
+                if st.param == "ntk":
+                    T += 4.0 * K
+                else:   # each weight's term NNGP / its variance, where its fan-in is a width
+                    prods = [self.sigma_k2 * self.sigma_v2 * self.sigma_o2,   # W_Q
+                             self.sigma_q2 * self.sigma_v2 * self.sigma_o2,   # W_K
+                             self.sigma_q2 * self.sigma_k2 * self.sigma_o2]   # W_V
+                    w = self.sigma_q2 * self.sigma_k2 * self.sigma_v2         # W_O (always)
+                    if hidden:
+                        w += sum(prods)
+                    T += w * KS
+
+            def backward(G):
+                raise DomainError("attention: the backward map of scaling 'sqrt' is not implemented "
+                                  "(the logits' Gaussian couples the positions), so propagate's "
+                                  "gradient diagnostics are unavailable for this network")
+
+        K = K.reshape(st.K.shape)
+        T = None if T is None else T.reshape(st.K.shape)
+        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=None, finite=False), backward
+
+    # ---- the finite-width network (raw N(0, 1) weights, as NT's init_fn) ----
+    def _dims(self, width: int) -> int:
+        return max(1, width // self.heads)
+
+    def init(self, rng, shape, width):
+        C, H = shape[-1], self.heads
+        n = self._dims(width)
+        p = {"K": rng.standard_normal((H, C, n)), "V": rng.standard_normal((H, C, n)),
+             "O": rng.standard_normal((H * n, width))}
+        if self.scaling == "sqrt":
+            p["Q"] = rng.standard_normal((H, C, n))
+        return p, shape[:-1] + (width,)
+
+    def _alpha(self, C: int, n: int) -> float:
+        return self._qk / (C * (n if self.scaling == "linear" else math.sqrt(n)))
+
+    def apply(self, p, x):
+        shape = x.shape
+        N, C = shape[0], shape[-1]
+        X = x.reshape(N, -1, C)
+        P = X.shape[1]
+        H, _, n = p["K"].shape
+        mask = self._mask(P)
+        Kk = np.einsum("npc,hck->hnpk", X, p["K"])
+        Kq = Kk if self.scaling == "linear" else np.einsum("npc,hck->hnpk", X, p["Q"])
+        L = self._alpha(C, n) * np.einsum("hnsk,hntk->hnst", Kq, Kk)
+        A = _mechanism(L, self.mechanism, mask)
+        V = np.einsum("npc,hck->hnpk", X, p["V"])
+        Hd = np.einsum("hnst,hntk->hnsk", A, V)
+        cat = np.moveaxis(Hd, 0, 2).reshape(N, P, H * n)
+        co = math.sqrt(self.sigma_o2 * self.sigma_v2 / (H * n * C))
+        y = co * (cat @ p["O"])
+        return y.reshape(shape[:-1] + (p["O"].shape[1],)), (X, Kq, Kk, L, A, V, cat, co, shape)
+
+    def _grads(self, p, cache, gy):
+        """Per-head pieces of the backward pass for an output gradient gy."""
+        X, Kq, Kk, L, A, V, cat, co, shape = cache
+        N, P, C = X.shape
+        H, _, n = p["K"].shape
+        D = gy.reshape(N, P, -1)
+        Oh = p["O"].reshape(H, n, -1)                           # rows of W_O per head (cat order)
+        DO = co * np.einsum("npc,hkc->hnpk", D, Oh)            # d y / d head outputs (H, N, P, n)
+        gV = np.einsum("hnst,hnsk->hntk", A, DO)                # d / d values
+        gA = np.einsum("hnsk,hntk->hnst", DO, V)
+        gL = _mechanism_vjp(L, A, gA, self.mechanism, self._mask(P)) * self._alpha(C, n)
+        return D, DO, gV, gL
+
+    def vjp(self, p, cache, gy):
+        X, Kq, Kk, L, A, V, cat, co, shape = cache
+        D, DO, gV, gL = self._grads(p, cache, gy)
+        gx = np.einsum("hnpk,hck->npc", gV, p["V"])
+        if self.scaling == "linear":    # L = alpha k k', k = x W_K
+            gk = np.einsum("hnst,hntk->hnsk", gL + np.swapaxes(gL, -1, -2), Kk)
+            gx += np.einsum("hnpk,hck->npc", gk, p["K"])
+        else:
+            gq = np.einsum("hnst,hntk->hnsk", gL, Kk)
+            gk = np.einsum("hnst,hnsk->hntk", gL, Kq)
+            gx += np.einsum("hnpk,hck->npc", gq, p["Q"]) + np.einsum("hnpk,hck->npc", gk, p["K"])
+        return gx.reshape(shape)
+
+    def ntk_terms(self, p, cache, d1, d2):
+        X, Kq, Kk, L, A, V, cat, co, shape = cache
+        F = np.einsum("npc,mtc->npmt", X, X)                    # x . x' (raw)
+
+        def pieces(d):
+            D, DO, gV, gL = self._grads(p, cache, d)
+            out = {"V": gV}                                     # d / d W_V = x' gV
+            if self.scaling == "linear":
+                out["K"] = np.einsum("hnst,hntk->hnsk", gL + np.swapaxes(gL, -1, -2), Kk)
+            else:
+                out["Q"] = np.einsum("hnst,hntk->hnsk", gL, Kk)
+                out["K"] = np.einsum("hnst,hnsk->hntk", gL, Kq)
+            return D, out
+
+        D1, e1 = pieces(d1)
+        D2, e2 = pieces(d2)
+        total = co ** 2 * np.einsum("npk,mtk,npc,mtc->nm", cat, cat, D1, D2, optimize=True)   # W_O
+        for key in e1:
+            total = total + np.einsum("npmt,hnpk,hmtk->nm", F, e1[key], e2[key], optimize=True)
+        return total
+
+    def to_spec(self) -> dict:
+        return {"layer": "attention", "heads": self.heads, "mechanism": self.mechanism,
+                "scaling": self.scaling, "sigma_q2": self.sigma_q2, "sigma_k2": self.sigma_k2,
+                "sigma_v2": self.sigma_v2, "sigma_o2": self.sigma_o2, "causal": self.causal}
+
+
+def attention(heads: int = 1, mechanism: str = "softmax", scaling: str = "linear",
+              sigma_q2: float = 1.0, sigma_k2: float = 1.0, sigma_v2: float = 1.0,
+              sigma_o2: float = 1.0, causal: bool = False) -> Attention:
+    """Multi-head self-attention over positions (NT's GlobalSelfAttention; the module docstring)."""
+    return Attention(heads, mechanism, scaling, sigma_q2, sigma_k2, sigma_v2, sigma_o2, causal)
+
+
+__all__ = ["Attention", "attention", "MECHANISMS", "SCALINGS"]
