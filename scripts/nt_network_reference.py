@@ -9,10 +9,10 @@ input shape and a seed; the inputs are ``np.random.default_rng(seed).standard_no
 (float64).  The spec is translated layer by layer into ``neural_tangents.stax`` (the exact stax
 expression is stored with the values) and NT's ``kernel_fn(X, None, ("nngp", "ntk"))`` is
 evaluated in float64 (``jax_enable_x64``), NTK parameterization, not jitted.  The values go to
-``<out>.npz`` (keys ``<case>/X``, ``<case>/nngp``, ``<case>/ntk``; for dense-only networks also
-``<case>/ref_nngp``, ``<case>/ref_ntk`` from the independent recursion below, which is more
-accurate than NT for tanh and on the relu NTK diagonal) and the provenance, the specs, shapes,
-layout and NT's own accuracy to ``<out>.json``.
+``<out>.npz`` (keys ``<case>/X``, ``<case>/nngp``, ``<case>/ntk``; where an independent reference
+exists -- every dense-only network, and conv networks whose activations are relu / erf -- also
+``<case>/ref_nngp``, ``<case>/ref_ntk``, more accurate than NT for tanh and on the relu NTK
+diagonal) and the provenance, the specs, shapes, layout and NT's own accuracy to ``<out>.json``.
 
 Translation (spec -> stax):
 
@@ -44,11 +44,17 @@ Accuracy recorded in the json:
 
 * ``nt_numerical``: for tanh cases the stored values use deg = 2d; the estimate of NT's error is
   max |K(deg d) - K(deg 2d)| / max |K(deg 2d)| (a bound for deg d, conservative for 2d);
-* ``independent_check`` (dense-only cases): an independent recursion of the same network --
-  mpmath (dps 30) closed forms for relu (arc-cosine kernel) and erf, nested adaptive QUADPACK
-  integrals (tolerance 1e-14) for gelu and tanh -- and NT's relative error against it, on the
-  diagonal and off the diagonal separately (NT's relu-family NTK diagonal is off by ~1e-8: it
-  evaluates arccos at a correlation that rounds to 1 - O(eps)).
+* ``independent_check``: an independent recursion of the same network and NT's relative error
+  against it, on the (i, i, p, p) entries and off them separately.  Dense-only networks: mpmath
+  (dps 30) closed forms for relu (arc-cosine kernel) and erf, nested adaptive QUADPACK integrals
+  (tolerance 1e-14) for gelu and tanh.  Conv networks with relu / erf: ``explicit_kernel``, the
+  conv / pooling / flatten / layer_norm maps written out in numpy float64 on the padded kernel
+  and the activations entry by entry in mpmath.  NT's relu NTK diagonal is off by up to ~1.5e-8
+  (dense, d = 784) and ~3e-9 (conv + flatten): its arctan2(sqrt(prod - nngp^2), nngp) sees a
+  correlation 1 - O(eps) when its cov1 and nngp diagonals differ by an ulp;
+* ``explicit_check`` (one conv or avg_pool layer, optionally + relu / erf): the kernel built
+  directly from patches of the padded inputs (``_explicit``), pinning the padding conventions
+  and the un-reversed layout.
 
 The NT computation runs in the side environment .bench_env/ (scripts/_nt_env.py, pinned jax 0.4.30,
 neural-tangents 0.6.5), never imported by meanfield; this file is both the driver (meanfield's
