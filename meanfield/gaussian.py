@@ -13,7 +13,13 @@ Two rules, both vectorised over arrays of variances and correlations:
   correlation c, as an iterated integral: v = sqrt(q2) (c z1 + sqrt(1 - c^2) z2); the inner
   integral over z2 is a 1-D Gaussian expectation of g with mean sqrt(q2) c z1 and standard
   deviation sqrt(q2 (1 - c^2)), split at the activation's scale points around that mean.
-  c = +-1 are handled exactly (the inner integral collapses to g at a point).
+  c = +-1 are handled exactly (the inner integral collapses to g at a point).  Where the inner
+  Gaussian is wide in u but its mean moves fast in z1 (q2 (1 - |c|) > 2, |c| > 1/2: large q,
+  c -> +-1, what residual networks' distance recursion reads), the smoothed g is a step of width
+  sqrt(1 - c^2) / |c| in z1; those points get outer panel edges at multiples of that width and
+  the activation's scale down to 2^-4 (integrated apart, so other points pay nothing): tanh's
+  1 - W/V at q = 4.5e7, 1 - c = 1e-6 is then within 1e-12 of mpmath (5.5e-2 without).
+  expect1 also splits at |u| = 32, for exponential tails (sigmoid at q = 7e4: 5e-10 -> 1e-16).
 
 The moments that the maps need (MATH.md section 0, "V/W transforms") are defined once, below,
 with closed forms taken from the Activation when it carries them:
@@ -49,6 +55,9 @@ _Z_EDGES = np.concatenate([-_Z_EDGES[:0:-1], _Z_EDGES])
 # ...and on the activation's scale (pre-activation units); mapped to z = u / sqrt(q) per point.
 _U_EDGES = np.array([1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0])
 _U_EDGES = np.concatenate([-_U_EDGES[::-1], [0.0], _U_EDGES])
+# expect1 also splits at |u| = 32: activations with exponential tails on the activation's scale
+# (sigmoid: 1 - phi ~ e^-u) still contribute 1e-7 at |u| = 16, too much for one coarse panel.
+_TAIL_EDGES = (-32.0, 32.0)
 _GL_ORDER = 10
 _CHUNK = 1 << 22  # number of quadrature nodes evaluated at once (memory bound)
 
@@ -117,11 +126,12 @@ def expect1(f: Callable[[np.ndarray], np.ndarray], q, kinks: tuple[float, ...] =
     ok = np.isfinite(flat) & (flat >= 0)
     idx = np.flatnonzero(ok)
     if idx.size:
-        per = (_Z_EDGES.size + _U_EDGES.size + len(kinks)) * order
+        splits = tuple(kinks) + _TAIL_EDGES
+        per = (_Z_EDGES.size + _U_EDGES.size + len(splits)) * order
         for sl in _chunks(idx.size, per):
             qq = flat[idx[sl]]
             s = np.sqrt(qq)
-            z, wt = _nodes(s, np.zeros_like(s), kinks, order)
+            z, wt = _nodes(s, np.zeros_like(s), splits, order)
             out[idx[sl]] = np.sum(wt * f(s[:, None] * z), axis=1)
         zero = idx[flat[idx] == 0]
         if zero.size:
@@ -130,6 +140,23 @@ def expect1(f: Callable[[np.ndarray], np.ndarray], q, kinks: tuple[float, ...] =
             tiny = np.array([-1e-300, 1e-300])
             out[zero] = 0.5 * float(np.sum(f(tiny))) if 0.0 in kinks else float(f(np.zeros(1))[0])
     return out.reshape(shape)
+
+
+# Outer panel edges for a wide inner smoothing (see expect2): multiples of the inner width sd,
+# in pre-activation units, around each feature of g (0 and the kinks), and the activation's own
+# scale, 2^-4 ... 2^5.
+_SMOOTH_SPLITS = np.array([0.3, 0.6, 1.25, 2.0, 3.0, 4.2, 5.6, 7.5])
+_SMOOTH_SPLITS = np.concatenate([-_SMOOTH_SPLITS[::-1], _SMOOTH_SPLITS])
+_WIDE_U_SPLITS = 2.0 ** np.arange(-4, 6)
+_WIDE_U_SPLITS = np.concatenate([-_WIDE_U_SPLITS[::-1], _WIDE_U_SPLITS])
+
+
+def _wide_smoothing(q2: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Points where the inner Gaussian is wide in u but its mean moves fast in z1:
+    q2 (1 - |c|) > 2 with |c| > 1/2.  There the smoothed g is a step of width
+    sqrt(1 - c^2) / |c| << 1 in z1, which the default outer panels do not resolve."""
+    m = 1.0 - np.abs(c)
+    return (q2 * m > 2.0) & (m < 0.5)
 
 
 def expect2(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarray], np.ndarray],
@@ -144,43 +171,65 @@ def expect2(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarray], np.
     out = np.full(q1f.shape, np.nan)
     ok = (np.isfinite(q1f) & np.isfinite(q2f) & np.isfinite(cf) & (q1f >= 0) & (q2f >= 0)
           & (np.abs(cf) <= 1))
-    idx = np.flatnonzero(ok)
-    if idx.size == 0:
-        return out.reshape(shape)
-    n_edge = _Z_EDGES.size + 2 * _U_EDGES.size + 14 * len(kinks)
-    per = (n_edge * order) ** 2
-    for sl in _chunks(idx.size, per):
-        i = idx[sl]
-        s1, s2, cc = np.sqrt(q1f[i]), np.sqrt(q2f[i]), cf[i]
-        sc = np.sqrt(np.clip((1.0 - cc) * (1.0 + cc), 0.0, None))
-        # Outer rule in z1: resolve f's features (scale s1) and the features of the smoothed g
-        # as a function of z1 (scale s2 |c|).
-        zero = np.zeros_like(s1)
-        e1 = _panel_edges(s1, zero, kinks)
-        sym = tuple(kinks) + tuple(-k for k in kinks)
-        e2 = _panel_edges(s2 * np.abs(cc), zero, sym)
-        parts = [e1, e2[:, 1:-1]]
-        if kinks:
-            # g smoothed by the inner Gaussian (sd = s2 sqrt(1 - c^2)) has its kink spread over
-            # |s2 c z1 - kink| ~ sd: put outer edges there, or c -> 1 loses ~sqrt(1 - c) terms.
-            spread = np.array([-8.0, -3.0, -1.0, 1.0, 3.0, 8.0])
-            base = (s2 * np.abs(cc))[:, None]
-            sd = (s2 * sc)[:, None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                e3 = np.concatenate([(k + spread[None, :] * sd) / base for k in sym], axis=1)
-            parts.append(np.clip(np.where(np.isfinite(e3), e3, _ZMAX), -_ZMAX, _ZMAX))
-        edges = np.sort(np.concatenate(parts, axis=1), axis=1)
-        x, w = _gauss_legendre(order)
-        a, b = _prune(edges[:, :-1], edges[:, 1:])
-        half, mid = 0.5 * (b - a), 0.5 * (b + a)
-        z1 = (mid[:, :, None] + half[:, :, None] * x).reshape(i.size, -1)
-        w1 = (half[:, :, None] * w).reshape(i.size, -1) * np.exp(-0.5 * z1 * z1) / np.sqrt(2 * np.pi)
-        # Inner rule in z2 for every (point, z1): g(m + sd z2), m = s2 c z1, sd = s2 sqrt(1-c^2).
-        m = (s2 * cc)[:, None] * z1
-        sd = np.broadcast_to((s2 * sc)[:, None], m.shape)
-        inner = _inner_expect(g, m.reshape(-1), sd.reshape(-1), kinks, order).reshape(m.shape)
-        out[i] = np.sum(w1 * f(s1[:, None] * z1) * inner, axis=1)
+    wide = ok & _wide_smoothing(q2f, cf)
+    # The two kinds of points get different panel templates: integrated apart, so that the
+    # extra panels of the wide points cost nothing elsewhere.
+    for idx, is_wide in ((np.flatnonzero(ok & ~wide), False), (np.flatnonzero(wide), True)):
+        if idx.size == 0:
+            continue
+        n_edge = _Z_EDGES.size + 2 * _U_EDGES.size + 14 * len(kinks)
+        if is_wide:
+            n_edge += (1 + 2 * len(kinks)) * _SMOOTH_SPLITS.size + 3 * _WIDE_U_SPLITS.size
+        per = (n_edge * order) ** 2
+        for sl in _chunks(idx.size, per):
+            i = idx[sl]
+            out[i] = _expect2_points(f, g, np.sqrt(q1f[i]), np.sqrt(q2f[i]), cf[i], tuple(kinks),
+                                     order, is_wide)
     return out.reshape(shape)
+
+
+def _expect2_points(f, g, s1, s2, cc, kinks, order, wide):
+    sc = np.sqrt(np.clip((1.0 - cc) * (1.0 + cc), 0.0, None))
+    # Outer rule in z1: resolve f's features (scale s1) and the features of the smoothed g
+    # as a function of z1 (scale s2 |c|).
+    zero = np.zeros_like(s1)
+    inner_kinks = kinks
+    if wide:
+        # the activation's own scale finer than _U_EDGES, on both rules
+        kinks = kinks + tuple(_WIDE_U_SPLITS.tolist())
+    e1 = _panel_edges(s1, zero, kinks)
+    sym = tuple(kinks) + tuple(-k for k in kinks)
+    e2 = _panel_edges(s2 * np.abs(cc), zero, sym)
+    parts = [e1, e2[:, 1:-1]]
+    base = (s2 * np.abs(cc))[:, None]
+    sd = (s2 * sc)[:, None]
+    spread = None
+    if wide:
+        # g smoothed by the wide inner Gaussian (sd = s2 sqrt(1 - c^2) in u) is a smoothed
+        # step of width sd / base in z1 around each of g's features (0 and the kinks)
+        feats = (0.0,) + tuple(inner_kinks) + tuple(-k for k in inner_kinks)
+        spread = _SMOOTH_SPLITS
+    elif inner_kinks:
+        # g smoothed by the inner Gaussian has its kink spread over |s2 c z1 - kink| ~ sd:
+        # put outer edges there, or c -> 1 loses ~sqrt(1 - c) terms.
+        feats = tuple(inner_kinks) + tuple(-k for k in inner_kinks)
+        spread = np.array([-8.0, -3.0, -1.0, 1.0, 3.0, 8.0])
+    if spread is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e3 = np.concatenate([(k + spread[None, :] * sd) / base for k in feats], axis=1)
+        parts.append(np.clip(np.where(np.isfinite(e3), e3, _ZMAX), -_ZMAX, _ZMAX))
+    edges = np.sort(np.concatenate(parts, axis=1), axis=1)
+    x, w = _gauss_legendre(order)
+    a, b = _prune(edges[:, :-1], edges[:, 1:])
+    half, mid = 0.5 * (b - a), 0.5 * (b + a)
+    n = s1.size
+    z1 = (mid[:, :, None] + half[:, :, None] * x).reshape(n, -1)
+    w1 = (half[:, :, None] * w).reshape(n, -1) * np.exp(-0.5 * z1 * z1) / np.sqrt(2 * np.pi)
+    # Inner rule in z2 for every (point, z1): g(m + sd z2), m = s2 c z1, sd = s2 sqrt(1-c^2).
+    m = (s2 * cc)[:, None] * z1
+    sdb = np.broadcast_to(sd, m.shape)
+    inner = _inner_expect(g, m.reshape(-1), sdb.reshape(-1), kinks, order).reshape(m.shape)
+    return np.sum(w1 * f(s1[:, None] * z1) * inner, axis=1)
 
 
 def _inner_expect(g, mean: np.ndarray, sd: np.ndarray, kinks, order) -> np.ndarray:

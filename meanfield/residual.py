@@ -301,57 +301,9 @@ class _Kernel:
     @staticmethod
     def _g_quad(act: Activation, lq: np.ndarray, xc: np.ndarray) -> np.ndarray:
         q = _exp_q(lq, act.name)
-        w = w_phi_equal(act, q, xc)
+        w = gaussian.w_phi(act, q, q, 1.0 - xc)
         v = gaussian.v_phi(act, q)
         return 1.0 - w / v
-
-
-# Panel splits for gaussian.expect2 in units of the inner smoothing width, and on the
-# activation's own scale (pre-activation units); see w_phi_equal.
-_SMOOTH_SPLITS = np.array([0.3, 0.6, 1.25, 2.0, 3.0, 4.2, 5.6, 7.5])
-_U_SPLITS = 2.0 ** np.arange(-4, 6)
-
-
-def _needs_splits(q: np.ndarray, xc: np.ndarray) -> np.ndarray:
-    """Points where gaussian.expect2's panels miss the inner smoothing scale: q (1 -+ c) >> 1
-    with c close to +-1 (the inner Gaussian is wide in u but its mean moves fast in z1)."""
-    m = np.minimum(xc, 2.0 - xc)
-    return (q * m > 2.0) & (m < 0.5)
-
-
-def w_phi_equal(act: Activation, q, xc, force: bool = False) -> np.ndarray:
-    """W_phi(q, q, q c) with 1 - c = xc, by gaussian.expect2 (or the closed form).
-
-    gaussian.expect2 integrates the outer variable on panels at the activation's scale and at
-    the Gaussian's scale, but not at the scale of the inner smoothing, sqrt(1 - c^2) / |c| in
-    z1.  For q (1 - |c|) >> 1 with |c| close to 1 that can leave one coarse panel across a
-    smoothed step, and w_phi is then off by up to ~1e-3 (tanh, q = 4e7, 1 - c = 4e-5).  Such
-    points (all points with ``force``) are integrated one by one with the smoothing scale and
-    the activation's scale passed as extra split points (expect2's ``kinks``): ~1e-12.
-    """
-    q, xc = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(xc, dtype=float))
-    c = 1.0 - xc
-    if act.closed_forms.get("w") is not None:
-        return gaussian.w_phi(act, q, q, c)
-    need = np.ones(q.shape, dtype=bool) if force else _needs_splits(q, xc)
-    out = np.array(gaussian.w_phi(act, q, q, c), dtype=float) if not need.all() \
-        else np.empty(q.shape)
-    for i in zip(*np.nonzero(need)):
-        sd = math.sqrt(max(q[i] * xc[i] * (2.0 - xc[i]), 0.0))
-        sm = sd * _SMOOTH_SPLITS if sd > 0 else np.array([])
-        splits = np.concatenate([-sm[::-1], sm, -_U_SPLITS[::-1], _U_SPLITS])
-        out[i] = gaussian.expect2(act.fn, act.fn, q[i], q[i], c[i],
-                                  kinks=tuple(act.kinks) + tuple(splits.tolist()))
-    return out
-
-
-def v_phi_accurate(act: Activation, q: float) -> float:
-    """V_phi(q) by gaussian.expect1 with the activation's scale as extra splits (for tables)."""
-    if act.closed_forms.get("v") is not None:
-        return float(gaussian.v_phi(act, q))
-    fn = act.fn
-    splits = tuple(act.kinks) + tuple(np.concatenate([-_U_SPLITS[::-1], _U_SPLITS]).tolist())
-    return float(gaussian.expect1(lambda u: fn(u) ** 2, q, kinks=splits, order=16))
 
 
 def _exp_q(lq: np.ndarray, name: str) -> np.ndarray:

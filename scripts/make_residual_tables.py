@@ -1,10 +1,9 @@
 """Tabulate the normalised kernel deficit of activations without a closed-form kernel.
 
 Writes ``meanfield/data/residual_kernel_<name>.npz`` (read by meanfield.residual).  Every value
-comes from meanfield.gaussian through ``meanfield.residual.w_phi_equal`` (gaussian.expect2, with
-extra panel splits at the inner smoothing scale and the activation's scale, so the values do not
-depend on expect2's default panels) and ``v_phi_accurate`` (gaussian.expect1, likewise); this
-script only chooses the grid.  The stored function is
+comes from ``meanfield.gaussian.w_phi`` and ``v_phi`` (gaussian.expect2 splits its outer panels
+at the inner smoothing scale where q (1 - |c|) >> 1, so the large-q corner is resolved there);
+this script only chooses the grid.  The stored function is
 
     F(x, t) = G(q, c) / theta,   G = 1 - W_phi(q, q, q c) / V_phi(q) = D / V,
 
@@ -33,49 +32,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from meanfield.activations import get_activation  # noqa: E402
-from meanfield.residual import (  # noqa: E402
-    TABLE_GRID, _needs_splits, table_theta, v_phi_accurate, w_phi_equal)
+from meanfield import gaussian  # noqa: E402
+from meanfield.residual import TABLE_GRID, table_theta  # noqa: E402
 
 
 def _row(args):
-    name, x, old = args
+    name, x = args
     act = get_activation(name)
     q = float(np.exp(x))
     t = np.linspace(0.0, 1.0, TABLE_GRID["nt"] + 1)
     theta = table_theta(t, q)
     xc = 2.0 * np.sin(0.5 * theta) ** 2  # 1 - cos(theta) without cancellation
     xc[-1] = 2.0
-    v = v_phi_accurate(act, q)
-    if old is None:
-        w = w_phi_equal(act, np.full(t.shape, q), xc, force=True)
-    else:  # --patch: recompute only the points w_phi_equal treats specially
-        w = np.full(t.shape, np.nan)
-        wide = _needs_splits(np.full(t.shape, q), xc)
-        if not wide.any():
-            return old
-        w[wide] = w_phi_equal(act, np.full(int(wide.sum()), q), xc[wide], force=True)
+    v = float(gaussian.v_phi(act, q))
+    w = gaussian.w_phi(act, q, q, 1.0 - xc)
     g = 1.0 - w / v
     f = np.zeros_like(g)
     f[1:] = g[1:] / theta[1:]
-    if old is not None:
-        f = np.where(np.isnan(f), old, f)
     return f
 
 
-def build(name: str, processes: int, patch: bool = False) -> Path:
+def build(name: str, processes: int) -> Path:
     g = TABLE_GRID
     xs = g["x0"] + g["hx"] * np.arange(g["nx"] + 1)
     out = ROOT / "meanfield" / "data" / f"residual_kernel_{name}.npz"
-    old = np.load(out)["F"] if patch else [None] * xs.size
     t0 = time.time()
     with Pool(processes) as pool:
-        rows = pool.map(_row, [(name, float(x), o) for x, o in zip(xs[::-1], old[::-1])],
-                        chunksize=1)
+        rows = pool.map(_row, [(name, float(x)) for x in xs[::-1]], chunksize=1)
     table = np.array(rows[::-1])
     tmp = out.with_name(out.stem + ".tmp.npz")
     np.savez_compressed(tmp, F=table, x0=g["x0"], hx=g["hx"], nx=g["nx"], nt=g["nt"],
                         activation=name,
-                        source="meanfield.residual.w_phi_equal (gaussian.expect2) / gaussian.v_phi")
+                        source="meanfield.gaussian.w_phi / gaussian.v_phi")
     os.replace(tmp, out)
     print(f"{name}: {table.shape} in {time.time() - t0:.0f} s -> {out.relative_to(ROOT)}")
     return out
@@ -85,8 +73,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", default=["tanh"])
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--patch", action="store_true",
-                    help="recompute only the wide-smoothing points of an existing table")
     a = ap.parse_args()
     for n in a.names:
-        build(n, a.processes, a.patch)
+        build(n, a.processes)
