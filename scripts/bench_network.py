@@ -21,7 +21,8 @@ Gaussian inputs of shape 16 x 16 x 3 (``np.random.default_rng(0)``).  It times
   ``nt.batch(kernel_fn, B)`` (blocks of B x B inputs) to bound its memory; 0 (default) does not.
 
 NT keeps the full spatial covariance (N, N, 16, 16, 16, 16) between layers, 8 N^2 * 65536 bytes
-(2.1 GB per array at N = 64; NT issues #28, #29), so N = 64 needs several GB.  Both kernels are
+(2.1 GB per array at N = 64; NT issues #28, #29): jitted and unbatched, NT went past 15 GB
+of RSS at N = 64 (stopped on a 23 GB machine); --nt-batch 16 keeps it near 1 GB.  Both kernels are
 compared entry by entry: "rel" is max |ours - NT| / |NT| over the N x N entries, "rel/max" is
 max |ours - NT| / max |NT|.  Timings on a shared machine vary; ratios come from one run, side by
 side; nothing here is a test expectation.
@@ -233,6 +234,7 @@ def main() -> None:
                       f"{nt_first if nt_first else nan:12.2f} {ours:8.2f} {ratio:8.2f} "
                       f"{rel[0]:9.1e} {rel[1]:9.1e} {rel[2]:11.1e} {fmt_bytes(nt_peak):>12s} "
                       f"{fmt_bytes(o_peak):>10s} {fmt_bytes(o_state):>10s}", flush=True)
+    print("# NT compile s: NT's first call (compilation + one evaluation); NT steady s: best later call")
     print("# NT peak RSS: peak resident memory of the NT process minus its RSS before the first call; "
           "ours peak: tracemalloc peak of one kernel call; ours state: the largest kernel state "
           "meanfield reports (NetworkKernel.peak_bytes)")
