@@ -1,4 +1,5 @@
-"""BatchNorm in train mode (batch statistics), no affine parameters, eps = 0 (MATH.md 5.6).
+"""BatchNorm in train mode (batch statistics), no affine parameters, eps = 0 (MATH.md 5.6):
+NNGP and NTK within one batch.
 
 Statistics.  As torch's ``BatchNorm1d`` / ``BatchNorm2d`` in training mode: for each channel c the
 mean and the (biased, 1/B) variance are taken over the batch *and* all positions, B = N P values,
@@ -34,10 +35,31 @@ faster on the right) are below 1e-19 of their peak.  Checked: trace
 E[y y'] = B exactly (each channel is normalised), S = c G gives B / (B - 1) G, and halving h
 changes nothing above 1e-14.
 
+NTK.  batch_norm has no parameters, so its NTK map is the forward Jacobian's: per channel
+J = dy/dh = sqrt(B) / |z| (G - z z' / |z|^2), and T' = E[D J T J' D] with D = diag(phi'(y)) for an
+activation right after it (D = I alone).  With T^G = G T G, psi = phi' (degree 0, so
+psi(y) = psi(z)), 1 / |z|^(2k) = Gamma(k)^(-1) int s^(k-1) e^(-s |z|^2) ds, Euler's z phi'(z) =
+phi(z) and Stein's lemma (E[g(z) z] = K E[grad g]; E[g z z'] = E[g] K + K E[grad grad' g] K, the
+second moment of g's Hessian being 2 dV/dK by Price's theorem), every term is a Gaussian moment
+under K = K(s):
+
+    T'_ab = B int_0^inf det(...)^(-1/2) { T^G_ab V'_ab
+            - s [V'_ab ((T^G K)_ab + (T^G K)_ba) + H_ab (T^G K)_bb + H_ba (T^G K)_aa]
+            + s^2 / 2 [tr(T^G K) V_ab + 2 dV_ab[K T^G K]] } ds,
+
+V = sqrt(q q') F(c) the arc-cosine kernel of phi, V' = F'(c) = E[phi'(z_a) phi'(z_b)],
+H_ab = sqrt(q_a / q_b) (F(c) - c F'(c)) = E[phi(z_a) phi''(z_b)] = 2 dV_ab / dq_b, and
+dV_ab[M] = V'_ab M_ab + (H_ba M_aa + H_ab M_bb) / 2.  For phi = identity (batch_norm alone)
+V' = 1, H = 0: T' = B int det^(-1/2) [T^G - s (K T^G + T^G K) + s^2 / 2 (tr(T^G K) K + 2 K T^G K)],
+MATH.md 5.6's Lambda_1 + Lambda_2 - Lambda_3 (there written for the adjoint, backward, map).
+It is finite only when S^G has rank >= 3 (E[1/|z|^2] = 1 / (rank - 2) for an isotropic batch);
+below that the NTK is refused.  Checked: S^G = T^G = c G gives B G (k - 1) / (k (k - 2)),
+k = B - 1, exactly; wide networks (tests/test_network_bn.py).
+
 Not done (refused, one line each):
 
-* the NTK and the backward map: the gradient through batch statistics couples the whole batch
-  (MATH.md 5.6's Lambda_1 + Lambda_2 - Lambda_3 map); not derived here;
+* the backward map (propagate's gradients): it mixes the inputs of the batch, which the
+  per-input gradient blocks of the Backward protocol cannot hold;
 * kernels with X2: the statistics are those of one batch, and [X; X2] is not the batch of X;
 * a batch of one value (B = 1) or a batch whose centred covariance vanishes (constant units).
 """
@@ -79,6 +101,11 @@ def _k1(c: np.ndarray) -> np.ndarray:
     return (np.sqrt(np.maximum(1.0 - c * c, 0.0)) + (math.pi - np.arccos(c)) * c) / (2.0 * math.pi)
 
 
+def _k0(c: np.ndarray) -> np.ndarray:
+    """E[step(u) step(v)] = d k1 / dc (MATH.md 3.1)."""
+    return (math.pi - np.arccos(c)) / (2.0 * math.pi)
+
+
 def check_activation(layer, where: str) -> None:
     """Called by ActivationLayer.out_shape when its input is batch_norm's output."""
     if _two_slopes(layer.act) is None:
@@ -92,8 +119,8 @@ def check_activation(layer, where: str) -> None:
 class BatchNormLaw:
     """The law of batch_norm's output: y = sqrt(B) z / |z|, z ~ N(0, S^G) = N(0, U diag(lam) U')."""
 
-    def __init__(self, U: np.ndarray, lam: np.ndarray, B: int):
-        self.U, self.lam, self.B = U, lam, B
+    def __init__(self, U: np.ndarray, lam: np.ndarray, B: int, TG: np.ndarray | None = None):
+        self.U, self.lam, self.B, self.TG = U, lam, B, TG
         pos = lam[lam > 0]
         lo = -math.log(pos.max()) - 90.0
         hi = -math.log(pos.min()) + 90.0
@@ -140,13 +167,51 @@ class BatchNormLaw:
         out = 0.5 * (out + out.T)
         return out, mean
 
+    def phi_ntk(self, b: float, m: float, TG: np.ndarray) -> np.ndarray:
+        """E[phi'(y) phi'(y)' o (J T J')] for phi = b relu(x) + m relu(-x) (b = 1, m = -1: batch_norm
+        alone), J = dy/dh = sqrt(B) / |z| (G - zz'/|z|^2), TG = G T G (the module docstring)."""
+        B = self.B
+        U = self.U
+        s2, bm = b * b + m * m, b * m
+        out = np.zeros((B, B))
+        n = self.s.size
+        step = max(1, _CHUNK // (4 * B * B))
+        idx = np.arange(B)
+        for a0 in range(0, n, step):
+            sl = slice(a0, min(n, a0 + step))
+            s = self.s[sl, None, None]
+            K = np.einsum("ik,nk,jk->nij", U, self.d(sl), U, optimize=True)
+            q = np.maximum(np.einsum("nii->ni", K), 0.0)
+            sq = np.sqrt(q)
+            den = sq[:, :, None] * sq[:, None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = np.clip(np.where(den > 0, K / den, 0.0), -1.0, 1.0)
+                c[:, idx, idx] = 1.0
+                F = s2 * _k1(c) + 2.0 * bm * _k1(-c)                 # V = den F
+                Fp = s2 * _k0(c) - 2.0 * bm * _k0(-c)                # E[phi'(z_a) phi'(z_b)]
+                ratio = np.where(sq[:, None, :] > 0, sq[:, :, None] / sq[:, None, :], 0.0)
+                H = ratio * (F - c * Fp)           # H_ab = 2 dV_ab / dq_b = E[phi(z_a) phi''(z_b)]
+            V = den * F
+            TK = TG @ K
+            TKd = np.einsum("nii->ni", TK)
+            tr = TKd.sum(axis=1)
+            mid = Fp * (TK + np.swapaxes(TK, 1, 2)) + H * TKd[:, None, :] + np.swapaxes(H, 1, 2) * TKd[:, :, None]
+            M = K @ TG @ K
+            Md = np.einsum("nii->ni", M)
+            dV = Fp * M + 0.5 * np.swapaxes(H, 1, 2) * Md[:, :, None] + 0.5 * H * Md[:, None, :]
+            node = TG[None] * Fp - s * mid + 0.5 * s * s * (tr[:, None, None] * V + 2.0 * dV)
+            w = _H * self.s[sl] * np.exp(self.logdet[sl]) * B
+            out += np.einsum("n,nij->ij", w, node)
+        return 0.5 * (out + out.T)
+
     def activation_fold(self, layer, st: State) -> tuple[State, Backward]:
         bm = _two_slopes(layer.act)
         if bm is None:   # pragma: no cover - refused by out_shape
             check_activation(layer, "activation")
         E, mean = self.phi_moments(*bm)
         mu = None if bm[0] + bm[1] == 0.0 else mean.reshape((st.N,) + st.spatial)
-        return st.evolve(K=E.reshape(st.K.shape), T=None, mu=mu), _no_backward
+        T = None if self.TG is None else self.phi_ntk(*bm, self.TG).reshape(st.K.shape)
+        return st.evolve(K=E.reshape(st.K.shape), T=T, mu=mu), _no_backward
 
 
 def _no_backward(G: np.ndarray) -> np.ndarray:
@@ -174,10 +239,6 @@ class BatchNorm(Layer):
         if st.cross:
             raise DomainError("batch_norm: with X2 the batch is ambiguous (batch statistics are "
                               "those of one batch); compute kernel([X; X2]) and take its block")
-        if st.T is not None:
-            raise DomainError("batch_norm: the NTK is not implemented (the gradient through batch "
-                              "statistics couples the whole batch, MATH.md 5.6); ask for the "
-                              "NNGP only (ntk=False)")
         S = st.matrix(st.K)
         B = S.shape[0]
         if B < 2:
@@ -194,10 +255,21 @@ class BatchNorm(Layer):
             raise DomainError("batch_norm: the centred batch covariance is zero (every input gives "
                               "the same units), so batch normalisation is undefined")
         lam = np.where(lam > _ZERO * top, lam, 0.0)
-        law = BatchNormLaw(U, lam, B)
+        TG = None
+        if st.T is not None:
+            rank = int(np.count_nonzero(lam))
+            if rank < 3:
+                raise DomainError(
+                    f"batch_norm: the NTK is infinite for this batch: its centred covariance has "
+                    f"rank {rank} < 3, and E[1/|z|^2] diverges (the gradient through the batch "
+                    "statistics is unbounded); use a larger batch or ask for the NNGP only (ntk=False)")
+            TG = G @ st.matrix(st.T) @ G
+            TG = 0.5 * (TG + TG.T)
+        law = BatchNormLaw(U, lam, B, TG)
         K = law.second_moment()
         K = 0.5 * (K + K.T)
-        out = st.evolve(K=K.reshape(st.K.shape), T=None, mu=None)
+        T = None if TG is None else law.phi_ntk(1.0, -1.0, TG).reshape(st.K.shape)
+        out = st.evolve(K=K.reshape(st.K.shape), T=T, mu=None)
         out.law = law          # read by an activation right after (dropped by any other layer)
         return out, _no_backward
 
