@@ -522,3 +522,27 @@ def test_residual_recursion_equals_propagate_tanh():
     meanfield.residual reads its tanh table of W at large q, the algebra gaussian.expect2)."""
     p, e, chi = _frn_pair("tanh", 1.2, 0.1, 0.8, 0.05, 1000)
     assert p < 1e-12 and chi < 1e-12 and e < 2e-10
+
+
+# ------------------------------------------------------------------------------------------
+# tiles: the kernel in blocks of inputs equals the whole fold
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(NETS_2D))
+@pytest.mark.parametrize("block", [1, 3])
+def test_tiled_kernel_equals_the_whole_fold(name, block):
+    net = nw.serial(*NETS_2D[name])
+    whole = net.kernel(XI, block=10 ** 9)
+    tiled = net.kernel(XI, block=block)
+    for a, b in ((whole.nngp, tiled.nngp), (whole.ntk, tiled.ntk)):
+        assert np.max(np.abs(a - b)) <= 1e-14 * np.max(np.abs(a))
+    assert tiled.peak_bytes < whole.peak_bytes
+    # X2: the cross tile directly (no concatenation)
+    x2 = XI[:2] * 1.5 + 0.1
+    cross = net.kernel(XI, x2, block=block)
+    both = net.kernel(np.concatenate([XI, x2]), block=10 ** 9)
+    assert np.max(np.abs(cross.ntk - both.ntk[:4, 4:])) <= 1e-14 * np.max(np.abs(both.ntk))
+
+
+def test_tiles_refuse_a_bad_block():
+    with pytest.raises(DomainError, match="block must be a positive integer"):
+        nw.serial(*NETS_2D["conv-same-gap"]).kernel(XI, block=0)

@@ -27,6 +27,8 @@ import numpy as np
 from ..errors import DomainError
 
 PARAMETRIZATIONS = ("ntk", "standard")
+#: (input, position) rows per tile of Network.kernel for networks with positions
+_TILE_ENTRIES = 1 << 12
 
 
 # ------------------------------------------------------------------------------------------
@@ -101,19 +103,57 @@ class State:
     peak: int = 0
     #: True when the rows are [X; X2] stacked for a cross kernel (so they are not one batch)
     cross: bool = False
+    #: a tile (rows != columns, see Network.kernel): K is (R, *S, C, *S) and the rows' and
+    #: columns' variances and channel means come from the tape of the diagonal blocks
+    tile: bool = False
+    qr: np.ndarray | None = None
+    qc: np.ndarray | None = None
+    mur: np.ndarray | None = None
+    muc: np.ndarray | None = None
+    tape: Any = None
 
     @property
     def N(self) -> int:
         return self.K.shape[0]
 
     @property
+    def C(self) -> int:
+        """The number of column inputs (N for a square state)."""
+        return self.K.shape[1 + len(self.spatial)]
+
+    @property
     def P(self) -> int:
         return int(np.prod(self.spatial)) if self.spatial else 1
 
     def matrix(self, A: np.ndarray) -> np.ndarray:
-        """A pair-layout array as an (N P) x (N P) matrix (a view)."""
-        n = self.N * self.P
-        return A.reshape(n, n)
+        """A pair-layout array as an (N P) x (C P) matrix (a view)."""
+        return A.reshape(self.N * self.P, self.C * self.P)
+
+    def q_rows(self) -> np.ndarray:
+        """Per-(input, position) variances of the row inputs, shape (N, *S)."""
+        return self.qr if self.tile else self.q()
+
+    def q_cols(self) -> np.ndarray:
+        return self.qc if self.tile else self.q()
+
+    def mu_rows(self) -> np.ndarray | None:
+        return self.mur if self.tile else self.mu
+
+    def mu_cols(self) -> np.ndarray | None:
+        return self.muc if self.tile else self.mu
+
+    def synced(self) -> "State":
+        """After a layer: record this state's per-input variances and means on the tape (a
+        diagonal block), or read them from it (a tile): the same order in both."""
+        if self.tape is None:
+            return self
+        if not self.tile:
+            self.tape.record(self.q(), self.mu)
+            return self
+        q, mu = self.tape.next()
+        r, c = self.tape.rows, self.tape.cols
+        return replace(self, qr=q[r], qc=q[c], mur=None if mu is None else mu[r],
+                       muc=None if mu is None else mu[c], mu=None)
 
     def q(self) -> np.ndarray:
         """The per-(input, position) variances, shape (N, *S)."""
@@ -231,6 +271,7 @@ class Network(Layer):
             else:
                 st, b = l.fold(st)
                 i += 1
+            st = st.synced()
             backs.append(b)
 
         def backward(G: np.ndarray) -> np.ndarray:
@@ -302,7 +343,8 @@ class Network(Layer):
         return self.out_shape(self.input_shape(X, name), "layers")
 
     def kernel(self, X: Any, X2: Any = None, *, parametrization: str | None = None,
-               ntk: bool = True, method: str = "auto", diagonals: bool = False) -> "NetworkKernel":
+               ntk: bool = True, method: str = "auto", diagonals: bool = False,
+               block: int | None = None) -> "NetworkKernel":
         """NNGP and NTK of the network's output on inputs X (and X2), MATH.md 4.1-4.4 and 5.2.
 
         X: (N, d) for dense networks, (N, s1, [s2,] channels) channels last for conv networks.
@@ -331,9 +373,17 @@ class Network(Layer):
                 raise DomainError(f"activation {missing[0]!r} has no derivative, so the NTK is "
                                   "undefined; ask for the NNGP only (ntk=False)")
         Z = X if X2 is None else np.concatenate([X, X2])
+        names, dn, dt = [], [], []
+        P = int(np.prod(X.shape[1:-1]))
+        if block is None:
+            block = max(1, _TILE_ENTRIES // P) if P > 1 else Z.shape[0]
+        elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+            raise DomainError(f"block must be a positive integer (inputs per tile), got {block!r}")
+        if not diagonals and tileable(self) and (block < Z.shape[0] or X2 is not None):
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self._tiled(X, X2, param, ntk, method, int(block), out)
         st = initial_state(Z, param, ntk, method)
         st.cross = X2 is not None
-        names, dn, dt = [], [], []
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
             if not diagonals:
                 st, _ = self.fold(st)
@@ -357,6 +407,64 @@ class Network(Layer):
                              layers=tuple(names) if diagonals else None,
                              layer_nngp=dn if diagonals else None,
                              layer_ntk=dt if diagonals else None)
+
+    def _tiled(self, X, X2, param, ntk, method, block, out) -> "NetworkKernel":
+        """The kernel in tiles of ``block`` inputs: the diagonal blocks are folded as squares,
+        recording every layer's per-input variances and means; each off-diagonal tile (the
+        upper triangle only when X2 is None) is then folded as a rectangle reading them.  Every
+        entry is computed by the same layer maps as the square fold; the peak memory is that of
+        two tiles."""
+        Z = X if X2 is None else np.concatenate([X, X2])
+        N, M = X.shape[0], (X.shape[0] if X2 is None else X2.shape[0])
+        starts = list(range(0, Z.shape[0], block))
+        if X2 is not None:   # blocks never straddle X and X2
+            starts = sorted(set(range(0, N, block)) | set(range(N, Z.shape[0], block)))
+        spans = [slice(a, b) for a, b in zip(starts, starts[1:] + [Z.shape[0]])]
+        tapes, diag, peak = [], {}, 0
+        for sp in spans:
+            st = initial_state(Z[sp], param, ntk, method)
+            st.tape = Tape()
+            st, _ = self.fold(st)
+            tapes.append(st.tape)
+            diag[sp.start] = st
+            peak = max(peak, st.peak)
+        tape = Tape.stack(tapes)
+        sp_out = out.spatial
+        nngp = ntk_ = None
+        for i, ri in enumerate(spans):
+            for j, cj in enumerate(spans):
+                if X2 is None and j < i:
+                    continue
+                if X2 is not None and not (ri.start < N <= cj.start):
+                    continue
+                if i == j:
+                    st = diag[ri.start]
+                else:
+                    st = initial_state(Z[ri], param, ntk, method, Z[cj])
+                    st.tape = tape.replay(ri, cj)
+                    st, _ = self.fold(st)
+                    peak = max(peak, st.peak)
+                K = _to_nt_layout(st.K, st.spatial)
+                T = None if st.T is None else _to_nt_layout(st.T, st.spatial)
+                if nngp is None:
+                    nngp = np.empty((N, M) + K.shape[2:])
+                    ntk_ = None if T is None else np.empty_like(nngp)
+                r = slice(ri.start, ri.stop)
+                c = slice(cj.start - (N if X2 is not None else 0), cj.stop - (N if X2 is not None else 0))
+                nngp[r, c] = K
+                if T is not None:
+                    ntk_[r, c] = T
+                if X2 is None and i != j:   # the mirror tile: swap inputs and position pairs
+                    perm = [1, 0] + [a for d in range(len(sp_out)) for a in (3 + 2 * d, 2 + 2 * d)]
+                    nngp[c, r] = K.transpose(perm)
+                    if T is not None:
+                        ntk_[c, r] = T.transpose(perm)
+        for nm, arr in (("NNGP", nngp), ("NTK", ntk_)):
+            if arr is not None and not np.all(np.isfinite(arr)):
+                raise DomainError(f"the {nm} overflows float64: the variances grow without bound "
+                                  "through this network; use smaller variances or fewer layers")
+        return NetworkKernel(nngp=nngp, ntk=ntk_, parametrization=param, output_spatial=out.spatial,
+                             peak_bytes=int(peak))
 
     def propagate(self, X: Any, *, method: str = "auto") -> "Propagation":
         """Per-layer diagnostics of the flattened composition (MATH.md 1.2-1.5 for any network).
@@ -411,6 +519,51 @@ def _couples_batch(layer: Layer) -> bool:
     return any(_couples_batch(k) for k in kids)
 
 
+class Tape:
+    """Per-input variances and channel means after every layer, recorded while the diagonal
+    blocks of a kernel are folded and read back by the off-diagonal tiles (Network.kernel)."""
+
+    def __init__(self):
+        self.entries: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.pos = 0
+        self.rows = self.cols = None
+
+    def record(self, q: np.ndarray, mu: np.ndarray | None) -> None:
+        self.entries.append((q, mu))
+
+    def next(self) -> tuple[np.ndarray, np.ndarray | None]:
+        e = self.entries[self.pos]
+        self.pos += 1
+        return e
+
+    @staticmethod
+    def stack(tapes: "list[Tape]") -> "Tape":
+        """One tape for all inputs from the tapes of consecutive blocks of inputs."""
+        out = Tape()
+        for k in range(len(tapes[0].entries)):
+            qs = [t.entries[k][0] for t in tapes]
+            mus = [t.entries[k][1] for t in tapes]
+            mu = None
+            if any(m is not None for m in mus):
+                mu = np.concatenate([np.zeros_like(q) if m is None else m for q, m in zip(qs, mus)])
+            out.entries.append((np.concatenate(qs), mu))
+        return out
+
+    def replay(self, rows: slice, cols: slice) -> "Tape":
+        t = Tape()
+        t.entries, t.rows, t.cols = self.entries, rows, cols
+        return t
+
+
+def tileable(layer: Layer) -> bool:
+    """Whether every layer in a composition folds rectangular tiles (``tileable = True``)."""
+    kids = list(getattr(layer, "layers", ()))
+    kids += [getattr(layer, k) for k in ("branch", "shortcut") if isinstance(getattr(layer, k, None), Layer)]
+    if kids or isinstance(layer, Network):
+        return all(tileable(k) for k in kids)
+    return bool(getattr(layer, "tileable", False))
+
+
 def _check_array(name: str, X: Any) -> np.ndarray:
     try:
         A = np.asarray(X)
@@ -431,11 +584,23 @@ def _check_array(name: str, X: Any) -> np.ndarray:
     return A
 
 
-def initial_state(X: np.ndarray, param: str, ntk: bool, method: str) -> State:
-    """The input 'kernel' x.x'/d (per pair of positions, channel-averaged) and channel means."""
+def initial_state(X: np.ndarray, param: str, ntk: bool, method: str,
+                  X2: np.ndarray | None = None) -> State:
+    """The input 'kernel' x.x'/d (per pair of positions, channel-averaged) and channel means;
+    with X2, the rectangular tile of rows X and columns X2."""
     N, C = X.shape[0], X.shape[-1]
     spatial = tuple(X.shape[1:-1])
     F = X.reshape(-1, C)
+    if X2 is not None:
+        F2 = X2.reshape(-1, C)
+        K = (F @ F2.T) / C
+        K = K.reshape((N,) + spatial + (X2.shape[0],) + spatial)
+        st = State(K=K, T=np.zeros_like(K) if ntk else None, mu=None, spatial=spatial,
+                   finite=True, param=param, method=method, tile=True,
+                   qr=np.einsum("n...c,n...c->n...", X, X) / C,
+                   qc=np.einsum("n...c,n...c->n...", X2, X2) / C,
+                   mur=X.mean(axis=-1), muc=X2.mean(axis=-1))
+        return st.evolve()
     K = F @ F.T
     K /= C
     from .layers import mirror_upper

@@ -111,8 +111,8 @@ def mirror_upper(A: np.ndarray, step: int) -> None:
 def symmetrised(st_or_n: Any, A: np.ndarray | None) -> np.ndarray | None:
     """A pair-layout kernel made exactly symmetric (its upper triangle mirrored): the linear
     maps' sums need not be evaluated in the same order for (x, x') and (x', x)."""
-    if A is None:
-        return None
+    if A is None or getattr(st_or_n, "tile", False):
+        return A
     n = int(round(math.sqrt(A.size)))
     mirror_upper(A.reshape(n, n), max(1, _BLOCK_ENTRIES // n))
     return A
@@ -437,6 +437,8 @@ class ActivationLayer(Layer):
         from ..kernels._layers import LayerMaps, diag_moments
 
         M = st.matrix(st.K)
+        if st.tile:
+            return self._maps_tile(st, M, affine)
         q = np.diagonal(M).copy()
         n = q.size
         if self.act.d1 is None:
@@ -459,6 +461,26 @@ class ActivationLayer(Layer):
         shape = st.K.shape
         return E.reshape(shape), Ed.reshape(shape), q
 
+    def _maps_tile(self, st: State, M: np.ndarray, affine):
+        """The same maps on a rectangular tile (rows and columns are different inputs, so no
+        entry pairs an input with itself), with the rows' and columns' variances from the tape."""
+        from ..kernels._layers import LayerMaps, correlation
+
+        qr, qc = st.q_rows().reshape(-1), st.q_cols().reshape(-1)
+        a, b, ad = affine
+        if self.act.d1 is None:
+            c = correlation(M, qr, qc)
+            E = np.asarray(gaussian.w_phi(self.act, qr[:, None], qc[None, :], c), float)
+            E = E * a + b if (a, b) != (1.0, 0.0) else E
+            return E.reshape(st.K.shape), None, qr
+        maps = LayerMaps(self.act, qr, qc, st.method, qr.size * qc.size)
+        E, Ed = np.empty_like(M), np.empty_like(M)
+        step = max(1, _BLOCK_ENTRIES // max(qc.size, 1))
+        for r0 in range(0, qr.size, step):
+            rows = slice(r0, min(qr.size, r0 + step))
+            E[rows], Ed[rows] = maps(M[rows], rows, slice(None), None, None, affine)
+        return E.reshape(st.K.shape), Ed.reshape(st.K.shape), qr
+
     def _nngp_only(self, st: State, M: np.ndarray, q: np.ndarray, affine):
         """a E + b for an activation without a derivative (no NTK, no backward map):
         closed forms or the 2-D quadrature of gaussian.w_phi, entry by entry."""
@@ -473,7 +495,7 @@ class ActivationLayer(Layer):
         return E.reshape(st.K.shape), None, q
 
     def _mean(self, st: State, q: np.ndarray) -> np.ndarray | None:
-        if self.act.odd:
+        if self.act.odd or st.tile:   # a tile reads its means from the tape
             return None
         return gaussian.expect1(self.act.fn, q, self.act.kinks).reshape((st.N,) + st.spatial)
 
@@ -484,7 +506,7 @@ class ActivationLayer(Layer):
         E, Ed, q = self._maps(st)
         if Ed is None:
             return st.evolve(K=E, T=None, mu=self._mean(st, q)), self._no_backward
-        blocks = st.blocks(Ed)
+        blocks = None if st.tile else st.blocks(Ed)
         T = None if st.T is None else np.multiply(st.T, Ed, out=Ed)   # Ed's buffer becomes T
         return st.evolve(K=E, T=T, mu=self._mean(st, q)), lambda G: G * blocks
 
@@ -506,7 +528,7 @@ class ActivationLayer(Layer):
             if not ntk:
                 S = S * sw + sb if sb else S * sw
             return st.evolve(K=S, T=None, mu=None, finite=False), self._no_backward
-        blocks = st.blocks(Sdot)
+        blocks = None if st.tile else st.blocks(Sdot)
         T = None
         if st.T is not None:   # Sdot's buffer becomes T
             T = np.multiply(st.T, Sdot, out=Sdot)
@@ -656,7 +678,7 @@ class Flatten(Layer):
         N, P = st.N, st.P
 
         def diag_mean(A):
-            return np.einsum("nsms->nm", A.reshape(N, P, N, P)) / P
+            return np.einsum("nsms->nm", A.reshape(N, P, st.C, P)) / P
 
         K = diag_mean(st.K)
         T = None if st.T is None else diag_mean(st.T)
@@ -711,23 +733,24 @@ class LayerNorm(Layer):
         return Shape(shape.spatial, shape.channels, shape.gaussian, shape.fresh)
 
     def fold(self, st: State) -> tuple[State, Backward]:
-        q = st.q()
-        mu = st.mu
-        v = q if mu is None else q - mu * mu
-        if np.any(v <= 0):
-            n = int(np.argwhere(v <= 0)[0][0])
-            raise DomainError(f"layer_norm: input {n} has zero variance over channels (constant "
-                              "units), so its normalisation is undefined")
-        s = 1.0 / np.sqrt(v.reshape(-1))
+        def inv_sd(q, mu):
+            v = q if mu is None else q - mu * mu
+            if np.any(v <= 0):
+                n = int(np.argwhere(v <= 0)[0][0])
+                raise DomainError(f"layer_norm: input {n} has zero variance over channels "
+                                  "(constant units), so its normalisation is undefined")
+            return 1.0 / np.sqrt(v.reshape(-1))
+
+        s, sc = inv_sd(st.q_rows(), st.mu_rows()), inv_sd(st.q_cols(), st.mu_cols())
         K = st.matrix(st.K)
-        if mu is not None:
-            m = mu.reshape(-1)
-            K = K - np.outer(m, m)
-        K = K * s[:, None] * s[None, :]
-        np.fill_diagonal(K, 1.0)
+        if st.mu_rows() is not None:
+            K = K - np.outer(st.mu_rows().reshape(-1), st.mu_cols().reshape(-1))
+        K = K * s[:, None] * sc[None, :]
+        if not st.tile:
+            np.fill_diagonal(K, 1.0)
         T = None
         if st.T is not None:
-            T = (st.matrix(st.T) * s[:, None] * s[None, :]).reshape(st.K.shape)
+            T = (st.matrix(st.T) * s[:, None] * sc[None, :]).reshape(st.K.shape)
         blocks_s = s.reshape(st.N, st.P)
         scale = blocks_s[:, :, None] * blocks_s[:, None, :]
         return st.evolve(K=K.reshape(st.K.shape), T=T, mu=None), lambda G: G * scale
@@ -800,10 +823,10 @@ class Residual(Layer):
         a = self.scale
         a2 = a * a
         K = ss.K + a2 * sb.K
-        if ss.mu is not None and sb.mu is not None:
-            shape = (st.N * st.P,)
-            ms, mb = ss.mu.reshape(shape), sb.mu.reshape(shape)
-            cross = a * (np.outer(ms, mb) + np.outer(mb, ms))
+        if ss.mu_rows() is not None and sb.mu_rows() is not None:
+            msr, mbr = ss.mu_rows().reshape(-1), sb.mu_rows().reshape(-1)
+            msc, mbc = ss.mu_cols().reshape(-1), sb.mu_cols().reshape(-1)
+            cross = a * (np.outer(msr, mbc) + np.outer(mbr, msc))
             K = K + cross.reshape(K.shape)
         T = None if st.T is None else ss.T + a2 * sb.T
         if ss.mu is None:
@@ -924,3 +947,8 @@ def residual(branch: Any, shortcut: Any = None, scale: float = 1.0) -> Residual:
 
 def repeat(body: Any, n: int) -> Repeat:
     return Repeat(body, n)
+
+
+# the layers whose maps fold rectangular tiles (Network.kernel's tiling; containers recurse)
+for _cls in (Dense, Conv, ActivationLayer, AvgPool, GlobalAvgPool, Flatten, Identity, LayerNorm):
+    _cls.tileable = True
