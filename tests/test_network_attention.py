@@ -174,8 +174,6 @@ MC = {
                                 nw.activation("relu"), nw.global_avg_pool(), nw.dense(1.0)], (3, 4, 3)),
     "dense-softmax-causal-no-readout": ([nw.dense(1.5, 0.1), nw.attention(4, "softmax", "linear", causal=True)],
                                         (2, 3, 3)),
-    "ln-identity-linear-erf": ([nw.dense(1.0), nw.layer_norm(), nw.attention(4, "identity", "linear", 0.5, 0.5),
-                                nw.activation("erf"), nw.global_avg_pool(), nw.dense(1.0)], (3, 4, 3)),
     "identity-sqrt-on-data-64-heads": ([nw.attention(64, "identity", "sqrt", 1.2, 0.9, 1.1, 1.3),
                                         nw.global_avg_pool(), nw.dense(1.0)], (3, 4, 3)),
 }
