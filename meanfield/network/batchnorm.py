@@ -58,8 +58,11 @@ k = B - 1, exactly; wide networks (tests/test_network_bn.py).
 
 Not done (refused, one line each):
 
-* the backward map (propagate's gradients): it mixes the inputs of the batch, which the
-  per-input gradient blocks of the Backward protocol cannot hold;
+* the backward map in ``propagate``: it mixes the inputs of the batch, which the per-input
+  gradient blocks of the Backward protocol cannot hold.  The map itself is
+  :meth:`BatchNormLaw.phi_backward` (the exact adjoint of the NTK map above, which is MATH.md
+  5.6's Lambda form), and :func:`gradient_growth` gives the per-layer gradient explosion of a
+  deep BN-relu MLP from it: 1.5220 at B = 32 (a wide network: 1.524 +- 0.004; MATH.md: 1.518);
 * kernels with X2: the statistics are those of one batch, and [X; X2] is not the batch of X;
 * a batch of one value (B = 1) or a batch whose centred covariance vanishes (constant units).
 """
@@ -204,6 +207,46 @@ class BatchNormLaw:
             out += np.einsum("n,nij->ij", w, node)
         return 0.5 * (out + out.T)
 
+    def _nodes(self, b: float, m: float):
+        """Per block of quadrature nodes: (weights, s, K, F', H, V) of phi = b relu + m relu(-x)."""
+        B, U = self.B, self.U
+        s2, bm = b * b + m * m, b * m
+        n = self.s.size
+        step = max(1, _CHUNK // (4 * B * B))
+        idx = np.arange(B)
+        for a0 in range(0, n, step):
+            sl = slice(a0, min(n, a0 + step))
+            K = np.einsum("ik,nk,jk->nij", U, self.d(sl), U, optimize=True)
+            q = np.maximum(np.einsum("nii->ni", K), 0.0)
+            sq = np.sqrt(q)
+            den = sq[:, :, None] * sq[:, None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                c = np.clip(np.where(den > 0, K / den, 0.0), -1.0, 1.0)
+                c[:, idx, idx] = 1.0
+                F = s2 * _k1(c) + 2.0 * bm * _k1(-c)
+                Fp = s2 * _k0(c) - 2.0 * bm * _k0(-c)
+                ratio = np.where(sq[:, None, :] > 0, sq[:, :, None] / sq[:, None, :], 0.0)
+                H = ratio * (F - c * Fp)
+            w = _H * self.s[sl] * np.exp(self.logdet[sl]) * B
+            yield w, self.s[sl, None, None], K, Fp, H, den * F
+
+    def phi_backward(self, b: float, m: float, D: np.ndarray) -> np.ndarray:
+        """The adjoint of phi_ntk (as a map of T, through T^G = G T G): the gradient second
+        moment D at phi's output -> at batch_norm's input, E[J' D (D o phi' phi'') J] (MATH.md
+        5.6's B int delta (Lambda_1 + Lambda_2 - Lambda_3)^G ds, with J_MATH = C + W below)."""
+        B = self.B
+        G = np.eye(B) - 1.0 / B
+        out = np.zeros((B, B))
+        for w, s, K, Fp, H, V in self._nodes(b, m):
+            C = D[None] * Fp
+            J = C + np.einsum("ij,nij->nj", D, H)[:, None, :] * np.eye(B)[None]   # C + diag(col sums)
+            KJ = K @ J
+            dv = np.einsum("ij,nij->n", D, V)
+            node = C - s * (KJ + np.swapaxes(KJ, 1, 2)) + 0.5 * s * s * (dv[:, None, None] * K + 2.0 * KJ @ K)
+            out += np.einsum("n,nij->ij", w, node)
+        out = G @ out @ G
+        return 0.5 * (out + out.T)
+
     def activation_fold(self, layer, st: State) -> tuple[State, Backward]:
         bm = _two_slopes(layer.act)
         if bm is None:   # pragma: no cover - refused by out_shape
@@ -212,6 +255,41 @@ class BatchNormLaw:
         mu = None if bm[0] + bm[1] == 0.0 else mean.reshape((st.N,) + st.spatial)
         T = None if self.TG is None else self.phi_ntk(*bm, self.TG).reshape(st.K.shape)
         return st.evolve(K=E.reshape(st.K.shape), T=T, mu=mu), _no_backward
+
+
+def gradient_growth(B: int, fn: str = "relu", depth: int = 25, iters: int = 25) -> float:
+    """The per-layer growth of the gradient's second moment at initialisation in a deep
+    dense -> batch_norm -> phi MLP with batch B (MATH.md 5.6, Yang et al. 2019): the top eigenvalue
+    of the backward map at the forward fixed point (the weights' variance cancels: batch_norm is
+    scale-free).  ~pi / (pi - 1) = 1.467 for relu at large B."""
+    from ..activations import get_activation
+
+    bm = _two_slopes(get_activation(fn))
+    if bm is None:
+        raise DomainError(f"gradient_growth: activation {fn!r} is not positively homogeneous")
+    if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or B < 4:
+        raise DomainError(f"gradient_growth: expected a batch size B >= 4, got {B!r}")
+    G = np.eye(B) - 1.0 / B
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((B, B))
+    K = np.eye(B) + 0.3 + 0.1 * (A @ A.T) / B
+    for _ in range(depth):     # the forward fixed point (the NNGP of one more block)
+        law = _law_of(K, G)
+        K, _ = law.phi_moments(*bm)
+    law = _law_of(K, G)
+    D = np.eye(B)
+    lam = 0.0
+    for _ in range(iters):     # power iteration on the second moment
+        D2 = law.phi_backward(*bm, D)
+        lam = float(np.sum(D2 * D) / np.sum(D * D))
+        D = D2 / np.linalg.norm(D2)
+    return lam
+
+
+def _law_of(S: np.ndarray, G: np.ndarray) -> BatchNormLaw:
+    SG = G @ S @ G
+    lam, U = np.linalg.eigh(0.5 * (SG + SG.T))
+    return BatchNormLaw(U, np.where(lam > _ZERO * lam.max(), lam, 0.0), S.shape[0])
 
 
 def _no_backward(G: np.ndarray) -> np.ndarray:
@@ -295,4 +373,4 @@ def batch_norm() -> BatchNorm:
     return BatchNorm()
 
 
-__all__ = ["BatchNorm", "BatchNormLaw", "batch_norm"]
+__all__ = ["BatchNorm", "BatchNormLaw", "batch_norm", "gradient_growth"]
