@@ -32,6 +32,11 @@ with closed forms taken from the Activation when it carries them:
     w_dphi(q1,q2,c) = E[phi'(u) phi'(v)]
 
 NaN in any argument gives NaN in that position; no error is raised inside the vectorised code.
+
+The one table facility is here too (docs/theory.md section 1): a spline in log q for the 1-D
+moments of large arrays; ``CTable``, functions of c at fixed lengths in x = sqrt(1 - |c|)
+(meanfield.kernels' tables); ``QCTable``, a function of (q, c) over a wide range of q on a
+stretched-angle grid (meanfield.residual's distance kernel).
 """
 
 from __future__ import annotations
@@ -429,7 +434,8 @@ def w_dphi(act: "Activation", q1, q2, c, method: str = "auto") -> np.ndarray:
     return expect2(d1, d1, q1, q2, c, act.kinks)
 
 
-__all__ = ["expect1", "expect2", "v_phi", "v_dphi", "dv_phi", "e_ddphi_phi", "w_phi", "w_dphi"]
+__all__ = ["expect1", "expect2", "v_phi", "v_dphi", "dv_phi", "e_ddphi_phi", "w_phi", "w_dphi", "CTable",
+           "QCTable"]
 
 
 @lru_cache(maxsize=8)
@@ -492,3 +498,283 @@ class CorrelationTable:
         if self._wd is None:
             raise ValueError("table built without the derivative kernel")
         return np.asarray(self._wd(np.clip(np.asarray(c, float), -1.0, 1.0)), float)
+
+
+# --------------------------------------------------------------------------------------------
+# The table facility.  In q: the spline in log q above (_table, read by v_phi / v_dphi / dv_phi
+# for large arrays).  In c: CTable, functions of the correlation tabulated in x = sqrt(1 - |c|)
+# (meanfield.kernels' per-layer and whole-network tables are built on it).
+# --------------------------------------------------------------------------------------------
+
+#: 1 - |c| below this counts as 0 (c = +-1): a rounded correlation is not known better, and
+#: sqrt(1 - |c|) would turn 1e-16 into 1e-8
+CTABLE_SNAP = 8 * np.finfo(float).eps
+CTABLE_TAYLOR_DEGREE = 4
+_CTABLE_GRID_LEVELS = tuple(2 ** k for k in range(10, 18))
+
+
+def cheb_points(n: int) -> np.ndarray:
+    """Chebyshev extrema y_k = cos(pi k / n), k = 0..n (from +1 down to -1)."""
+    return np.cos(np.pi * np.arange(n + 1) / n)
+
+
+def cheb_coef(values: np.ndarray) -> np.ndarray:
+    """Chebyshev coefficients of the interpolant through values at cheb_points(n) (last axis)."""
+    from scipy.fft import dct
+
+    n = values.shape[-1] - 1
+    a = dct(values, type=1, axis=-1) / n
+    a[..., 0] *= 0.5
+    a[..., -1] *= 0.5
+    return a
+
+
+def _taylor_table(coefs: np.ndarray, yg: np.ndarray, hy: float, p: int) -> np.ndarray:
+    """Scaled Taylor coefficients f^(j)(y_g) hy^j / j!, j = 0..p, of the Chebyshev series
+    ``coefs`` (rows = outputs) at the grid points yg: shape (p + 1, outputs, len(yg))."""
+    from numpy.polynomial import chebyshev as C
+
+    cur, fact, cols = coefs.T, 1.0, []
+    for j in range(p + 1):
+        if j:
+            cur = C.chebder(cur)
+            fact *= j
+        cols.append(C.chebval(yg, cur) * (hy ** j / fact))
+    return np.stack(cols)
+
+
+def _horner(coefs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    out = coefs[-1].copy()
+    for j in range(coefs.shape[0] - 2, -1, -1):
+        out *= x
+        out += coefs[j]
+    return out
+
+
+def horner_gather(coefs: np.ndarray, g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """sum_j coefs[j][g] x^j with one gather per coefficient (coefs: (p + 1, n)); the indices
+    of CTable.locate are in range by construction, so mode="clip" skips numpy's bounds errors."""
+    out = np.take(coefs[-1], g, mode="clip")
+    tmp = np.empty_like(out)
+    for j in range(coefs.shape[0] - 2, -1, -1):
+        out *= x
+        np.take(coefs[j], g, out=tmp, mode="clip")
+        out += tmp
+    return out
+
+
+class CTable:
+    """Functions of the correlation c in [-1, 1], tabulated in x = sqrt(1 - |c|): THE table in c.
+
+    The variable resolves what happens at c -> +-1 (a function analytic in c is analytic in x,
+    and kernels behaving like sqrt(1 - c), kinked activations' and relu's derivative kernel,
+    become smooth).  Piece 0 holds c >= 0 (c = 1 - x^2), piece 1 (absent for ``pieces=1``,
+    odd or even functions read at |c|) holds c < 0 (c = x^2 - 1).
+
+    Construction: Chebyshev series in y = 2 x - 1 per piece (:meth:`from_series`, or
+    :meth:`sample`, which samples a function on nested Chebyshev nodes until its trailing
+    coefficients fall below ``tol``), re-expanded as degree-4 Taylor polynomials about the
+    points of a uniform x grid (2^10 ... 2^17 intervals, refined until they reproduce the
+    series at 4096 random points).  Lookup: :meth:`locate` (a square root, a rounding, no
+    search) and :meth:`gather` (five gathers and a Horner step per output).
+
+    ``coef`` has shape (p + 1, n_out, pieces * (G + 1)): the j-th Taylor coefficient (in units
+    of the grid step) of output k about grid point g, piece 1 at offset G + 1.
+    """
+
+    def __init__(self, coef: np.ndarray, G: int, pieces: int, n_nodes: int, error_estimate: float):
+        self.coef, self.G, self.pieces = coef, G, pieces
+        self.n_nodes, self.error_estimate = n_nodes, error_estimate
+
+    @classmethod
+    def from_series(cls, series: list, n_nodes: int, tol: float, scale: list | None = None,
+                    seed: int = 12345) -> "CTable":
+        """The table of Chebyshev series ``series[piece]`` (shape (n_out, n + 1), in y), whose
+        Taylor grid reproduces them to ``tol`` relative to ``scale[piece]`` (per output; by
+        default the largest |value| at the test points)."""
+        from numpy.polynomial import chebyshev as C
+
+        rng = np.random.default_rng(seed)
+        ytest = rng.uniform(-1.0, 1.0, 4096)
+        refs = [C.chebval(ytest, a.T) for a in series]
+        if scale is None:
+            scale = [np.max(np.abs(r), axis=1) + 1e-300 for r in refs]
+        p = CTABLE_TAYLOR_DEGREE
+        for G in _CTABLE_GRID_LEVELS:
+            if G < 2 * n_nodes and G != _CTABLE_GRID_LEVELS[-1]:
+                continue
+            yg = np.linspace(-1.0, 1.0, G + 1)
+            hy = 2.0 / G  # grid step in y
+            tabs = [_taylor_table(a, yg, hy, p) for a in series]  # each (p + 1, n_out, G + 1)
+            u = (ytest + 1.0) / hy
+            g = np.rint(u).astype(np.intp)
+            dlt = u - g
+            err = max(float(np.max(np.abs(_horner(tab[:, :, g], dlt) - ref) / sc[:, None]))
+                      for tab, ref, sc in zip(tabs, refs, scale))
+            if err <= tol or G == _CTABLE_GRID_LEVELS[-1]:
+                break
+        coef = np.ascontiguousarray(np.concatenate(tabs, axis=2))
+        return cls(coef, G, len(series), n_nodes, err)
+
+    @classmethod
+    def sample(cls, f: Callable[[np.ndarray], np.ndarray], tol: float = 1e-13, max_level: int = 6,
+               pieces: int = 2) -> "CTable":
+        """Tabulate ``f`` (a 1-D array of correlations -> an array (n_out, len(c))): the
+        Chebyshev degree doubles (17 ... 16 2^max_level + 1 nodes per piece, nested) until the
+        trailing coefficients of every output fall below ``tol`` times its largest value."""
+        import warnings
+
+        levels = tuple(16 * 2 ** k for k in range(max_level + 1))
+        signs = (1.0, -1.0)[:pieces]
+        n = levels[0]
+        y = cheb_points(n)
+        vals = [np.asarray(f(sg * (1.0 - (0.5 * (y + 1.0)) ** 2)), dtype=float) for sg in signs]
+        level = 0
+        while True:
+            coefs = [cheb_coef(v) for v in vals]  # (n_out, n + 1) per piece
+            scale = np.max([np.max(np.abs(v), axis=1) for v in vals], axis=0) + 1e-300
+            tail = max(float(np.max(np.max(np.abs(a[:, -3:]), axis=1) / scale)) for a in coefs)
+            if tail <= tol or level + 1 == len(levels):
+                if tail > tol:
+                    warnings.warn(f"kernel table did not converge at {n + 1} nodes (tail {tail:.1e})",
+                                  RuntimeWarning, stacklevel=3)
+                break
+            level += 1
+            n2 = levels[level]
+            y2 = cheb_points(n2)
+            for i, sg in enumerate(signs):  # nested nodes: evaluate only the new ones
+                new = np.empty((vals[i].shape[0], n2 + 1))
+                new[:, ::2] = vals[i]
+                new[:, 1::2] = f(sg * (1.0 - (0.5 * (y2[1::2] + 1.0)) ** 2))
+                vals[i] = new
+            y, n = y2, n2
+        tab = cls.from_series(coefs, n + 1, tol, [scale] * pieces, seed=54321)
+        tab.error_estimate = max(tab.error_estimate, tail * 10)
+        return tab
+
+    def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid index (with the piece offset) and offset in grid steps of every entry."""
+        u = np.abs(c)
+        np.subtract(1.0, u, out=u)
+        u[u < CTABLE_SNAP] = 0.0
+        np.sqrt(u, out=u)
+        u *= self.G
+        g = (u + 0.5).astype(np.int32)  # int32 indices: numpy's take is ~4x faster with them
+        u -= g
+        if self.pieces == 2:
+            g += (c < 0).view(np.int8) * np.int32(self.G + 1)
+        return g, u
+
+    def gather(self, k: int, g: np.ndarray, dlt: np.ndarray) -> np.ndarray:
+        """Output k at located entries."""
+        return horner_gather(self.coef[:, k], g, dlt)
+
+    def __call__(self, c: np.ndarray) -> list[np.ndarray]:
+        g, dl = self.locate(c)
+        return [self.gather(k, g, dl) for k in range(self.coef.shape[1])]
+
+
+def theta_of(xc):
+    """arccos(1 - xc) without cancellation for small xc = 1 - c."""
+    return 2.0 * np.arcsin(np.sqrt(np.clip(0.5 * np.asarray(xc, dtype=float), 0.0, 1.0)))
+
+
+@lru_cache(maxsize=4)
+def _lagrange_denominators(n: int) -> np.ndarray:
+    k = np.arange(n)
+    d = k[:, None] - k[None, :]
+    np.fill_diagonal(d, 1)
+    return 1.0 / np.prod(d.astype(float), axis=1)
+
+
+def _lagrange_weights(frac: np.ndarray, n: int) -> np.ndarray:
+    """Weights of n-point Lagrange interpolation on nodes 0..n-1 at positions frac (shape (m,)):
+    w_k = prod_{j != k} (x - j) / (k - j), from prefix and suffix products (no division)."""
+    d = frac[:, None] - np.arange(n, dtype=float)[None, :]
+    left = np.ones_like(d)
+    right = np.ones_like(d)
+    left[:, 1:] = np.cumprod(d[:, :-1], axis=1)
+    right[:, :-1] = np.cumprod(d[:, :0:-1], axis=1)[:, ::-1]
+    return left * right * _lagrange_denominators(n)
+
+
+class QCTable:
+    """A function f(q, c) of one length q (both inputs) and the correlation c that vanishes at
+    c = 1, over a range of q too wide for one CTable (residual networks: q from 4.5e-5 to 3.5e9):
+    F = f / theta, theta = arccos c, on a uniform grid in x = log q (step hx) and the stretched
+    angle t in [0, 1], theta = sinh(A t) / S with S = sqrt(1 + q), A = asinh(pi S).  The stretch
+    puts grid points both in the boundary layer theta ~ q^(-1/2), where a bounded activation's
+    kernel turns from quadratic to linear in theta, and in the bulk.  Lookup: order-8 Lagrange
+    interpolation in both variables.  Construction (:meth:`build`) evaluates f on the grid,
+    row by row (one q per row, so a process pool can share the work); tables are saved as .npz
+    (meanfield/data/residual_kernel_tanh.npz, by scripts/make_residual_tables.py).
+    """
+
+    ORDER = 8
+    GRID = {"x0": -10.0, "hx": 0.125, "nx": 256, "nt": 64}
+
+    def __init__(self, F: np.ndarray, x0: float, hx: float, nx: int, nt: int):
+        self.F = np.asarray(F, dtype=float)
+        self.x0, self.hx, self.nx, self.nt = float(x0), float(hx), int(nx), int(nt)
+        self.x1 = self.x0 + self.hx * self.nx
+
+    @staticmethod
+    def theta(t, q):
+        """theta(t) = sinh(A t) / S, S = sqrt(1 + q), A = asinh(pi S): the angle stretch."""
+        s = np.sqrt(1.0 + np.asarray(q, dtype=float))
+        a = np.arcsinh(np.pi * s)
+        return np.sinh(a * np.asarray(t, dtype=float)) / s
+
+    @classmethod
+    def row(cls, f: Callable[[float, np.ndarray], np.ndarray], x: float, nt: int) -> np.ndarray:
+        """F at x = log q on the t grid: f(q, xc) with xc = 1 - c, divided by theta."""
+        q = float(np.exp(x))
+        theta = cls.theta(np.linspace(0.0, 1.0, nt + 1), q)
+        xc = 2.0 * np.sin(0.5 * theta) ** 2  # 1 - cos(theta) without cancellation
+        xc[-1] = 2.0
+        vals = np.asarray(f(q, xc), dtype=float)
+        out = np.zeros_like(vals)
+        out[1:] = vals[1:] / theta[1:]
+        return out
+
+    @classmethod
+    def build(cls, f: Callable[[float, np.ndarray], np.ndarray], grid: dict | None = None,
+              map_rows=map) -> "QCTable":
+        """Tabulate f(q, xc) (vectorised over xc = 1 - c) on ``grid`` (default GRID); ``map_rows``
+        maps a function over the rows' x = log q (e.g. a process pool's map)."""
+        from functools import partial
+
+        g = dict(cls.GRID if grid is None else grid)
+        xs = g["x0"] + g["hx"] * np.arange(g["nx"] + 1)
+        rows = list(map_rows(partial(cls.row, f, nt=g["nt"]), [float(x) for x in xs]))
+        return cls(np.array(rows), g["x0"], g["hx"], g["nx"], g["nt"])
+
+    @classmethod
+    def load(cls, path) -> "QCTable":
+        with np.load(path) as z:
+            return cls(z["F"], float(z["x0"]), float(z["hx"]), int(z["nx"]), int(z["nt"]))
+
+    def save(self, path, **meta) -> None:
+        np.savez_compressed(path, F=self.F, x0=self.x0, hx=self.hx, nx=self.nx, nt=self.nt, **meta)
+
+    def inside(self, logq: np.ndarray) -> np.ndarray:
+        return (logq >= self.x0) & (logq <= self.x1)
+
+    def __call__(self, logq: np.ndarray, xc: np.ndarray) -> np.ndarray:
+        """f(q, c) at x = log q, 1 - c = xc (1-D arrays of equal length, logq inside)."""
+        n = self.ORDER
+        q = np.exp(logq)
+        s = np.sqrt(1.0 + q)
+        th = theta_of(xc)
+        t = np.arcsinh(th * s) / np.arcsinh(np.pi * s)
+        fx = (logq - self.x0) / self.hx
+        ft = t * self.nt
+        ix = np.clip(np.floor(fx).astype(int) - n // 2 + 1, 0, self.nx + 1 - n)
+        it = np.clip(np.floor(ft).astype(int) - n // 2 + 1, 0, self.nt + 1 - n)
+        wx = _lagrange_weights(fx - ix, n)
+        wt = _lagrange_weights(ft - it, n)
+        rows = ix[:, None] + np.arange(n)[None, :]
+        cols = it[:, None] + np.arange(n)[None, :]
+        block = self.F[rows[:, :, None], cols[:, None, :]]  # (m, n, n)
+        val = np.einsum("mi,mij,mj->m", wx, block, wt)
+        return th * val

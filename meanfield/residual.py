@@ -32,7 +32,7 @@ halved, down to the plain sequential loop.  10^6 layers of tanh take a fraction 
 Kernel evaluations (all integrals come from meanfield.gaussian or the closed forms):
 relu / leaky_relu / abs / linear use the arc-cosine kernel in a cancellation-free form;
 alpha_relu:ALPHA uses meanfield.special; erf / sin / cos the registry's closed forms; tanh and
-sigmoid a table of 1 - W/V made by scripts/make_residual_tables.py from gaussian.w_phi
+sigmoid a gaussian.QCTable of 1 - W/V made by scripts/make_residual_tables.py from gaussian.w_phi
 (interpolation error < 1e-9, checked in tests); anything else calls gaussian.w_phi per
 evaluation (about 25 ms each, so e and s cost seconds per thousand layers).
 """
@@ -62,21 +62,11 @@ TANH_CHI_CONSTANT = 4.0 / 3.0 * math.sqrt(2.0 / math.pi)
 
 _LOG_MAX = math.log(np.finfo(float).max)
 
-# Grid of the shipped kernel tables (scripts/make_residual_tables.py): x = log q, t in [0, 1].
-TABLE_GRID = {"x0": -10.0, "hx": 0.125, "nx": 256, "nt": 64}
+# Grid of the shipped kernel tables (scripts/make_residual_tables.py, gaussian.QCTable).
+TABLE_GRID = gaussian.QCTable.GRID
+table_theta = gaussian.QCTable.theta
+_theta_of = gaussian.theta_of
 _DATA = Path(__file__).resolve().parent / "data"
-
-
-def table_theta(t, q):
-    """theta(t) = sinh(A t) / S, S = sqrt(1 + q), A = asinh(pi S): the table's angle stretch."""
-    s = np.sqrt(1.0 + np.asarray(q, dtype=float))
-    a = np.arcsinh(np.pi * s)
-    return np.sinh(a * np.asarray(t, dtype=float)) / s
-
-
-def _theta_of(xc):
-    """arccos(1 - xc) without cancellation for small xc = 1 - c."""
-    return 2.0 * np.arcsin(np.sqrt(np.clip(0.5 * xc, 0.0, 1.0)))
 
 
 def _sin_minus_theta_cos(th):
@@ -96,68 +86,14 @@ def _sin_minus_theta_cos(th):
     return out
 
 
-@lru_cache(maxsize=4)
-def _lagrange_denominators(n: int) -> np.ndarray:
-    k = np.arange(n)
-    d = k[:, None] - k[None, :]
-    np.fill_diagonal(d, 1)
-    return 1.0 / np.prod(d.astype(float), axis=1)
-
-
-def _lagrange_weights(frac: np.ndarray, n: int) -> np.ndarray:
-    """Weights of n-point Lagrange interpolation on nodes 0..n-1 at positions frac (shape (m,)):
-    w_k = prod_{j != k} (x - j) / (k - j), from prefix and suffix products (no division)."""
-    d = frac[:, None] - np.arange(n, dtype=float)[None, :]
-    left = np.ones_like(d)
-    right = np.ones_like(d)
-    left[:, 1:] = np.cumprod(d[:, :-1], axis=1)
-    right[:, :-1] = np.cumprod(d[:, :0:-1], axis=1)[:, ::-1]
-    return left * right * _lagrange_denominators(n)
-
-
 _TABLE_NOISE = 1e-9  # relative interpolation error of the kernel tables (tests check it)
 
 
-class _Table:
-    """F(x, t) = G / theta on the grid of TABLE_GRID; G(q, c) = 1 - W_phi(q, q, qc) / V_phi(q)."""
-
-    ORDER = 8
-
-    def __init__(self, path: Path):
-        with np.load(path) as z:
-            self.F = np.array(z["F"], dtype=float)
-            self.x0 = float(z["x0"])
-            self.hx = float(z["hx"])
-            self.nx = int(z["nx"])
-            self.nt = int(z["nt"])
-        self.x1 = self.x0 + self.hx * self.nx
-
-    def inside(self, logq: np.ndarray) -> np.ndarray:
-        return (logq >= self.x0) & (logq <= self.x1)
-
-    def __call__(self, logq: np.ndarray, xc: np.ndarray) -> np.ndarray:
-        n = self.ORDER
-        q = np.exp(logq)
-        s = np.sqrt(1.0 + q)
-        th = _theta_of(xc)
-        t = np.arcsinh(th * s) / np.arcsinh(np.pi * s)
-        fx = (logq - self.x0) / self.hx
-        ft = t * self.nt
-        ix = np.clip(np.floor(fx).astype(int) - n // 2 + 1, 0, self.nx + 1 - n)
-        it = np.clip(np.floor(ft).astype(int) - n // 2 + 1, 0, self.nt + 1 - n)
-        wx = _lagrange_weights(fx - ix, n)
-        wt = _lagrange_weights(ft - it, n)
-        rows = ix[:, None] + np.arange(n)[None, :]
-        cols = it[:, None] + np.arange(n)[None, :]
-        block = self.F[rows[:, :, None], cols[:, None, :]]  # (m, n, n)
-        val = np.einsum("mi,mij,mj->m", wx, block, wt)
-        return th * val
-
-
 @lru_cache(maxsize=8)
-def _load_table(name: str) -> _Table | None:
+def _load_table(name: str) -> gaussian.QCTable | None:
+    """F = G / theta, G(q, c) = 1 - W_phi(q, q, qc) / V_phi(q), on gaussian.QCTable's grid."""
     path = _DATA / f"residual_kernel_{name}.npz"
-    return _Table(path) if path.exists() else None
+    return gaussian.QCTable.load(path) if path.exists() else None
 
 
 class _Kernel:

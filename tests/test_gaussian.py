@@ -624,6 +624,26 @@ def test_spline_table_agrees_with_quadrature():
                 assert err.max() <= tolerance(act), (spec, name, q[np.argmax(err)], err.max())
 
 
+def test_ctable_resolves_sqrt_one_minus_c():
+    """gaussian.CTable (the table in x = sqrt(1 - |c|)) on relu's kernels, whose derivative
+    kernel has a sqrt(1 - c) term at c = 1 and a kink's worth of structure at c = -1."""
+    act = get_activation("relu")
+
+    def f(c):
+        return np.stack([gaussian.w_phi(act, 1.0, 1.0, c), gaussian.w_dphi(act, 1.0, 1.0, c)])
+
+    tab = gaussian.CTable.sample(f)
+    rng = np.random.default_rng(7)
+    # |c| within 8 ulps of 1 counts as 1 (CTABLE_SNAP); near c = -1 the reference itself, relu's
+    # closed form with theta = 2 arcsin(sqrt((1 - c) / 2)), loses ~1e-16 / sqrt(1 + c)
+    c = np.concatenate([rng.uniform(-1, 1, 200), 1 - np.logspace(-14, -1, 20), -1 + np.logspace(-6, -1, 20),
+                        [-1.0, 0.0, 1.0]])
+    got, ref = tab(c), f(c)
+    for k in range(2):
+        assert np.max(np.abs(got[k] - ref[k])) < 1e-12 * np.max(np.abs(ref[k]))
+    assert tab.error_estimate < 1e-11
+
+
 def test_expect1_and_expect2_basic_identities():
     q = np.array([1e-4, 0.5, 7.0, 1e3])
     # E[u^2] = q, E[u^4] = 3 q^2, E[cos u] = exp(-q/2)

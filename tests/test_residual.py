@@ -127,6 +127,22 @@ def test_kernel_table_against_quadrature():
     assert np.max(np.abs(g - ref)[big] / ref[big]) < 1e-8
 
 
+def test_shipped_table_is_rebuilt_by_the_facility():
+    """Rows of meanfield/data/residual_kernel_tanh.npz recomputed by gaussian.QCTable.row from
+    gaussian.w_phi / v_phi (what scripts/make_residual_tables.py does for every row)."""
+    act = get_activation("tanh")
+    T = _kernel("tanh").table
+
+    def g(q, xc):
+        return 1.0 - gaussian.w_phi(act, q, q, 1.0 - xc) / float(gaussian.v_phi(act, q))
+
+    for i in (0, 100, 250):
+        x = T.x0 + T.hx * i
+        row = gaussian.QCTable.row(g, x, T.nt)
+        theta = gaussian.QCTable.theta(np.linspace(0.0, 1.0, T.nt + 1), math.exp(x))
+        assert np.max(np.abs(row - T.F[i]) * theta) < 1e-12  # in G = theta F
+
+
 def test_one_minus_e_kept_near_one():
     """ReLU's cosine tends to 1: 1 - e^l is carried directly, never as a difference."""
     T = iterate_residual("resnet-full", "relu", 0.5, 0.0, 10 ** 5, sigma_v2=1.0, c0=0.5,

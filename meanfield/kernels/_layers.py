@@ -31,7 +31,7 @@ def has_closed_form(act: Activation) -> bool:
     return act.closed_forms.get("w") is not None and act.closed_forms.get("wd") is not None
 
 
-_SNAP = 1.0 - 8 * np.finfo(float).eps
+_SNAP = 1.0 - gaussian.CTABLE_SNAP  # the tables snap the same way inside their lookup
 
 
 def correlation(K: np.ndarray, q_r: np.ndarray, q_s: np.ndarray, snap: bool = True) -> np.ndarray:

@@ -23,18 +23,19 @@ entries are read from tables built from those same functions:
    anchor W(q1, q2, 1) is ``gaussian.w_phi`` at c = 1 (= V_phi(q) for q1 = q2), so the table
    meets the diagonal; W at the other end (0 at c = 0 for odd phi, ``gaussian.w_phi`` at c = -1
    otherwise) checks the whole table, and a failed check doubles the degree again.
-3. **Fast evaluation.**  The series are re-expanded as degree-4 Taylor polynomials about the
-   points of a uniform x grid (2^10 ... 2^17 intervals, refined until they reproduce the series
-   at 4096 random points), so an entry costs a square root, a rounding, five gathers and a
-   Horner step per function: no search, no transcendental function, no loop.  |c| within 8 ulps
-   of 1 counts as 1 (a rounded correlation is not known better; this makes duplicated inputs
-   give exactly duplicated kernel rows).
+3. **Fast evaluation** by the table facility of meanfield.gaussian (``gaussian.CTable``): the
+   series are re-expanded as degree-4 Taylor polynomials about the points of a uniform x grid
+   (2^10 ... 2^17 intervals, refined until they reproduce the series at 4096 random points), so
+   an entry costs a square root, a rounding, five gathers and a Horner step per function: no
+   search, no transcendental function, no loop.  |c| within 8 ulps of 1 counts as 1 (a rounded
+   correlation is not known better; this makes duplicated inputs give exactly duplicated kernel
+   rows).
 4. **Unequal variances** (:class:`TabulatedMaps`).  Positively homogeneous closed forms (relu
    family, alpha_relu) use one table and the scaling (q1 q2)^(a/2).  Otherwise W and D are
    interpolated in (log q1, log q2) on a tensor Chebyshev grid of variance pairs (2, 3, 5, 9,
    17 or 33 nodes, nested), one table per unordered pair, verified against direct quadrature at
    test points.  This is the slow path: inputs of unequal lengths with tanh-like activations.
-5. **Whole networks** (:class:`FunctionTable`).  When every input has the same length, every
+5. **Whole networks** (:func:`FunctionTable`, a ``gaussian.CTable.sample``).  When every input has the same length, every
    layer's variances are equal, and the depth-L NNGP and NTK are functions of the input
    correlation alone: meanfield.kernels.core tabulates them by running the layer-by-layer
    recursion on the Chebyshev nodes, and an entry then costs one table read for the whole
@@ -71,28 +72,11 @@ CHECK_TOL = 1e-10
 #: only chase quadrature noise
 CHEB_TOL_KINKED = 1e-9
 CHECK_TOL_KINKED = 1e-8
-TAYLOR_DEGREE = 4
-#: 1 - |c| below this counts as 0 (c = +-1)
-SNAP = 8 * np.finfo(float).eps
 _CHEB_LEVELS = (16, 32, 64, 128, 256, 512)
-_GRID_LEVELS = tuple(2 ** k for k in range(10, 18))
 _TQ_LEVELS = (1, 2, 4, 8, 16, 32)  # Chebyshev degree in log q (n + 1 nested nodes)
-
-
-def _cheb_points(n: int) -> np.ndarray:
-    """Chebyshev extrema y_k = cos(pi k / n), k = 0..n (from +1 down to -1)."""
-    return np.cos(np.pi * np.arange(n + 1) / n)
-
-
-def _cheb_coef(values: np.ndarray) -> np.ndarray:
-    """Chebyshev coefficients of the interpolant through values at _cheb_points(n) (last axis)."""
-    from scipy.fft import dct
-
-    n = values.shape[-1] - 1
-    a = dct(values, type=1, axis=-1) / n
-    a[..., 0] *= 0.5
-    a[..., -1] *= 0.5
-    return a
+_cheb_points = gaussian.cheb_points
+_cheb_coef = gaussian.cheb_coef
+_horner_gather = gaussian.horner_gather
 
 
 class TableSet:
@@ -191,51 +175,25 @@ class TableSet:
         self._taylor()
 
     def _taylor(self) -> None:
-        """Re-expand the series as Taylor polynomials about the points of a uniform x grid,
-        refining the grid until it reproduces the series at random test points."""
-        from numpy.polynomial import chebyshev as C
+        """The one table facility (gaussian.CTable) on these series: outputs W_1..W_T, D_1..D_T."""
+        def pad(a, n):  # W's series (integrated) has one coefficient more than D's
+            return np.pad(a, ((0, 0), (0, n - a.shape[1])))
 
-        rng = np.random.default_rng(12345)
-        ytest = rng.uniform(-1.0, 1.0, 4096)
-        series = self._series_w + self._series_d
-        refs = [C.chebval(ytest, a.T) for a in series]
-        scales = [np.max(np.abs(r), axis=1, keepdims=True) + 1e-300 for r in refs]
-        p = TAYLOR_DEGREE
-        for G in _GRID_LEVELS:
-            if G < 2 * self.n_nodes and G != _GRID_LEVELS[-1]:
-                continue
-            xg = np.linspace(0.0, 1.0, G + 1)
-            yg = 2.0 * xg - 1.0
-            hy = 2.0 / G  # grid step in y
-            tabs = [_taylor_table(a, yg, hy, p) for a in series]  # each (p + 1, T, G + 1)
-            u = (ytest + 1.0) / hy
-            g = np.rint(u).astype(np.intp)
-            dlt = u - g
-            err = max(float(np.max(np.abs(_horner(tab[:, :, g], dlt) - ref) / sc))
-                      for tab, ref, sc in zip(tabs, refs, scales))
-            if err <= 0.01 * self.check_tol or G == _GRID_LEVELS[-1]:
-                break
-        self.G = G
-        self.error_estimate = max(self.error_estimate, err)
-        k = len(self._series_w)
-        self.coef_w = np.ascontiguousarray(np.concatenate(tabs[:k], axis=2))
-        self.coef_d = np.ascontiguousarray(np.concatenate(tabs[k:], axis=2))
+        pieces = []
+        for w, d in zip(self._series_w, self._series_d):
+            n = max(w.shape[1], d.shape[1])
+            pieces.append(np.concatenate([pad(w, n), pad(d, n)], axis=0))
+        self.table = gaussian.CTable.from_series(pieces, self.n_nodes, 0.01 * self.check_tol)
+        self.G = self.table.G
+        self.error_estimate = max(self.error_estimate, self.table.error_estimate)
+        T = self.q1.size
+        self.coef_w = self.table.coef[:, :T]
+        self.coef_d = self.table.coef[:, T:]
 
     # -- evaluation ----------------------------------------------------------------------
     def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grid index (with the piece offset) and offset in grid steps of every entry."""
-        u = np.abs(c)
-        np.subtract(1.0, u, out=u)
-        # |c| within a few ulps of 1 (or rounded past it) is 1: a correlation is only known to
-        # that precision, and sqrt(1 - |c|) would turn 1e-16 into 1e-8
-        u[u < SNAP] = 0.0
-        np.sqrt(u, out=u)
-        u *= self.G
-        g = (u + 0.5).astype(np.int32)  # int32 indices: numpy's take is ~4x faster with them
-        u -= g
-        if not self.odd:
-            g += (c < 0).view(np.int8) * np.int32(self.G + 1)
-        return g, u
+        return self.table.locate(c)
 
     def eval(self, k: int, g: np.ndarray, dlt: np.ndarray, c: np.ndarray | None = None,
              want_w: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
@@ -247,40 +205,6 @@ class TableSet:
         if self.odd and c is not None:
             np.copysign(w, c, out=w)
         return w, d
-
-
-def _taylor_table(coefs: np.ndarray, yg: np.ndarray, hy: float, p: int) -> np.ndarray:
-    """Scaled Taylor coefficients f^(j)(y_g) hy^j / j!, j = 0..p, of the Chebyshev series
-    ``coefs`` (columns = outputs) at the grid points yg: shape (p + 1, outputs, len(yg))."""
-    from numpy.polynomial import chebyshev as C
-
-    cur, fact, cols = coefs.T, 1.0, []
-    for j in range(p + 1):
-        if j:
-            cur = C.chebder(cur)
-            fact *= j
-        cols.append(C.chebval(yg, cur) * (hy ** j / fact))
-    return np.stack(cols)
-
-
-def _horner(coefs: np.ndarray, x: np.ndarray) -> np.ndarray:
-    out = coefs[-1].copy()
-    for j in range(coefs.shape[0] - 2, -1, -1):
-        out *= x
-        out += coefs[j]
-    return out
-
-
-def _horner_gather(coefs: np.ndarray, g: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """sum_j coefs[j][g] x^j with one gather per coefficient (coefs: (p + 1, G + 1)); the
-    indices are in range by construction, so mode="clip" skips numpy's bounds errors."""
-    out = np.take(coefs[-1], g, mode="clip")
-    tmp = np.empty_like(out)
-    for j in range(coefs.shape[0] - 2, -1, -1):
-        out *= x
-        np.take(coefs[j], g, out=tmp, mode="clip")
-        out += tmp
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -564,77 +488,8 @@ __all__ = ["TableSet", "TabulatedMaps", "QUAD_ORDER", "clear_cache", "homogeneit
 # Whole-network tables: for inputs of equal length the kernels are functions of c0 alone
 # ------------------------------------------------------------------------------------------
 
-class FunctionTable:
-    """A vector-valued function of the correlation c in [-1, 1], tabulated in
-    x = sqrt(1 - |c|) (pieces c >= 0 and c < 0) like :class:`TableSet`.
-
-    ``f(c)`` maps a 1-D array of correlations to an array (n_out, len(c)).  The Chebyshev
-    degree doubles (17 ... 1025 nodes per piece, nested) until the trailing coefficients of
-    every output fall below ``tol`` times its largest value; the series are then re-expanded
-    as Taylor polynomials on a uniform x grid checked against the series at random points.
-    """
-
-    def __init__(self, f, tol: float = 1e-13, max_level: int = 6):
-        from numpy.polynomial import chebyshev as C
-
-        levels = tuple(16 * 2 ** k for k in range(max_level + 1))
-        n = levels[0]
-        y = _cheb_points(n)
-        vals = [np.asarray(f(sg * (1.0 - (0.5 * (y + 1.0)) ** 2)), dtype=float) for sg in (1.0, -1.0)]
-        level = 0
-        while True:
-            coefs = [_cheb_coef(v) for v in vals]  # (n_out, n + 1) per piece
-            scale = np.maximum(np.max(np.abs(vals[0]), axis=1), np.max(np.abs(vals[1]), axis=1)) + 1e-300
-            tail = max(float(np.max(np.max(np.abs(a[:, -3:]), axis=1) / scale)) for a in coefs)
-            if tail <= tol or level + 1 == len(levels):
-                if tail > tol:
-                    warnings.warn(f"kernel table did not converge at {n + 1} nodes (tail {tail:.1e})",
-                                  RuntimeWarning, stacklevel=3)
-                break
-            level += 1
-            n2 = levels[level]
-            y2 = _cheb_points(n2)
-            for i, sg in enumerate((1.0, -1.0)):
-                new = np.empty((vals[i].shape[0], n2 + 1))
-                new[:, ::2] = vals[i]
-                new[:, 1::2] = f(sg * (1.0 - (0.5 * (y2[1::2] + 1.0)) ** 2))
-                vals[i] = new
-            y, n = y2, n2
-        self.n_nodes = n + 1
-        self.error_estimate = tail * 10
-        rng = np.random.default_rng(54321)
-        ytest = rng.uniform(-1.0, 1.0, 4096)
-        refs = [C.chebval(ytest, a.T) for a in coefs]
-        p = TAYLOR_DEGREE
-        for G in _GRID_LEVELS:
-            if G < 2 * self.n_nodes and G != _GRID_LEVELS[-1]:
-                continue
-            yg = np.linspace(-1.0, 1.0, G + 1)
-            hy = 2.0 / G
-            tabs = [_taylor_table(a, yg, hy, p) for a in coefs]  # each (p + 1, n_out, G + 1)
-            u = (ytest + 1.0) / hy
-            g = np.rint(u).astype(np.intp)
-            dlt = u - g
-            err = max(float(np.max(np.abs(_horner(t[:, :, g], dlt) - r) / scale[:, None]))
-                      for t, r in zip(tabs, refs))
-            if err <= tol or G == _GRID_LEVELS[-1]:
-                break
-        self.G = G
-        self.error_estimate = max(self.error_estimate, err)
-        both = np.concatenate(tabs, axis=2)  # (p + 1, n_out, 2 (G + 1))
-        self.coefs = [np.ascontiguousarray(both[:, k]) for k in range(both.shape[1])]
-
-    def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        u = np.abs(c)
-        np.subtract(1.0, u, out=u)
-        u[u < SNAP] = 0.0
-        np.sqrt(u, out=u)
-        u *= self.G
-        g = (u + 0.5).astype(np.int32)
-        u -= g
-        g += (c < 0).view(np.int8) * np.int32(self.G + 1)
-        return g, u
-
-    def __call__(self, c: np.ndarray) -> list[np.ndarray]:
-        g, dl = self.locate(c)
-        return [_horner_gather(co, g, dl) for co in self.coefs]
+def FunctionTable(f, tol: float = 1e-13, max_level: int = 6) -> gaussian.CTable:
+    """A vector-valued function of the correlation c in [-1, 1] (``f`` maps a 1-D array of
+    correlations to an array (n_out, len(c))), tabulated by gaussian.CTable.sample: calling
+    the table on c gives the list of outputs."""
+    return gaussian.CTable.sample(f, tol, max_level)
