@@ -63,7 +63,8 @@ Not done (refused, one line each):
   gradient blocks of the Backward protocol cannot hold.  The map itself is
   :meth:`BatchNormLaw.phi_backward` (the exact adjoint of the NTK map above, which is MATH.md
   5.6's Lambda form), and :func:`gradient_growth` gives the per-layer gradient explosion of a
-  deep BN-relu MLP from it: 1.5220 at B = 32 (a wide network: 1.524 +- 0.004; MATH.md: 1.518);
+  deep BN-relu MLP from it: 1.5220 at B = 32 (a wide network: 1.524 +- 0.004; MATH.md: 1.518)
+  and 1.4797 at B = 128 (MATH.md: 1.476; 5 minutes on 2 cores, O(B^3) per quadrature node);
 * kernels with X2: the statistics are those of one batch, and [X; X2] is not the batch of X;
 * a batch of one value (B = 1) or a batch whose centred covariance vanishes (constant units).
 """
