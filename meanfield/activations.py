@@ -112,34 +112,37 @@ def _leaky(a: float) -> dict:
 def _gelu_forms() -> dict:
     """E[u Phi(u) v Phi(v)] and E[phi'(u) phi'(v)] for GELU in closed form (docs/theory.md, GELU
     kernel): with Z1, Z2 independent N(0, 1), Phi(u) Phi(v) = P(Z1 < u, Z2 < v), so both are
-    orthant moments of the Gaussian (u, v, u - Z1, v - Z2).  theta = pi/2 + arcsin rho (rho the
-    correlation of u - Z1 and v - Z2) is taken as atan2(sqrt(1 - rho^2), -rho), which stays
-    accurate at rho -> +-1."""
+    orthant moments of the Gaussian (u, v, u - Z1, v - Z2).  Written with alpha = q/(1+q) and
+    1/(1+q) so that nothing overflows up to q ~ 1e308; theta = pi/2 + arcsin rho (rho the
+    correlation of u - Z1 and v - Z2) as atan2(sqrt(1 - rho^2), -rho), accurate at rho -> +-1."""
 
     def parts(q1, q2, c):
         a, b = np.asarray(q1, float), np.asarray(q2, float)
         c = np.asarray(c, float)
-        q12 = c * np.sqrt(a) * np.sqrt(b)
-        sa, sb = np.sqrt(1.0 + a), np.sqrt(1.0 + b)
-        D = 1.0 + a + b + a * b * np.clip((1.0 - c) * (1.0 + c), 0.0, None)   # det(I + Sigma)
-        sq = np.sqrt(D) / (sa * sb)                                          # sqrt(1 - rho^2)
-        rho = q12 / (sa * sb)
+        ia, ib = 1.0 / (1.0 + a), 1.0 / (1.0 + b)
+        al, be = a * ia, b * ib
+        omc2 = np.clip((1.0 - c) * (1.0 + c), 0.0, None)
+        sq2 = omc2 * al * be + (ia + al * ib)          # 1 - rho^2 = det(I + Sigma) / ((1+a)(1+b))
+        sq = np.sqrt(sq2)
+        rho = c * np.sqrt(al * be)
         theta = np.arctan2(sq, -rho)
-        return a, b, q12, sa, sb, D, sq, rho, theta
+        return a, b, ia, ib, al, be, omc2, sq2, sq, rho, theta
 
     def w(q1, q2, c):
-        a, b, q12, sa, sb, D, sq, rho, theta = parts(q1, q2, c)
-        ab1 = a * b * np.clip((1.0 - c) * (1.0 + c), 0.0, None)   # a b - q12^2, no cancellation
-        A11, A12, A22 = (a + ab1) / D, q12 / D, (b + ab1) / D
+        a, b, ia, ib, al, be, omc2, sq2, sq, rho, theta = parts(q1, q2, c)
+        A11 = (al * ib + al * be * omc2) / sq2          # regression of (u, v) on (u - Z1, v - Z2),
+        A22 = (be * ia + al * be * omc2) / sq2          # A12 = rho / (sq2 sa sb)
+        sa, sb = np.sqrt(1.0 + a), np.sqrt(1.0 + b)
+        ssab = sa * sb
         mxx = (theta + rho * sq) / (2.0 * np.pi)
         mxy = (rho * theta + sq) / (2.0 * np.pi)
-        return (A11 * A12 * (1.0 + a) * mxx + (A11 * A22 + A12 * A12) * sa * sb * mxy
-                + A12 * A22 * (1.0 + b) * mxx + q12 / D * theta / (2.0 * np.pi))
+        return (rho / sq2 * (A11 * (sa / sb) + A22 * (sb / sa)) * mxx
+                + (A11 * A22 * ssab + (rho / sq2) * (rho / (sq2 * ssab))) * mxy
+                + rho / (sq2 * ssab) * theta / (2.0 * np.pi))
 
     def wd(q1, q2, c):
-        a, b, q12, sa, sb, D, sq, rho, theta = parts(q1, q2, c)
-        rD = np.sqrt(D)
-        return (theta + q12 / rD * (1.0 / (1.0 + a) + 1.0 / (1.0 + b)) + q12 / (D * rD)) / (2.0 * np.pi)
+        a, b, ia, ib, al, be, omc2, sq2, sq, rho, theta = parts(q1, q2, c)
+        return (theta + rho / sq * (ia + ib) + (rho * ia / sq2) * (ib / sq)) / (2.0 * np.pi)
 
     return {"w": w, "wd": wd, "v": lambda q: w(q, q, 1.0), "vd": lambda q: wd(q, q, 1.0)}
 

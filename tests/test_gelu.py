@@ -58,3 +58,12 @@ def test_gelu_moments_at_c_1(q):
         return
     assert v == pytest.approx(_ref(q, q, 1.0 - 1e-30), rel=1e-13)
     assert vd == pytest.approx(_ref(q, q, 1.0 - 1e-30, True), rel=1e-13)
+
+
+def test_gelu_kernels_do_not_overflow():
+    """Written with q/(1+q) and 1/(1+q): finite up to q ~ 1e308, relu-like there (V = q/2)."""
+    for q in (1e150, 1e300, 1e308):
+        assert float(GELU.closed_forms["v"](q)) / q == pytest.approx(0.5, rel=1e-12)
+        assert float(GELU.closed_forms["vd"](q)) == pytest.approx(0.5, rel=1e-12)
+        assert np.isfinite(float(GELU.closed_forms["w"](q, 1.0, 0.3)))
+        assert np.isfinite(float(GELU.closed_forms["wd"](q, q, -1.0)))
