@@ -469,6 +469,40 @@ def _finite_difference(fn: Fn, h: float) -> Fn:
     return d
 
 
+def _piecewise_linear_through_0(fn: Fn) -> tuple[float, float] | None:
+    """(phi(1), phi(-1)) when phi(x) = phi(1) x for x > 0 and phi(-1) |x| for x < 0 (leaky ReLU
+    written as a lambda), checked on a grid to 1e-12; else None."""
+    x = np.concatenate([-np.logspace(-6, 6, 49), np.logspace(-6, 6, 49)])
+    try:
+        with np.errstate(all="ignore"):
+            y = np.asarray(fn(x), dtype=float)
+            ends = np.asarray(fn(np.array([1.0, -1.0, 0.0])), dtype=float)
+    except Exception:  # noqa: BLE001 - user code: not this family
+        return None
+    if y.shape != x.shape or ends.shape != (3,) or not np.all(np.isfinite(y)) or ends[2] != 0.0:
+        return None
+    b, m = float(ends[0]), float(ends[1])
+    want = np.where(x > 0, b * x, m * np.abs(x))
+    if np.all(np.abs(y - want) <= 1e-12 * np.maximum(np.abs(want), np.abs(x) * 1e-3)):
+        return b, m
+    return None
+
+
+def _two_slopes(b: float, m: float) -> dict:
+    """Kernels of phi = b relu(x) + m relu(-x) (MATH.md 3.1): W = sqrt(q1 q2) [(b^2 + m^2) K1(c) +
+    2 b m K1(-c)], E[phi' phi'] = (b^2 + m^2) K0(c) - 2 b m K0(-c)."""
+    s2, bm = b * b + m * m, b * m
+    k = 0.5 * s2
+    return {
+        "v": lambda q: k * q,
+        "vd": lambda q: k + 0.0 * q,
+        "dv": lambda q: k + 0.0 * q,
+        "vdd": lambda q: 0.0 * q,
+        "w": lambda q1, q2, c: np.sqrt(q1 * q2) * (s2 * _k1(c) + 2.0 * bm * _k1(-c)),
+        "wd": lambda q1, q2, c: s2 * _k0(c) - 2.0 * bm * _k0(-c) + 0.0 * q1 * q2,
+    }
+
+
 def custom(fn: Fn, d1: Fn | None = None, d2: Fn | None = None, *, name: str | None = None,
            kinks: tuple[float, ...] = (), register: bool = False) -> Activation:
     """Wrap a vectorised callable as an Activation.
@@ -487,6 +521,18 @@ def custom(fn: Fn, d1: Fn | None = None, d2: Fn | None = None, *, name: str | No
     if not np.all(np.isfinite(out)):
         raise DomainError("custom activation returned non-finite values on [-3, 3]")
     nm = name or f"custom:{getattr(fn, '__name__', 'fn')}"
+    homog = _piecewise_linear_through_0(fn)
+    if homog is not None and d1 is None and d2 is None:
+        # phi(x) = b relu(x) + m relu(-x): the arc-cosine kernels are exact (as for leaky_relu),
+        # where finite differences and unsplit quadrature would blur the kink at 0.
+        b, m = homog
+        act = Activation(nm, lambda x: np.asarray(fn(x), dtype=float),
+                         lambda x: _nan_kept(x, np.where(x > 0, b, -m) + 0.0 * x), lambda x: 0.0 * x,
+                         kinks=(0.0,), closed_forms=_two_slopes(b, m),
+                         description=f"user-supplied callable (positively homogeneous: slopes {b:g} and {-m:g})")
+        if register:
+            _CUSTOM[nm] = act
+        return act
     if d1 is None:
         d1 = _finite_difference(fn, 1e-5)
     if d2 is None:

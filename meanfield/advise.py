@@ -27,8 +27,9 @@ import numpy as np
 from . import gaussian
 from .activations import Activation, get_activation
 from .errors import DomainError, MeanfieldError, NoFixedPoint
-from .fixed_points import OK, _homogeneous_k, edge_of_chaos, edge_of_chaos_curve, fixed_point, solve_q_star
-from .maps import check_depth, check_variance, iterate
+from .fixed_points import (OK, _homogeneous_k, edge_of_chaos, edge_of_chaos_curve, fixed_point, solve_grid,
+                           solve_q_star)
+from .maps import check_depth, check_variance, propagate
 
 ARCHES = ("mlp", "resnet-full", "resnet-reduced")
 CORRELATION_IN = 0.5
@@ -95,12 +96,12 @@ def diagnose(activation, sigma_w2: float, sigma_b2: float, depth: int, *, name: 
                            (note + "; " if note else "") + str(exc))
     q0 = sigma_w2 * input_q + sigma_b2
     try:
-        tr = iterate(act, sigma_w2, sigma_b2, depth, q0=q0, c0=CORRELATION_IN)
-        qs = np.asarray(tr.q[:-1])
-        chis = sigma_w2 * gaussian.v_dphi(act, qs)
-        with np.errstate(divide="ignore"):
-            lg = float(np.sum(np.log10(chis)))
-        c_out = tr.c[-1]
+        # bounded cost at any depth: maps.propagate iterates at most maps.EXACT_LAYERS layers
+        st = propagate(act, sigma_w2, sigma_b2, depth, q0=q0, c0=CORRELATION_IN)
+        lg, c_out = st.log10_gradient_ratio, st.c
+        if not math.isfinite(lg):
+            note = (note + "; " if note else "") + (
+                f"the gradient norm ratio over {depth} layers is past the float range (10^{lg})")
     except MeanfieldError as exc:
         lg, c_out, note = None, None, (note + "; " if note else "") + str(exc)
     xi = _finite_or_none(fp.xi_c)
@@ -162,6 +163,7 @@ def _first_usable(act: Activation, eoc, grid: np.ndarray, order) -> int | None:
 
 
 def _choose_sigma_b2(act: Activation, depth: int, sigma_b2_max: float, jacobian_budget: float):
+    """(sigma_b2, rule, note) on the critical line; raises NoFixedPoint where it has no usable point."""
     grid = np.logspace(-8, np.log10(max(sigma_b2_max, 1e-8)), 161)
     eoc = edge_of_chaos_curve(act, grid)
     ok = (eoc.status == OK) & np.isfinite(eoc.q_star) & (eoc.q_star > 0)
@@ -171,16 +173,21 @@ def _choose_sigma_b2(act: Activation, depth: int, sigma_b2_max: float, jacobian_
     fits = np.flatnonzero(ok & (depth * excess <= jacobian_budget))
     i = _first_usable(act, eoc, grid, fits[::-1])
     if i is not None:
-        return float(grid[i]), ""
+        return float(grid[i]), (f"edge of chaos (chi_1 = 1), sigma_b2 the largest <= {sigma_b2_max:g} with depth * "
+                                f"(mu2/mu1^2 - 1) <= {jacobian_budget:g} (docs/theory.md)"), ""
     # Budget out of reach (very deep nets, or a kink at 0 that keeps mu2/mu1^2 - 1 finite as
     # q* -> 0, e.g. selu): the largest sigma_b2 whose spread is within 10% of the smallest.
     if ok.any():
         near_min = np.flatnonzero(ok & (excess <= 1.1 * np.min(excess[ok])))
         i = _first_usable(act, eoc, grid, near_min[::-1])
         if i is not None:
-            return float(grid[i]), (f"the Jacobian budget {jacobian_budget:g} is out of reach at depth {depth}: "
-                                    f"the smallest spread on the critical line is L (mu2/mu1^2 - 1) = "
-                                    f"{depth * np.min(excess[ok]):.3g}; sigma_b2 is the largest within 10% of it")
+            return float(grid[i]), (
+                f"edge of chaos (chi_1 = 1), sigma_b2 <= {sigma_b2_max:g} the largest within 10% of the smallest "
+                f"Jacobian spread depth * (mu2/mu1^2 - 1): the budget {jacobian_budget:g} is out of reach at "
+                f"depth {depth} (docs/theory.md)"), (
+                f"the Jacobian budget {jacobian_budget:g} is out of reach at depth {depth}: the smallest spread "
+                f"on the critical line is L (mu2/mu1^2 - 1) = {depth * np.min(excess[ok]):.3g}; sigma_b2 is the "
+                f"largest within 10% of it")
     # The critical line may start above sigma_b2_max (gelu, silu): take its first usable point.
     wide = np.logspace(-8, 1, 361)
     eoc2 = edge_of_chaos_curve(act, wide)
@@ -191,8 +198,63 @@ def _choose_sigma_b2(act: Activation, depth: int, sigma_b2_max: float, jacobian_
             f"{act.name} has no edge of chaos for sigma_b2 in [0, 10]: chi_1(q*) = 1 has no solution at a "
             f"stable length fixed point that unit-length inputs reach, so no (sigma_w2, sigma_b2) makes "
             f"xi_c infinite")
-    return float(wide[i]), (f"the critical line of {act.name} starts at sigma_b2 = {wide[i]:.3g} "
-                            f"> sigma_b2_max = {sigma_b2_max:g}; its first point is used")
+    return float(wide[i]), (
+        f"edge of chaos (chi_1 = 1) at the first point of {act.name}'s critical line, sigma_b2 = {wide[i]:.3g}: "
+        f"it has none at sigma_b2 <= {sigma_b2_max:g} that unit-length inputs reach"), (
+        f"the critical line of {act.name} starts at sigma_b2 = {wide[i]:.3g} > sigma_b2_max = {sigma_b2_max:g}; "
+        f"its first point is used")
+
+
+def _best_trainable(act: Activation, depth: int, sb: float, why: str) -> tuple[float, str, str]:
+    """(sigma_w2, rule, note) where no critical point exists at this sigma_b2: along the sigma_w2
+    axis, the point with xi_c >= depth (MATH.md 1.7's 6 xi_c >= depth, with a margin of 6) and
+    the smallest q*; where none reaches it, the largest xi_c, and the note says the depth is
+    beyond the trainable depth 6 xi_c."""
+    sw_axis = np.logspace(-2, 3, 401)
+    grid = solve_grid(act, sw_axis, np.full(sw_axis.shape, sb), with_c_star=True, q0=1.0)
+    xi = np.where(np.isfinite(grid.q_star), grid.xi_c, np.nan)
+    ok = np.isfinite(grid.q_star) & ~np.isnan(xi)
+    usable = np.array([bool(o) and _usable(act, float(w), sb, float(q))
+                       for o, w, q in zip(ok, sw_axis, grid.q_star)])
+    if not usable.any():
+        raise NoFixedPoint(f"cannot advise for {act.name}: {why}; and no sigma_w2 in [0.01, 1000] at sigma_b2 = "
+                           f"{sb:g} has a stable length fixed point that unit-length inputs reach")
+    reach = usable & (xi >= depth)
+    head = (f"best trainable point: {why}; so xi_c is finite everywhere and the advice is the sigma_w2 "
+            f"(at sigma_b2 = {sb:g}) ")
+    if reach.any():
+        idx = np.flatnonzero(reach)
+        i = int(idx[np.argmin(grid.q_star[idx])])
+        return float(sw_axis[i]), head + ("with xi_c >= depth and the smallest q*, so that the trainability bound "
+                                          "6 xi_c >= depth (MATH.md 1.7) holds with a margin of 6"), ""
+    idx = np.flatnonzero(usable)
+    i = int(idx[np.nanargmax(xi[idx])])
+    if i + 1 < sw_axis.size and not usable[i + 1]:
+        # xi_c may grow without bound towards the edge of the fixed point's existence (softplus
+        # as sigma_w2 -> 2): bisect for the smallest sigma_w2 there with xi_c >= depth.
+        lo, hi, found = float(sw_axis[i]), float(sw_axis[i + 1]), None
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            try:
+                fp = fixed_point(act, mid, sb, q0=mid + sb)
+                ok_mid = _usable(act, mid, sb, fp.q_star)
+            except MeanfieldError:
+                ok_mid = False
+            if ok_mid and fp.xi_c >= depth:
+                found, hi = mid, mid
+            elif ok_mid:
+                lo = mid
+            else:
+                hi = mid
+        if found is not None:
+            return found, head + ("with xi_c >= depth, next to where the length map's fixed point ceases to exist, "
+                                  "so that 6 xi_c >= depth (MATH.md 1.7) holds with a margin of 6"), ""
+    return float(sw_axis[i]), head + "with the largest xi_c (MATH.md 1.7: trainable up to ~6 xi_c layers)", (
+        f"no sigma_w2 reaches xi_c >= depth = {depth} for {act.name} at sigma_b2 = {sb:g}: the largest is xi_c = "
+        f"{xi[i]:.3g}, trainable depth ~6 xi_c = {6 * xi[i]:.3g}{' < depth' if 6 * xi[i] < depth else ''}")
+
+
+_NTK_MAX_DEPTH = 1000
 
 
 def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: int | None = None,
@@ -209,30 +271,59 @@ def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: 
     if act.d1 is None and act.closed_forms.get("vd") is None:
         raise DomainError(f"cannot advise for {act.name}: {act.missing_reason or 'it has no derivative'}")
     k = _homogeneous_k(act)
+    sw = None
     if sigma_b2 is not None:
         sb = float(check_variance("sigma_b2", sigma_b2))
         rule = "edge of chaos at the given sigma_b2: sigma_w2 solves chi_1(q*) = 1"
+        try:
+            sw = float(edge_of_chaos(act, sb).sigma_w2)
+        except NoFixedPoint as exc:
+            sw, rule, why = _best_trainable(act, depth, sb, str(exc))
+            if why:
+                notes.append(why)
     elif k is not None:
         sb = 0.0
         rule = (f"edge of chaos: {act.name} is positively homogeneous, so its only critical point is "
                 f"(sigma_w2, sigma_b2) = ({1 / k:g}, 0)")
     else:
-        sb, why = _choose_sigma_b2(act, depth, sigma_b2_max, jacobian_budget)
-        rule = (f"edge of chaos (chi_1 = 1), sigma_b2 the largest <= {sigma_b2_max:g} with depth * "
-                f"(mu2/mu1^2 - 1) <= {jacobian_budget:g} (docs/theory.md)")
+        try:
+            sb, rule, why = _choose_sigma_b2(act, depth, sigma_b2_max, jacobian_budget)
+        except NoFixedPoint as exc:
+            # sigma_b2 = 0 first; a bias keeps q* > 0 where phi'(0) = 0 contracts signals to zero
+            for sb in (0.0, sigma_b2_max, 10 * sigma_b2_max):
+                try:
+                    sw, rule, why = _best_trainable(act, depth, sb, str(exc))
+                    break
+                except NoFixedPoint:
+                    if sb == 10 * sigma_b2_max:
+                        raise
         if why:
             notes.append(why)
-    eoc = edge_of_chaos(act, sb)
-    sw = float(eoc.sigma_w2)
+    if sw is None:
+        sw = float(edge_of_chaos(act, sb).sigma_w2)
     d = diagnose(act, sw, sb, depth, name="advised")
     q_star = d.q_star if d.q_star is not None else float("nan")
     excess = float(_jacobian_excess(act, q_star)) if math.isfinite(q_star) else 0.0
     comps = [diagnose(act, w2, b2, depth, name=nm, note=nt).to_dict()
              for nm, w2, b2, nt in _default_inits(act, width)]
     ntk_cond = None
-    if ntk:
+    if ntk and depth > _NTK_MAX_DEPTH:
+        notes.append(f"NTK condition number not computed above depth {_NTK_MAX_DEPTH} (meanfield.kernels "
+                     f"iterates every layer, so its cost grows with depth)")
+    elif ntk:
         ntk_cond = _ntk_condition(act, depth, sw, sb, notes)
-    if k is not None:
+    if sw > 10 and math.isfinite(q_star):
+        mean = float(gaussian.expect1(act.fn, q_star, act.kinks))
+        v = float(gaussian.v_phi(act, q_star))
+        msg = (f"sigma_w2 = {sw:.3g} is large: at this critical point (q* = {q_star:.3g}) phi' is small over most "
+               f"pre-activations (E[phi'^2] = 1/sigma_w2 = {1 / sw:.3g}), and the Jacobian spread "
+               f"depth * (mu2/mu1^2 - 1) = {depth * excess:.3g} says how far from isometry the network is")
+        if v > 0 and mean * mean / v > 0.5:
+            msg += (f"; {act.name} is not zero-centred (E[phi]^2 / E[phi^2] = {mean * mean / v:.2f} at q*): the units' "
+                    f"common mean is most of each layer's signal, which is what forces the large sigma_w2; a "
+                    f"zero-centred activation (tanh(x) = 2 sigmoid(2x) - 1) reaches criticality at sigma_w2 ~ 1")
+        notes.append(msg)
+    if k is not None and sb == 0.0 and sw == 1.0 / k:
         notes.append("every q is a fixed point at the critical point; q* is reported for unit-length inputs")
     return Advice(
         arch="mlp", activation=act.name, depth=depth, width=width, rule=rule, sigma_w2=sw, sigma_b2=sb,

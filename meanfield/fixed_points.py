@@ -113,6 +113,15 @@ def solve_q_star(activation, sigma_w2, sigma_b2, q0: float = 1.0) -> QStar:
                 qs[idx], qu[idx], status[idx] = _bracket_and_solve(act, sw[idx], sb[idx], q0, vw, _QGRID_WIDE)
         with np.errstate(invalid="ignore"):
             slope = np.where(np.isfinite(qs), sw * gaussian.dv_phi(act, np.where(np.isfinite(qs), qs, 1.0)), np.nan)
+        # At q* >> 1 chi_1 + sigma_w2 E[phi'' phi] cancels to rounding noise (bounded phi: the
+        # slope ~ sigma_w2 q^(-3/2)); where it claims |slope| >= 1 a central difference of V decides.
+        bad = np.flatnonzero(np.isfinite(qs) & (qs > 1e15) & ~(np.abs(slope) < 1))
+        if bad.size:
+            qb = qs[bad]
+            with np.errstate(all="ignore"):
+                fd = sw[bad] * (gaussian.v_phi(act, qb * 1.001) - gaussian.v_phi(act, qb * 0.999)) / (0.002 * qb)
+            slope = np.asarray(slope, float).copy()
+            slope[bad] = np.where(np.abs(fd) < 1, fd, slope[bad])
         unstable = np.isfinite(slope) & (slope <= -1.0)
         status = np.where(unstable, UNSTABLE, status)
     return QStar(qs.reshape(shape), qu.reshape(shape), np.asarray(slope, float).reshape(shape),
@@ -269,10 +278,14 @@ def _near_critical_c_star(act: Activation, q: float, sw: float, chi1: float) -> 
     """
     from .errors import ConvergenceError
 
-    if act.d2 is None or act.kinks:
+    # The expansion needs phi' continuous (then phi'' has no delta part): elu:1 and selu-like
+    # kinks of phi'' alone are fine; relu's jump of phi' is not.
+    jumps = act.d1 is None or any(
+        abs(float(act.d1(np.array(k - 1e-9))) - float(act.d1(np.array(k + 1e-9)))) > 1e-6 for k in act.kinks)
+    if act.d2 is None or jumps:
         raise ConvergenceError(
             f"c* for {act.name} at chi_1 - 1 = {chi1 - 1:.2e} is closer to 1 than the quadrature resolves, "
-            f"and phi'' is not smooth, so the second-order expansion does not apply")
+            f"and phi' jumps at a kink, so the second-order expansion does not apply")
     d2 = act.d2
     curv = sw * q * float(gaussian.expect1(lambda u: d2(u) ** 2, q, act.kinks))
     if not curv > 0:
@@ -315,17 +328,10 @@ def fixed_point(activation, sigma_w2: float, sigma_b2: float, q0: float = 1.0) -
     else:
         chic = chi1 if cs == 1.0 else float(sw * gaussian.w_dphi(act, q, q, cs))
     slope_q = float(res.slope)
-    if st == OK and not abs(slope_q) < 1 and q > 1e15:
-        # The root was bracketed by a sign change of sigma_w2 V(q) + sigma_b2 - q from + to -, so
-        # the slope there is below 1; chi_1 + sigma_w2 E[phi'' phi] cancels to rounding noise at
-        # such q (bounded phi: the slope ~ sigma_w2 q^(-3/2)).  A central difference of V decides.
-        with np.errstate(all="ignore"):
-            fd = sw * float(gaussian.v_phi(act, q * 1.001) - gaussian.v_phi(act, q * 0.999)) / (0.002 * q)
-        slope_q = fd if abs(fd) < 1 else slope_q
-        if abs(slope_q) < 1e-12:
-            notes.append(f"the length map's slope at q* = {q:.3g} is below float resolution (< 1e-12): "
-                         f"xi_q is reported as 0")
-            slope_q = 0.0
+    if st == OK and q > 1e15 and abs(slope_q) < 1e-12:
+        notes.append(f"the length map's slope at q* = {q:.3g} is below float resolution (< 1e-12): "
+                     f"xi_q is reported as 0")
+        slope_q = 0.0
     xi_q = _depth_scale(slope_q) if st != MARGINAL else math.inf
     xi_c = _depth_scale(chic)
     qu = float(res.q_unstable)

@@ -7,6 +7,7 @@ All functions broadcast over numpy arrays and return float64 arrays (0-d for sca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from . import gaussian
 from .activations import Activation, get_activation
-from .errors import DomainError
+from .errors import DomainError, MeanfieldError
 
 
 def _act(activation) -> Activation:
@@ -122,6 +123,40 @@ class Trajectory:
                 "depth": self.depth, "q": list(self.q), "c": list(self.c)}
 
 
+class _Layer:
+    """One layer of the length and correlation maps (MATH.md 1.2-1.3) for two inputs of equal
+    length: ``step(q, c, remaining)`` gives (q^{l+1}, c^{l+1}).  Once the length has converged to
+    working precision every further layer applies the same C-map: a Chebyshev table of
+    W(q*, q*, .) (exact to ~1e-15 for smooth phi) then replaces one 2-D quadrature per layer."""
+
+    def __init__(self, act: Activation, sw: float, sb: float):
+        self.act, self.sw, self.sb = act, sw, sb
+        self.table = None
+        self.smooth = act.closed_forms.get("w") is None and not act.kinks
+
+    def step(self, q: float, c: float, remaining: int) -> tuple[float, float]:
+        act, sw, sb = self.act, self.sw, self.sb
+        q_next = float(sw * gaussian.v_phi(act, q) + sb)
+        if not (q > 0 or sb > 0):
+            c_next = 1.0
+        elif self.table is not None:
+            c_next = float(np.clip((sw * self.table.w(c) + sb) / q_next, -1.0, 1.0)) if c != 1.0 else 1.0
+        else:
+            c_next = float(correlation_map(act, c, q, sw, sb))
+        if not np.isfinite(q_next):
+            from .errors import ConvergenceError
+            raise ConvergenceError(f"q exceeded the float range (1.8e308) ({act.name}, sigma_w2={sw:g}, "
+                                   f"sigma_b2={sb:g}): the length map diverges or its fixed point lies "
+                                   f"beyond float range")
+        if self.smooth and self.table is None and abs(q_next - q) <= 1e-15 * q and remaining > 64:
+            self.table = gaussian.CorrelationTable(act, q, n=65, derivative=False)
+        return q_next, c_next
+
+    def chi(self, q: float) -> float:
+        """The per-layer gradient factor sigma_w2 E[phi'(sqrt(q) z)^2] (MATH.md 1.5)."""
+        return float(self.sw * gaussian.v_dphi(self.act, q))
+
+
 def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
             c0: float = 0.5) -> Trajectory:
     """Iterate the length and correlation maps (MATH.md 1.2-1.3) for ``depth`` layers.
@@ -136,25 +171,12 @@ def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float 
     q = float(check_variance("q0", q0))
     c = float(check_correlation("c0", c0))
     qs, cs = [q], [c]
-    table = None
-    smooth = act.closed_forms.get("w") is None and not act.kinks
+    layer_map = _Layer(act, sw, sb)
     for layer in range(depth):
-        q_next = float(sw * gaussian.v_phi(act, q) + sb)
-        if not (q > 0 or sb > 0):
-            c_next = 1.0
-        elif table is not None:
-            c_next = float(np.clip((sw * table.w(c) + sb) / q_next, -1.0, 1.0)) if c != 1.0 else 1.0
-        else:
-            c_next = float(correlation_map(act, c, q, sw, sb))
-        if not np.isfinite(q_next):
-            from .errors import ConvergenceError
-            raise ConvergenceError(f"q overflowed float range after {layer + 1} layers "
-                                   f"({act.name}, sigma_w2={sw:g}, sigma_b2={sb:g}): the length map diverges")
-        # Once the length has converged to working precision, every further layer applies the
-        # same C-map: a Chebyshev table of W(q*, q*, .) (exact to ~1e-15 for smooth phi) replaces
-        # one 2-D quadrature per layer.
-        if smooth and table is None and abs(q_next - q) <= 1e-15 * q and depth - layer > 64:
-            table = gaussian.CorrelationTable(act, q, n=65, derivative=False)
+        try:
+            q_next, c_next = layer_map.step(q, c, depth - layer)
+        except MeanfieldError as exc:
+            raise type(exc)(f"after {layer + 1} layers: {exc}") from None
         if abs(q_next - q) <= 1e-15 * q and c_next == c:
             qs.extend([q] * (depth - layer))
             cs.extend([c] * (depth - layer))
@@ -165,5 +187,164 @@ def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float 
     return Trajectory(act.name, sw, sb, depth, qs, cs)
 
 
-__all__ = ["length_map", "length_map_slope", "covariance_map", "correlation_map", "chi_1", "chi_c",
+@dataclass(frozen=True)
+class DepthState:
+    """q^L, c^L and the gradient ratio after ``depth`` layers, at a cost that does not grow with
+    depth (:func:`propagate`).
+
+    ``method``: "exact" (every layer iterated), "converged" (q and c reached their fixed point
+    to working precision after ``layers_iterated`` layers; the rest is that fixed point) or "ode"
+    (after ``layers_iterated`` exact layers the maps were still moving slowly and monotonically;
+    the remaining layers follow the maps' continuum limit dy/dl = map(y) - y, whose relative
+    error is of the order of the per-layer change, below 1e-3 there).
+    """
+
+    activation: str
+    sigma_w2: float
+    sigma_b2: float
+    depth: int
+    q: float
+    c: float
+    log10_gradient_ratio: float  # log10 prod_{l < depth} sigma_w2 E[phi'(h^l)^2] (MATH.md 1.5)
+    layers_iterated: int
+    method: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+EXACT_LAYERS = 2000
+_MAX_DEPTH = 1e300
+
+
+def propagate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
+              c0: float = 0.5, *, exact_layers: int = EXACT_LAYERS) -> DepthState:
+    """q^L, c^L and log10 of the gradient norm ratio prod_l chi(q^l) after ``depth`` layers
+    (MATH.md 1.2, 1.3, 1.5), for any depth at a bounded cost: at most ``exact_layers`` layers
+    are iterated one by one; see :class:`DepthState` for what happens after that."""
+    act = _act(activation)
+    sw = float(check_variance("sigma_w2", sigma_w2))
+    sb = float(check_variance("sigma_b2", sigma_b2))
+    depth = check_depth(depth)
+    if depth > _MAX_DEPTH:
+        raise DomainError(f"depth = {str(depth)[:4]}...e{len(str(depth)) - 1} is past the float range this "
+                          f"computation works in (depth <= 1e300)")
+    q = float(check_variance("q0", q0))
+    c = float(check_correlation("c0", c0))
+    layer_map = _Layer(act, sw, sb)
+    g = 0.0
+    dq_prev = dc_prev = None
+    monotone = True
+    for layer in range(min(depth, exact_layers)):
+        chi = layer_map.chi(q)
+        g += math.log10(chi) if chi > 0 else -math.inf
+        try:
+            q_next, c_next = layer_map.step(q, c, depth - layer)
+        except MeanfieldError as exc:
+            raise type(exc)(f"after {layer + 1} layers: {exc}") from None
+        if abs(q_next - q) <= 1e-15 * q and c_next == c:
+            rest = depth - layer - 1
+            g += rest * (math.log10(chi) if chi > 0 else -math.inf)
+            return DepthState(act.name, sw, sb, depth, q, c, g, layer + 1, "converged")
+        dq, dc = q_next - q, c_next - c
+        if dq_prev is not None:
+            monotone = (dq * dq_prev >= 0 and abs(dq) <= abs(dq_prev) * (1 + 1e-12)
+                        and dc * dc_prev >= 0 and abs(dc) <= abs(dc_prev) * (1 + 1e-12))
+        dq_prev, dc_prev = dq, dc
+        q, c = q_next, c_next
+    done = min(depth, exact_layers)
+    if done == depth:
+        return DepthState(act.name, sw, sb, depth, q, c, g, done, "exact")
+    if not monotone:
+        # an oscillating approach (a decreasing length map): no continuum limit, every layer
+        for layer in range(done, depth):
+            chi = layer_map.chi(q)
+            g += math.log10(chi) if chi > 0 else -math.inf
+            q, c = layer_map.step(q, c, depth - layer)
+        return DepthState(act.name, sw, sb, depth, q, c, g, depth, "exact")
+    q, c, g = _continuum(layer_map, q, c, g, done, depth)
+    return DepthState(act.name, sw, sb, depth, q, c, g, done, "ode")
+
+
+def _continuum(layer_map: _Layer, q: float, c: float, g: float, start: int, depth: int):
+    """Layers ``start`` .. ``depth`` in the maps' continuum limit, in t = log(l) (the approach to
+    a fixed point is algebraic here, so the steps grow with l and their number depends only on
+    log(depth / start)).
+
+    Stage 1 (q still moving): dq/dl = V-map(q) - q, dc/dl = C-map(c) - c, dg/dl = log10 chi(q),
+    until q is within ~1e-8 of its fixed point (a terminal event, then Newton steps to q*: an
+    explicit solver would otherwise be held to steps of ~xi_q layers by the converged length).
+    Stage 2 (q = q*): g grows by log10 chi(q*) per layer and c follows the C-map at q*
+    (tabulated), until its per-layer change is below 1e-13 (a thousand times rounding), where c
+    is left: at a critical point that leaves 1 - c at ~1e-8 instead of smaller (ReLU at (2, 0):
+    1 - c^l ~ 9 pi^2 / (2 l^2)).
+    """
+    from scipy.integrate import solve_ivp
+
+    from .errors import ConvergenceError
+
+    act, sw, sb = layer_map.act, layer_map.sw, layer_map.sb
+    t0, t1 = math.log(start), math.log(depth)
+
+    def qmap(qq):
+        return float(sw * gaussian.v_phi(act, qq) + sb)
+
+    def cmap(cc, qq):
+        return float(correlation_map(act, cc, qq, sw, sb)) if (qq > 0 or sb > 0) else 1.0
+
+    def solve(rhs, y0, ta, events, rtol=1e-9):
+        with np.errstate(all="ignore"):
+            sol = solve_ivp(rhs, (ta, t1), y0, method="RK45", rtol=rtol, atol=1e-300, events=events)
+        if not sol.success:
+            raise ConvergenceError(f"the continuum limit of the maps beyond layer {start} failed: {sol.message}")
+        return sol
+
+    if abs(qmap(q) - q) > 1e-15 * q:
+        def rhs1(t, y):
+            el, qq, cc = math.exp(t), max(float(y[0]), 0.0), 1.0 - float(np.clip(y[1], 0.0, 2.0))
+            chi = layer_map.chi(qq)
+            return [el * (qmap(qq) - qq), el * (cc - cmap(cc, qq)), el * (math.log10(chi) if chi > 0 else -1e300)]
+
+        def q_done(t, y):
+            qq = max(float(y[0]), 0.0)
+            return abs(qmap(qq) - qq) - 1e-8 * qq
+
+        q_done.terminal = True
+        sol = solve(rhs1, [q, 1.0 - c, g], t0, [q_done])
+        q, e, g = (float(v) for v in sol.y[:, -1])
+        c = 1.0 - float(np.clip(e, 0.0, 2.0))
+        if sol.status == 0:
+            return q, c, g
+        t0 = float(sol.t[-1])
+        for _ in range(3):  # Newton on sigma_w2 V(q) + sigma_b2 - q
+            slope = float(length_map_slope(act, q, sw))
+            if slope != 1.0:
+                q = q - (qmap(q) - q) / (slope - 1.0)
+    # stage 2: q = q*
+    chi = layer_map.chi(q)
+    g += (depth - math.exp(t0)) * (math.log10(chi) if chi > 0 else -math.inf)
+    if not (q > 0 or sb > 0) or c == 1.0:
+        return q, c, g
+    table = layer_map.table if layer_map.table is not None else (
+        gaussian.CorrelationTable(act, q, n=65, derivative=False) if layer_map.smooth else None)
+
+    def cnext(cc):
+        if table is None:
+            return cmap(cc, q)
+        return float(np.clip((sw * table.w(cc) + sb) / q, -1.0, 1.0))
+
+    def rhs2(t, y):
+        cc = 1.0 - float(np.clip(y[0], 0.0, 2.0))
+        return [math.exp(t) * (cc - cnext(cc))]
+
+    def c_done(t, y):
+        cc = 1.0 - float(np.clip(y[0], 0.0, 2.0))
+        return abs(cnext(cc) - cc) - 1e-13
+
+    c_done.terminal = True
+    sol = solve(rhs2, [1.0 - c], t0, [c_done], rtol=1e-7)
+    return q, 1.0 - float(np.clip(sol.y[0, -1], 0.0, 2.0)), g
+
+
+__all__ = ["propagate", "DepthState", "length_map", "length_map_slope", "covariance_map", "correlation_map", "chi_1", "chi_c",
            "iterate", "Trajectory", "check_variance", "check_correlation", "check_depth"]

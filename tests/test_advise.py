@@ -20,7 +20,7 @@ from scipy import integrate, optimize
 import meanfield
 from meanfield import maps
 from meanfield.advise import advise
-from meanfield.errors import DomainError, NoFixedPoint
+from meanfield.errors import DomainError
 
 DEFAULT_NAMES = {"pytorch_default", "pytorch_gain", "xavier", "he", "lecun"}
 
@@ -108,8 +108,14 @@ def test_relu_advice_is_he_at_zero_bias():
     assert (a.sigma_w2, a.sigma_b2) == (2.0, 0.0)
     assert a.chi_1 == 1.0 and a.bias_std == 0.0
     assert "positively homogeneous" in a.rule
-    with pytest.raises(NoFixedPoint, match="no edge of chaos"):
-        advise(arch="mlp", activation="relu", depth=30, sigma_b2=0.1)
+    # with a bias there is no critical point: the best trainable point for the depth, with the
+    # reason.  ReLU's C-map slope at c = 1 is sigma_w2 / 2 at any q (MATH.md 1.6), so xi_c >= 30
+    # needs sigma_w2 >= 2 exp(-1/30), and q* = sigma_b2 / (1 - sigma_w2 / 2) exists below 2.
+    b = advise(arch="mlp", activation="relu", depth=30, sigma_b2=0.1)
+    assert "no edge of chaos" in b.rule and "best trainable point" in b.rule
+    assert 2 * math.exp(-1 / 30) <= b.sigma_w2 < 2.0 and b.sigma_b2 == 0.1
+    assert b.q_star == pytest.approx(0.1 / (1 - b.sigma_w2 / 2), rel=1e-12)
+    assert not any("every q is a fixed point" in n for n in b.notes)
 
 
 def test_comparisons_with_the_usual_defaults():
@@ -168,8 +174,27 @@ def test_advice_is_critical_when_the_line_starts_late(spec):
 
 
 def test_no_edge_of_chaos_and_no_derivative():
-    with pytest.raises(NoFixedPoint, match="no edge of chaos"):
-        advise(arch="mlp", activation="softplus", depth=10)
+    # softplus has no critical point: the best trainable point for the depth, with the reason.
+    # Checked with scipy's quad on the definitions (MATH.md 1.2-1.3): q* is the length map's fixed
+    # point and chi_1 = sigma_w2 E[sigmoid(sqrt(q*) z)^2] gives xi_c = -1/log chi_1 >= depth.
+    a = advise(arch="mlp", activation="softplus", depth=10)
+    assert "no edge of chaos" in a.rule and "best trainable point" in a.rule
+
+    def gauss(f, q):
+        return integrate.quad(lambda z: f(math.sqrt(q) * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+                              -40, 40, limit=400, epsabs=1e-13)[0]
+
+    def sigmoid(u):
+        return 1 / (1 + math.exp(-u)) if u > -700 else 0.0
+
+    def softplus(u):
+        return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+
+    q = a.q_star
+    assert q == pytest.approx(a.sigma_w2 * gauss(lambda u: softplus(u) ** 2, q) + a.sigma_b2, rel=1e-8)
+    chi = a.sigma_w2 * gauss(lambda u: sigmoid(u) ** 2, q)
+    assert chi < 1 and -1 / math.log(chi) >= 10 * (1 - 1e-6)
+    assert a.chi_1 == pytest.approx(chi, rel=1e-8)
     with pytest.raises(DomainError, match="step"):
         advise(arch="mlp", activation="step", depth=10)
 

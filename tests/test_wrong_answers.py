@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 
 import mpmath
+import numpy as np
 import pytest
-from scipy import special
+from scipy import integrate, special
 
 import meanfield as mf
+from meanfield import maps
 from meanfield.errors import NoFixedPoint
 
 # ------------------------------------------------------------------------------------------
@@ -79,3 +81,122 @@ def test_iterate_tanh_huge_sigma_w2_follows_arcsine_law():
     for want in tr.c[2:]:
         c = 2.0 / math.pi * math.asin(c)
         assert want == pytest.approx(c, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------
+# 2 and 4. Advice: the rule printed is the rule applied; a point for every activation
+# ------------------------------------------------------------------------------------------
+
+
+def _gauss(f, q):
+    """E[f(sqrt(q) z)] by scipy's quad (independent of meanfield.gaussian)."""
+    return integrate.quad(lambda z: f(math.sqrt(q) * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+                          -40, 40, limit=400, epsabs=1e-14)[0]
+
+
+def _sigmoid(u):
+    return 1 / (1 + math.exp(-u)) if u > -700 else 0.0
+
+
+def _silu_d1(u):
+    s = _sigmoid(u)
+    return s * (1 + u * (1 - s))
+
+
+def test_silu_rule_states_the_bias_it_uses():
+    a = mf.advise(arch="mlp", activation="silu", depth=10, ntk=False)
+    assert a.sigma_b2 > 0.05
+    assert "largest <= 0.05" not in a.rule and f"{a.sigma_b2:.3g}" in a.rule
+    # and it is critical: chi_1 = sigma_w2 E[silu'(sqrt(q*) z)^2] = 1, q* the length map's fixed point
+    assert a.sigma_w2 * _gauss(lambda u: _silu_d1(u) ** 2, a.q_star) == pytest.approx(1.0, rel=1e-7)
+    assert a.q_star == pytest.approx(a.sigma_w2 * _gauss(lambda u: (u * _sigmoid(u)) ** 2, a.q_star) + a.sigma_b2,
+                                     rel=1e-8)
+
+
+def test_rule_bound_holds_for_every_activation_that_states_it():
+    for spec in ("tanh", "erf", "gelu", "silu", "selu", "sigmoid", "elu"):
+        a = mf.advise(arch="mlp", activation=spec, depth=20, ntk=False)
+        if "largest <= 0.05" in a.rule or "sigma_b2 <= 0.05 the largest" in a.rule:
+            assert a.sigma_b2 <= 0.05, (spec, a.rule)
+        else:
+            assert f"{a.sigma_b2:.3g}" in a.rule, (spec, a.rule)
+
+
+def test_sigmoid_large_sigma_w2_is_explained():
+    a = mf.advise(arch="mlp", activation="sigmoid", depth=10, ntk=False)
+    assert a.sigma_w2 > 50
+    assert any("not zero-centred" in n and "large" in n for n in a.notes)
+    d1 = lambda u: _sigmoid(u) * (1 - _sigmoid(u))  # noqa: E731
+    assert a.sigma_w2 * _gauss(lambda u: d1(u) ** 2, a.q_star) == pytest.approx(1.0, rel=1e-7)
+
+
+def test_readme_custom_leaky_relu_gets_he_for_its_slopes():
+    act = mf.custom(lambda x: x * (x > 0) + 0.1 * x)  # slopes 1.1 and 0.1
+    k = (1.1 ** 2 + 0.1 ** 2) / 2  # E[phi(z)^2] = chi_1 / sigma_w2 (MATH.md 1.6, 8.1)
+    a = mf.advise(arch="mlp", activation=act, depth=10, ntk=False)
+    assert (a.sigma_w2, a.sigma_b2) == (pytest.approx(1 / k, rel=1e-12), 0.0)
+    assert a.chi_1 == pytest.approx(1.0, rel=1e-12)
+    # off the critical point: q* = sigma_b2 / (1 - sigma_w2 k) (linear length map)
+    fp = mf.fixed_point(act, 1.0, 0.1)
+    assert fp.q_star == pytest.approx(0.1 / (1 - k), rel=1e-12)
+    assert fp.chi_1 == pytest.approx(k, rel=1e-12)
+
+
+@pytest.mark.parametrize("name,fn,kinks", [
+    ("relu6", lambda x: np.clip(x, 0.0, 6.0), (0.0, 6.0)),
+    ("hardswish", lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0, (-3.0, 3.0)),
+    ("tanhshrink", lambda x: x - np.tanh(x), ()),
+])
+def test_activations_without_usual_criticality_get_advice(name, fn, kinks):
+    act = mf.custom(fn, kinks=kinks, name=name)
+    a = mf.advise(arch="mlp", activation=act, depth=10, ntk=False)
+    assert math.isfinite(a.sigma_w2) and a.sigma_w2 > 0 and a.rule
+    # the point is a fixed point of the length map, checked by quad
+    assert a.q_star == pytest.approx(a.sigma_w2 * _gauss(lambda u: float(fn(np.array(u))) ** 2, a.q_star)
+                                     + a.sigma_b2, rel=1e-6)
+    if "best trainable point" in a.rule:
+        assert a.xi_c is not None and (a.xi_c >= 10 or any("trainable depth" in n for n in a.notes))
+
+
+def test_softplus_best_trainable_point_meets_the_depth():
+    for depth in (10, 100):
+        a = mf.advise(arch="mlp", activation="softplus", depth=depth, ntk=False)
+        chi = a.sigma_w2 * _gauss(lambda u: _sigmoid(u) ** 2, a.q_star)
+        assert chi < 1 and -1 / math.log(chi) >= depth * (1 - 1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Depth: the cost does not grow with it
+# ------------------------------------------------------------------------------------------
+
+
+def test_relu_critical_correlation_law_at_large_depth():
+    # MATH.md 1.4: ReLU at (2, 0) has 1 - c^l ~ 9 pi^2 / (2 l^2)
+    for depth in (30_000,):
+        st = maps.propagate("relu", 2.0, 0.0, depth, q0=1.0, c0=0.5)
+        assert st.layers_iterated <= maps.EXACT_LAYERS
+        assert 1 - st.c == pytest.approx(9 * math.pi ** 2 / (2 * depth ** 2), rel=3e-3)
+        assert st.log10_gradient_ratio == 0.0  # chi_1 = sigma_w2 / 2 = 1 at every layer
+    deep = maps.propagate("relu", 2.0, 0.0, 10 ** 9, q0=1.0, c0=0.5)
+    assert deep.layers_iterated <= maps.EXACT_LAYERS and 0 <= 1 - deep.c < 1e-7
+
+
+def test_tanh_critical_correlation_law_at_large_depth():
+    # at a critical point with smooth phi, e = 1 - c obeys e' = e - a e^2 + ..., a = C''(1) / 2 =
+    # sigma_w2 q* E[phi''(sqrt(q*) z)^2] / 2 (Price identity twice), so e^L ~ 1 / (a L)
+    e = mf.edge_of_chaos("tanh", 0.05)
+    sw, q = float(e.sigma_w2), float(e.q_star)
+    d2 = lambda u: -2 * math.tanh(u) / math.cosh(u) ** 2  # noqa: E731
+    a = sw * q * _gauss(lambda u: d2(u) ** 2, q) / 2
+    for depth in (100_000, 1_000_000):
+        st = maps.propagate("tanh", sw, 0.05, depth, q0=q, c0=0.5)
+        assert st.layers_iterated <= maps.EXACT_LAYERS
+        assert 1 - st.c == pytest.approx(1 / (a * depth), rel=2e-3)
+
+
+def test_advise_at_a_billion_layers_is_bounded_and_honest():
+    a = mf.advise(arch="mlp", activation="tanh", depth=10 ** 9)
+    assert a.chi_1 == pytest.approx(1.0, abs=1e-9) and a.correlation_out is not None
+    assert a.ntk_condition_number is None and any("NTK condition number not computed" in n for n in a.notes)
+    with pytest.raises(mf.DomainError, match="float range"):
+        maps.propagate("tanh", 1.0, 0.0, 10 ** 400)
