@@ -164,6 +164,9 @@ def _module_spec(m: nn.Module) -> str | None:
         return f"elu:{float(m.alpha)!r}"
     if isinstance(m, nn.LeakyReLU):
         return f"leaky_relu:{float(m.negative_slope)!r}"
+    if isinstance(m, nn.PReLU):  # a leaky ReLU with a learnable slope: its value at init
+        a = m.weight.detach().reshape(-1)
+        return f"leaky_relu:{float(a[0])!r}" if bool((a == a[0]).all()) else None
     if isinstance(m, nn.Sigmoid):
         return "sigmoid"
     if isinstance(m, nn.Softplus):
@@ -649,6 +652,31 @@ def _same_activation(g: _Graph, regions: Sequence[tuple[str, _Region]]) -> Activ
     return act0
 
 
+def _check_covered(model: nn.Module, st: "Structure") -> "Structure":
+    """Refuse a traced structure that leaves parameters of the model out (an Embedding, attention,
+    a norm's affine weights, ...): init_ sets every weight it claims, or nothing."""
+    claimed = {n for n, _ in st.roles()}
+    mods = dict(model.named_modules())
+    left: dict[str, str] = {}
+    n_left = n_all = 0
+    for name, _ in model.named_parameters():
+        n_all += 1
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        if owner in claimed or isinstance(mods.get(owner), nn.PReLU):  # PReLU: the activation's slope
+            continue
+        n_left += 1
+        left.setdefault(owner, type(mods.get(owner, model)).__name__)
+    if left:
+        shown = ", ".join(f"{k or '(the model itself)'} ({v})" for k, v in list(left.items())[:8])
+        more = f" and {len(left) - 8} more" if len(left) > 8 else ""
+        raise DomainError(
+            f"{type(model).__name__} has {n_left} of {n_all} parameter tensors in modules meanfield does "
+            f"not handle: {shown}{more}; meanfield reads chains of nn.Linear / nn.ConvNd layers with one "
+            f"elementwise activation and identity shortcuts x + f(x), and refuses rather than initialise "
+            f"or predict for part of a model; {_STRUCTURE_HINT}")
+    return st
+
+
 def trace_structure(model: nn.Module) -> Structure:
     """Read a model's layers, activation, depth and residual blocks with ``torch.fx``.
 
@@ -724,9 +752,9 @@ def trace_structure(model: nn.Module) -> Structure:
                     f"dropout {where}: the advice assumes none (MATH.md 1.8 shortens xi_c)"
                 )
         act = _same_activation(g, regions) if regions else get_activation("linear")
-        return Structure(
+        return _check_covered(model, Structure(
             "mlp", act.name, layers=tuple(L.target for L in layers), notes=tuple(notes), _act=act
-        )
+        ))
     # residual network
     blocks, regions, kinds = [], [], set()
     in_branch: set[fx.Node] = set()
@@ -792,7 +820,7 @@ def trace_structure(model: nn.Module) -> Structure:
         if r.dropout:
             notes.append(f"dropout in {where}: the advice assumes none")
     act = _same_activation(g, regions)
-    return Structure(
+    return _check_covered(model, Structure(
         kinds.pop(),
         act.name,
         blocks=tuple(blocks),
@@ -800,7 +828,7 @@ def trace_structure(model: nn.Module) -> Structure:
         head=tuple(head),
         notes=tuple(notes),
         _act=act,
-    )
+    ))
 
 
 def _structure(model: nn.Module, structure: Structure | None) -> Structure:
@@ -1131,7 +1159,13 @@ def init_(
         opts.update({k: v for k, v in given.items()})
         if "width" not in opts:
             opts["width"] = _hidden_width(model, st)
+        no_bias = st.arch == "mlp" and all(
+            getattr(dict(model.named_modules())[n], "bias", None) is None for n in st.layers)
+        if no_bias and "sigma_b2" not in opts:
+            opts["sigma_b2"] = 0.0
         advice = advise(st.arch, activation=act, depth=st.depth, **opts)
+        if no_bias and hasattr(advice, "notes"):
+            advice.notes.append("the model's layers have no biases (bias=False): the advice is for sigma_b2 = 0")
         var = _variances_of(advice, st, sigma_in2, sigma_o2)
         source = "advise()"
     gen, used_seed = _generator(generator, seed)

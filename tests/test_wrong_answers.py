@@ -200,3 +200,88 @@ def test_advise_at_a_billion_layers_is_bounded_and_honest():
     assert a.ntk_condition_number is None and any("NTK condition number not computed" in n for n in a.notes)
     with pytest.raises(mf.DomainError, match="float range"):
         maps.propagate("tanh", 1.0, 0.0, 10 ** 400)
+
+
+# ------------------------------------------------------------------------------------------
+# Torch bridge: a zoo of models, each handled (every weight set as advised) or refused with the
+# module paths it cannot handle
+# ------------------------------------------------------------------------------------------
+
+
+def _zoo():
+    nn = pytest.importorskip("torch.nn")
+
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Linear(16, 64)
+            self.w = nn.ModuleList([nn.Linear(64, 64) for _ in range(3)])
+            self.v = nn.ModuleList([nn.Linear(64, 64) for _ in range(3)])
+            self.out = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = self.inp(x)
+            for w, v in zip(self.w, self.v):
+                x = x + v(nn.functional.relu(w(x)))
+            return self.out(x)
+
+    class Transformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(100, 32)
+            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2)
+            self.out = nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.out(self.enc(self.emb(x)))
+
+    return {
+        "mlp": (nn.Sequential(nn.Linear(16, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 10)), None),
+        "cnn": (nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(), nn.Conv2d(32, 8, 3)), None),
+        "resnet": (Res(), None),
+        "dropout": (nn.Sequential(nn.Linear(16, 256), nn.Tanh(), nn.Dropout(0.1), nn.Linear(256, 256), nn.Tanh(),
+                                  nn.Linear(256, 10)), None),
+        "bias_free": (nn.Sequential(nn.Linear(16, 256, bias=False), nn.Tanh(), nn.Linear(256, 256, bias=False),
+                                    nn.Tanh(), nn.Linear(256, 10, bias=False)), None),
+        "transformer": (Transformer(), ["emb (Embedding)", "enc.layers.0.self_attn (MultiheadAttention)"]),
+        "gelu_layernorm": (nn.Sequential(nn.Linear(16, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, 10)), ["LayerNorm"]),
+    }
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet", "dropout", "bias_free", "transformer", "gelu_layernorm"])
+def test_torch_zoo_handled_or_refused(name):
+    torch = pytest.importorskip("torch")
+    import meanfield.torch as mft
+
+    model, refused = _zoo()[name]
+    if refused is not None:
+        with pytest.raises(mf.DomainError) as info:
+            mft.init_(model, sigma_w2=1.0, seed=0)
+        for part in refused:
+            assert part in str(info.value)
+        return
+    mft.init_(model, seed=0)
+    rec = model._meanfield_init
+    assert rec.untouched == ()  # every parameter set
+    mods = dict(model.named_modules())
+    for mod_name, role in rec.structure.roles():
+        w = mods[mod_name].weight.detach().double()
+        fan = w[0].numel()
+        want, want_b = rec.variances.for_role(role)
+        n = w.numel()
+        # sample variance of N(0, want / fan) draws: standard error sqrt(2 / n) relative
+        assert float(w.var()) * fan == pytest.approx(want, rel=5 * math.sqrt(2 / n) + 1e-12)
+    if name == "bias_free":
+        # tanh without biases: the critical point is (1, 0) (MATH.md 1.6: the critical line ends there)
+        assert rec.variances.sigma_b2 == 0.0 and rec.variances.sigma_w2 == pytest.approx(1.0, abs=1e-6)
+        assert any("bias=False" in n for n in rec.advice.notes)
+    del torch
+
+
+def test_torch_prelu_is_a_leaky_relu():
+    nn = pytest.importorskip("torch.nn")
+    import meanfield.torch as mft
+
+    m = nn.Sequential(nn.Linear(16, 64), nn.PReLU(init=0.2), nn.Linear(64, 64), nn.PReLU(init=0.2), nn.Linear(64, 10))
+    st = mft.trace_structure(m)
+    assert st.activation == mf.get_activation("leaky_relu:0.2").name or st.activation.startswith("leaky_relu:0.2")
