@@ -422,6 +422,9 @@ def parse_spec(spec: str) -> tuple[str, tuple[float, ...]]:
     name = name.strip().lower()
     name = _ALIASES.get(name, name)
     params: list[float] = []
+    if _ and not rest.strip():
+        raise DomainError(f"activation {spec!r}: the parameter after ':' is missing (write e.g. "
+                          f"'{name}:0.1', or '{name}' for its default)")
     if rest.strip():
         for tok in rest.split(","):
             try:

@@ -303,7 +303,7 @@ def phase_diagram_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """chi_1 over a (sigma_w2, sigma_b2) grid with the edge-of-chaos curve and xi_c contours."""
-    from ._io import atomic_savefig, atomic_savez, check_output_path
+    from ._io import atomic_write_many, check_output_path, savefig_writer, savez_writer
     from .fixed_points import phase_diagram
 
     check_output_path(out)
@@ -320,11 +320,14 @@ def phase_diagram_cmd(
 
     ax = plot_phase_diagram(pd)
     ax.figure.tight_layout()
-    atomic_savefig(ax.figure, out)
+    # the PNG and the .npz are written together: both, or (on any failure) neither
+    files = [(out, savefig_writer(ax.figure, out), "")]
+    if data is not None:
+        files.append((data, savez_writer(**pd.arrays()), ".npz"))
+    atomic_write_many(files)
     summary = pd.summary()
     summary["out"] = str(out)
     if data is not None:
-        atomic_savez(data, **{k: v for k, v in pd.arrays().items()})
         summary["data"] = str(data)
     emit(summary, as_json)
 

@@ -285,3 +285,53 @@ def test_torch_prelu_is_a_leaky_relu():
     m = nn.Sequential(nn.Linear(16, 64), nn.PReLU(init=0.2), nn.Linear(64, 64), nn.PReLU(init=0.2), nn.Linear(64, 10))
     st = mft.trace_structure(m)
     assert st.activation == mf.get_activation("leaky_relu:0.2").name or st.activation.startswith("leaky_relu:0.2")
+
+
+# ------------------------------------------------------------------------------------------
+# Section 3: inputs and files
+# ------------------------------------------------------------------------------------------
+
+
+def test_empty_activation_parameter_is_refused():
+    with pytest.raises(mf.DomainError, match="missing"):
+        mf.get_activation("leaky_relu:")
+    assert mf.get_activation("leaky_relu").name == "leaky_relu:0.01"  # the documented default
+
+
+def test_load_array_refuses_what_is_not_a_real_numeric_array(tmp_path):
+    from meanfield._io import load_array
+
+    np.save(tmp_path / "c.npy", np.array([[1 + 2j, 3.0]]))
+    with pytest.raises(mf.DomainError, match="complex"):
+        load_array(tmp_path / "c.npy", "--x")
+    (tmp_path / "t.npy").write_text("1 2 3\n4 5 6\n")
+    with pytest.raises(mf.DomainError, match="not a numeric .npy array") as info:
+        load_array(tmp_path / "t.npy", "--x")
+    assert "pickle" not in str(info.value)
+    np.save(tmp_path / "ok.npy", np.arange(6.0).reshape(2, 3))
+    assert load_array(tmp_path / "ok.npy").tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+
+
+def test_files_follow_the_umask(tmp_path):
+    import os
+
+    from meanfield._io import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        p = atomic_write(tmp_path / "a.txt", lambda tmp: open(tmp, "w").write("x"))
+    finally:
+        os.umask(old)
+    assert (os.stat(p).st_mode & 0o777) == 0o640
+
+
+def test_two_files_are_written_together_or_not_at_all(tmp_path):
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    out = tmp_path / "p.png"
+    res = CliRunner().invoke(app, ["phase-diagram", "-a", "tanh", "--grid", "6", "--out", str(out),
+                                   "--data", "/proc/x.npz", "--quiet"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
