@@ -687,6 +687,20 @@ def trace_structure(model: nn.Module) -> Structure:
     if not isinstance(model, nn.Module):
         raise DomainError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     g = _Graph(model)
+    foreign = [
+        f"{n.target} ({type(g.module(n)).__name__})"
+        for n in g.nodes
+        if n.op == "call_module"
+        and not isinstance(g.module(n), LAYER_TYPES + (nn.PReLU,))
+        and any(True for _ in g.module(n).parameters())
+    ]
+    if foreign:
+        raise DomainError(
+            f"{type(model).__name__} applies modules with parameters that meanfield does not handle: "
+            f"{', '.join(dict.fromkeys(foreign))} (their maps are not elementwise activations); meanfield "
+            f"reads chains of nn.Linear / nn.ConvNd layers with "
+            f"one elementwise activation and identity shortcuts x + f(x), and refuses rather than "
+            f"initialise or predict for part of a model; {_STRUCTURE_HINT}")
     layers = [n for n in g.nodes if g.is_layer(n)]
     if not layers:
         kinds = sorted({type(m).__name__ for name, m in g.modules.items() if name})
@@ -1713,6 +1727,17 @@ def compare(
     st = _structure(model, structure)
     m = measure(model, x, pairs=pairs, structure=st, seed=seed)
     var, source, notes = _variances_for_compare(model, st, advice_or_variances)
+    active = [f"{n} ({type(mod).__name__}, p={getattr(mod, 'p', '?')})" for n, mod in model.named_modules()
+              if isinstance(mod, _DROPOUT) and mod.training and getattr(mod, "p", 0) > 0]
+    if active:
+        import warnings
+
+        msg = (f"the model is in train mode with active dropout ({', '.join(active)}): the measurement "
+               f"includes dropout's masks but the prediction assumes eval mode (no dropout; MATH.md 1.8 "
+               f"has the maps with dropout, which raise q and bound xi_c); call model.eval() to compare "
+               f"like with like")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        notes = list(notes) + [msg]
     if st.arch == "mlp":
         per_layer = var if isinstance(var, list) else [var.for_role("layer")] * len(st.layers)
         pred = _predict_mlp(model, st, m, per_layer)

@@ -243,7 +243,7 @@ def _zoo():
                                   nn.Linear(256, 10)), None),
         "bias_free": (nn.Sequential(nn.Linear(16, 256, bias=False), nn.Tanh(), nn.Linear(256, 256, bias=False),
                                     nn.Tanh(), nn.Linear(256, 10, bias=False)), None),
-        "transformer": (Transformer(), ["emb (Embedding)", "enc.layers.0.self_attn (MultiheadAttention)"]),
+        "transformer": (Transformer(), ["emb (Embedding)", "enc (TransformerEncoder)"]),
         "gelu_layernorm": (nn.Sequential(nn.Linear(16, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, 10)), ["LayerNorm"]),
     }
 
@@ -335,3 +335,40 @@ def test_two_files_are_written_together_or_not_at_all(tmp_path):
                                    "--data", "/proc/x.npz", "--quiet"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_torch_compare_in_train_mode_with_dropout_says_so():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    import meanfield.torch as mft
+
+    m = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Dropout(0.5), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    mft.init_(m, seed=0)
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="train mode"):
+        c = mft.compare(m, x)
+    assert any("assumes eval mode" in n for n in c.notes)
+    m.eval()
+    assert not any("train mode" in n for n in mft.compare(m, x).notes)
+
+
+def test_torch_conv_transpose_and_embedding_named_in_refusals():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    import meanfield.torch as mft
+
+    m = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Unflatten(1, (16, 1)), nn.ConvTranspose1d(16, 4, 3),
+                      nn.ReLU(), nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(mf.DomainError, match=r"3 \(ConvTranspose1d\)"):
+        mft.init_(m, sigma_w2=2.0)
+
+    class E(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc, self.out = nn.Embedding(10, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+
+        def forward(self, i):
+            return self.out(torch.tanh(self.fc(self.emb(i))))
+
+    with pytest.raises(mf.DomainError, match=r"emb \(Embedding\)"):
+        mft.compare(E(), torch.randint(0, 10, (4,)))
