@@ -358,6 +358,8 @@ def kernel(
     from ._io import atomic_savez, check_output_path
 
     check_output_path(out)
+    if out.suffix.lower() != ".npz":
+        raise DomainError(f"--out must be an .npz file (it holds the arrays nngp and ntk), got {str(out)!r}")
     X = _load_array(x, "--x")
     X2 = None if x2 is None else _load_array(x2, "--x2")
     if net is not None:
@@ -402,17 +404,10 @@ def kernel(
 
 
 def _load_array(path: Path, flag: str):
-    """A .npy file holding one numeric array (never pickles)."""
-    import numpy as np
+    """A .npy file holding one real numeric array (meanfield._io.load_array; never pickles)."""
+    from ._io import load_array
 
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DomainError(f"cannot read {flag} {str(path)!r}: {_one_line(exc)}") from None
-    if not isinstance(arr, np.ndarray):
-        arr.close()
-        raise DomainError(f"{flag} {str(path)!r} must be a .npy file holding one N x d array (or N x s1 [x s2] x channels for --net)")
-    return arr
+    return load_array(path, flag)
 
 
 @app.command("propagate")

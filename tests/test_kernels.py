@@ -552,7 +552,12 @@ def test_cli_kernel_errors(tmp_path):
     _one_line(_cli(*base, "--x", tmp_path / "bad.npy", "--out", out), 2, "X must be finite")
     _one_line(_cli(*base, "--x", tmp_path / "absent.npy", "--out", out), 2, "cannot read --x")
     np.savez(tmp_path / "two.npz", a=X, b=X)
-    _one_line(_cli(*base, "--x", tmp_path / "two.npz", "--out", out), 2, "one N x d array")
+    _one_line(_cli(*base, "--x", tmp_path / "two.npz", "--out", out), 2, "is an .npz archive")
+    _one_line(_cli(*base, "--x", tmp_path / "x.npy", "--out", tmp_path / "k.txt"), 2, "--out must be an .npz file")
+    (tmp_path / "text.npy").write_text("1 2 3")
+    _one_line(_cli(*base, "--x", tmp_path / "text.npy", "--out", out), 2, "is not a numeric .npy array")
+    np.save(tmp_path / "cplx.npy", X.astype(complex))
+    _one_line(_cli(*base, "--x", tmp_path / "cplx.npy", "--out", out), 2, "complex")
     _one_line(_cli("--activation", "relu", "--depth", 0, "--sigma-w2", 2.0, "--x", tmp_path / "x.npy",
                    "--out", out), 2, "depth")
     _one_line(_cli(*base, "--sigma-b2", -1, "--x", tmp_path / "x.npy", "--out", out), 2, "sigma_b2")
