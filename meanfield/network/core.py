@@ -420,45 +420,51 @@ class Network(Layer):
         if X2 is not None:   # blocks never straddle X and X2
             starts = sorted(set(range(0, N, block)) | set(range(N, Z.shape[0], block)))
         spans = [slice(a, b) for a, b in zip(starts, starts[1:] + [Z.shape[0]])]
-        tapes, diag, peak = [], {}, 0
-        for sp in spans:
-            st = initial_state(Z[sp], param, ntk, method)
-            st.tape = Tape()
-            st, _ = self.fold(st)
-            tapes.append(st.tape)
-            diag[sp.start] = st
-            peak = max(peak, st.peak)
-        tape = Tape.stack(tapes)
+        from concurrent.futures import ThreadPoolExecutor
+
+        def square(sp):
+            with np.errstate(over="ignore", invalid="ignore"):
+                st = initial_state(Z[sp], param, ntk, method)
+                st.tape = Tape()
+                return self.fold(st)[0]
+
+        pairs = [(i, j) for i in range(len(spans)) for j in range(len(spans))
+                 if i != j and (j > i if X2 is None else spans[i].start < N <= spans[j].start)]
+
+        def rectangle(ij):
+            ri, cj = spans[ij[0]], spans[ij[1]]
+            with np.errstate(over="ignore", invalid="ignore"):
+                st = initial_state(Z[ri], param, ntk, method, Z[cj])
+                st.tape = tape.replay(ri, cj)
+                return self.fold(st)[0]
+
+        # numpy releases the GIL in its array loops: tiles run in threads (one tile per worker
+        # in memory at a time)
+        with ThreadPoolExecutor(max_workers=_workers(len(spans))) as pool:
+            diag = list(pool.map(square, spans))
+            tape = Tape.stack([st.tape for st in diag])
+            rect = list(pool.map(rectangle, pairs))
+        peak = max(st.peak for st in diag + rect)
         sp_out = out.spatial
+        perm = [1, 0] + [a for d in range(len(sp_out)) for a in (3 + 2 * d, 2 + 2 * d)]
         nngp = ntk_ = None
-        for i, ri in enumerate(spans):
-            for j, cj in enumerate(spans):
-                if X2 is None and j < i:
-                    continue
-                if X2 is not None and not (ri.start < N <= cj.start):
-                    continue
-                if i == j:
-                    st = diag[ri.start]
-                else:
-                    st = initial_state(Z[ri], param, ntk, method, Z[cj])
-                    st.tape = tape.replay(ri, cj)
-                    st, _ = self.fold(st)
-                    peak = max(peak, st.peak)
-                K = _to_nt_layout(st.K, st.spatial)
-                T = None if st.T is None else _to_nt_layout(st.T, st.spatial)
-                if nngp is None:
-                    nngp = np.empty((N, M) + K.shape[2:])
-                    ntk_ = None if T is None else np.empty_like(nngp)
-                r = slice(ri.start, ri.stop)
-                c = slice(cj.start - (N if X2 is not None else 0), cj.stop - (N if X2 is not None else 0))
-                nngp[r, c] = K
+        off = N if X2 is not None else 0
+        tiles = ([((i, i), st) for i, st in enumerate(diag)] if X2 is None else []) + list(zip(pairs, rect))
+        for (i, j), st in tiles:
+            ri, cj = spans[i], spans[j]
+            K = _to_nt_layout(st.K, st.spatial)
+            T = None if st.T is None else _to_nt_layout(st.T, st.spatial)
+            if nngp is None:
+                nngp = np.empty((N, M) + K.shape[2:])
+                ntk_ = None if T is None else np.empty_like(nngp)
+            r, c = slice(ri.start, ri.stop), slice(cj.start - off, cj.stop - off)
+            nngp[r, c] = K
+            if T is not None:
+                ntk_[r, c] = T
+            if X2 is None and i != j:   # the mirror tile: swap inputs and position pairs
+                nngp[c, r] = K.transpose(perm)
                 if T is not None:
-                    ntk_[r, c] = T
-                if X2 is None and i != j:   # the mirror tile: swap inputs and position pairs
-                    perm = [1, 0] + [a for d in range(len(sp_out)) for a in (3 + 2 * d, 2 + 2 * d)]
-                    nngp[c, r] = K.transpose(perm)
-                    if T is not None:
-                        ntk_[c, r] = T.transpose(perm)
+                    ntk_[c, r] = T.transpose(perm)
         for nm, arr in (("NNGP", nngp), ("NTK", ntk_)):
             if arr is not None and not np.all(np.isfinite(arr)):
                 raise DomainError(f"the {nm} overflows float64: the variances grow without bound "
@@ -517,6 +523,12 @@ def _couples_batch(layer: Layer) -> bool:
     kids = list(getattr(layer, "layers", ()))
     kids += [getattr(layer, k) for k in ("branch", "shortcut") if isinstance(getattr(layer, k, None), Layer)]
     return any(_couples_batch(k) for k in kids)
+
+
+def _workers(n_tasks: int) -> int:
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1, n_tasks))
 
 
 class Tape:
