@@ -136,6 +136,30 @@ def _shift_sum(A: np.ndarray, a: int, b: int, k: int, stride: int, n_out: int) -
     return out
 
 
+def _shift_sum_zero(A: np.ndarray, a: int, b: int, k: int, stride: int, n_out: int, lo: int
+                    ) -> np.ndarray:
+    """_shift_sum of A zero-padded by lo, without forming the padded array: each filter offset
+    adds the strided block of A that lands inside the input, in the same order as _shift_sum."""
+    n = A.shape[a]
+    shape = list(A.shape)
+    shape[a] = shape[b] = n_out
+    out = np.zeros(shape)
+    for d in range(k):
+        s0 = max(0, -((d - lo) // stride))                 # ceil((lo - d) / stride)
+        s1 = min(n_out - 1, (n - 1 + lo - d) // stride)
+        if s0 > s1:
+            continue
+        src = slice(s0 * stride + d - lo, s1 * stride + d - lo + 1, stride)
+        dst = slice(s0, s1 + 1)
+        i_out = [slice(None)] * A.ndim
+        i_in = [slice(None)] * A.ndim
+        i_out[a] = i_out[b] = dst
+        i_in[a] = i_in[b] = src
+        out[tuple(i_out)] += A[tuple(i_in)]
+    out *= 1.0 / k
+    return out
+
+
 def _shift_sum_T(G: np.ndarray, a: int, b: int, k: int, stride: int, n_pad: int) -> np.ndarray:
     """The adjoint of _shift_sum (the backward map of a conv along one dimension)."""
     shape = list(G.shape)
@@ -311,12 +335,14 @@ class Conv(_Weighted):
         """The kernel map's linear part along every spatial dimension (pad, then the diagonal
         shift-sum); np.pad is pad_matrix applied in one copy.  The sums run in the same order
         for (x, x') and (x', x), so a symmetric kernel stays exactly symmetric."""
-        mode = "wrap" if self.padding == "circular" else "constant"
         for (a, b), (lo, hi, n_out), k, s in zip(pairs, self._geom(spatial), self.filter, self.strides):
+            if self.padding != "circular":
+                A = _shift_sum_zero(A, a, b, k, s, n_out, lo)
+                continue
             if lo or hi:
                 widths = [(0, 0)] * A.ndim
                 widths[a] = widths[b] = (lo, hi)
-                A = np.pad(A, widths, mode=mode)
+                A = np.pad(A, widths, mode="wrap")
             A = _shift_sum(A, a, b, k, s, n_out)
         return A
 
