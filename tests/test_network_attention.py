@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import test_network as tn
+import test_network_mc as tmc
 from meanfield import network as nw
 from meanfield.errors import DomainError
 
@@ -179,28 +180,11 @@ MC = {
 }
 
 
-def _empirical(net, X, width, R, seed):
-    nngp, ntk = [], []
-    for r in range(R):
-        f = net.sample(width, rng=seed + r)
-        nngp.append(f.empirical_nngp(X))
-        ntk.append(f.empirical_ntk(X, channels=1))
-    return np.array(nngp), np.array(ntk)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MC))
 def test_kernels_match_a_wide_network(name):
     layers, shape = MC[name]
-    net = nw.serial(*layers)
-    X = np.random.default_rng(11).standard_normal(shape)
-    k = net.kernel(X)
-    R = 8
-    e_nngp, e_ntk = _empirical(net, X, 1024, R, seed=100)
-    for theory, emp, what in ((k.nngp, e_nngp, "NNGP"), (k.ntk, e_ntk, "NTK")):
-        se = emp.std(axis=0, ddof=1) / np.sqrt(R)
-        z = (emp.mean(axis=0) - theory) / np.maximum(se, 1e-12 * np.abs(theory).max())
-        assert np.abs(z).max() < 5, f"{name} {what}: largest |z| = {np.abs(z).max():.2f}"
+    tmc.check_wide_network(nw.serial(*layers), np.random.default_rng(11).standard_normal(shape), name)
 
 
 @pytest.mark.slow
@@ -216,7 +200,7 @@ def test_finite_width_error_falls_like_inverse_sqrt_width():
     widths = (128, 256, 512, 1024)
     errs = []
     for i, w in enumerate(widths):
-        _, emp = _empirical(net, X, w, 8, seed=1000 * (i + 1) + 12)
+        _, emp = tmc._empirical(net, X, w, 8, seed=1000 * (i + 1) + 12)
         errs.append(np.mean([np.sqrt(np.mean((e - theory) ** 2)) / scale for e in emp]))
     slope = np.polyfit(np.log(widths), np.log(errs), 1)[0]
     assert -0.7 < slope < -0.3, f"slope {slope:.3f}, errors {errs}"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import test_network as tn
+import test_network_mc as tmc
 from meanfield import network as nw
 from meanfield.errors import DomainError
 from meanfield.network import batchnorm as bnm
@@ -227,16 +228,7 @@ def test_kernels_match_a_wide_network(name):
     """NNGP and NTK within 5 standard errors at width 1024 (R = 8 networks), as
     tests/test_network_mc.py (the finite NTK seeds one output at a time: batch_norm mixes the batch)."""
     layers, shape = MC[name]
-    net = nw.serial(*layers)
-    x = np.random.default_rng(11).standard_normal(shape)
-    k = net.kernel(x)
-    R = 8
-    nets = [net.sample(1024, rng=100 + r) for r in range(R)]
-    for theory, emp, what in ((k.nngp, np.array([f.empirical_nngp(x) for f in nets]), "NNGP"),
-                              (k.ntk, np.array([f.empirical_ntk(x) for f in nets]), "NTK")):
-        se = emp.std(axis=0, ddof=1) / np.sqrt(R)
-        z = (emp.mean(axis=0) - theory) / np.maximum(se, 1e-12 * np.abs(theory).max())
-        assert np.abs(z).max() < 5, f"{name} {what}: largest |z| = {np.abs(z).max():.2f}"
+    tmc.check_wide_network(nw.serial(*layers), np.random.default_rng(11).standard_normal(shape), name)
 
 
 @pytest.mark.slow

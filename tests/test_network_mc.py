@@ -45,18 +45,21 @@ def _empirical(net, X, width, R, seed):
     return np.array(nngp), np.array(ntk)
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_kernels_match_a_wide_network(name):
-    layers, shape = CASES[name]
-    net = nw.serial(*layers)
-    X = np.random.default_rng(11).standard_normal(shape)
+def check_wide_network(net, X, name: str, width: int = 1024, R: int = 8, seed: int = 100) -> None:
+    """The NNGP and NTK of ``net`` on X within 5 standard errors of R random networks of
+    ``width`` (the test every layer type's composition passes; used by the layer test files)."""
     k = net.kernel(X)
-    R = 8
-    e_nngp, e_ntk = _empirical(net, X, 1024, R, seed=100)
+    e_nngp, e_ntk = _empirical(net, X, width, R, seed)
     for theory, emp, what in ((k.nngp, e_nngp, "NNGP"), (k.ntk, e_ntk, "NTK")):
         se = emp.std(axis=0, ddof=1) / np.sqrt(R)
         z = (emp.mean(axis=0) - theory) / np.maximum(se, 1e-12 * np.abs(theory).max())
         assert np.abs(z).max() < 5, f"{name} {what}: largest |z| = {np.abs(z).max():.2f}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernels_match_a_wide_network(name):
+    layers, shape = CASES[name]
+    check_wide_network(nw.serial(*layers), np.random.default_rng(11).standard_normal(shape), name)
 
 
 @pytest.mark.parametrize("name, widths", [

@@ -75,6 +75,7 @@ import math
 
 import numpy as np
 
+from ..activations import _k0, _k1, _piecewise_linear_through_0
 from ..errors import DomainError
 from .core import Backward, Layer, Shape, State
 
@@ -85,30 +86,7 @@ _CHUNK = 1 << 22     # entries per block of quadrature nodes x (B x B)
 
 def _two_slopes(act) -> tuple[float, float] | None:
     """(b, m) with phi(x) = b relu(x) + m relu(-x) (checked on a grid to 1e-12), else None."""
-    x = np.concatenate([-np.logspace(-6, 6, 49), np.logspace(-6, 6, 49)])
-    try:
-        with np.errstate(all="ignore"):
-            y = np.asarray(act.fn(x), dtype=float)
-            ends = np.asarray(act.fn(np.array([1.0, -1.0, 0.0])), dtype=float)
-    except Exception:  # noqa: BLE001 - a user's callable: not this family
-        return None
-    if y.shape != x.shape or ends.shape != (3,) or not np.all(np.isfinite(y)) or ends[2] != 0.0:
-        return None
-    b, m = float(ends[0]), float(ends[1])
-    want = np.where(x > 0, b * x, m * np.abs(x))
-    if np.all(np.abs(y - want) <= 1e-12 * np.maximum(np.abs(want), np.abs(x) * 1e-3)):
-        return b, m
-    return None
-
-
-def _k1(c: np.ndarray) -> np.ndarray:
-    """E[relu(u) relu(v)] for unit variances and correlation c (arc-cosine kernel, MATH.md 3.1)."""
-    return (np.sqrt(np.maximum(1.0 - c * c, 0.0)) + (math.pi - np.arccos(c)) * c) / (2.0 * math.pi)
-
-
-def _k0(c: np.ndarray) -> np.ndarray:
-    """E[step(u) step(v)] = d k1 / dc (MATH.md 3.1)."""
-    return (math.pi - np.arccos(c)) / (2.0 * math.pi)
+    return _piecewise_linear_through_0(act.fn)
 
 
 def check_activation(layer, where: str) -> None:
@@ -176,27 +154,8 @@ class BatchNormLaw:
         """E[phi'(y) phi'(y)' o (J T J')] for phi = b relu(x) + m relu(-x) (b = 1, m = -1: batch_norm
         alone), J = dy/dh = sqrt(B) / |z| (G - zz'/|z|^2), TG = G T G (the module docstring)."""
         B = self.B
-        U = self.U
-        s2, bm = b * b + m * m, b * m
         out = np.zeros((B, B))
-        n = self.s.size
-        step = max(1, _CHUNK // (4 * B * B))
-        idx = np.arange(B)
-        for a0 in range(0, n, step):
-            sl = slice(a0, min(n, a0 + step))
-            s = self.s[sl, None, None]
-            K = np.einsum("ik,nk,jk->nij", U, self.d(sl), U, optimize=True)
-            q = np.maximum(np.einsum("nii->ni", K), 0.0)
-            sq = np.sqrt(q)
-            den = sq[:, :, None] * sq[:, None, :]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                c = np.clip(np.where(den > 0, K / den, 0.0), -1.0, 1.0)
-                c[:, idx, idx] = 1.0
-                F = s2 * _k1(c) + 2.0 * bm * _k1(-c)                 # V = den F
-                Fp = s2 * _k0(c) - 2.0 * bm * _k0(-c)                # E[phi'(z_a) phi'(z_b)]
-                ratio = np.where(sq[:, None, :] > 0, sq[:, :, None] / sq[:, None, :], 0.0)
-                H = ratio * (F - c * Fp)           # H_ab = 2 dV_ab / dq_b = E[phi(z_a) phi''(z_b)]
-            V = den * F
+        for w, s, K, Fp, H, V in self._nodes(b, m):
             TK = TG @ K
             TKd = np.einsum("nii->ni", TK)
             tr = TKd.sum(axis=1)
@@ -205,7 +164,6 @@ class BatchNormLaw:
             Md = np.einsum("nii->ni", M)
             dV = Fp * M + 0.5 * np.swapaxes(H, 1, 2) * Md[:, :, None] + 0.5 * H * Md[:, None, :]
             node = TG[None] * Fp - s * mid + 0.5 * s * s * (tr[:, None, None] * V + 2.0 * dV)
-            w = _H * self.s[sl] * np.exp(self.logdet[sl]) * B
             out += np.einsum("n,nij->ij", w, node)
         return 0.5 * (out + out.T)
 
@@ -225,10 +183,10 @@ class BatchNormLaw:
             with np.errstate(divide="ignore", invalid="ignore"):
                 c = np.clip(np.where(den > 0, K / den, 0.0), -1.0, 1.0)
                 c[:, idx, idx] = 1.0
-                F = s2 * _k1(c) + 2.0 * bm * _k1(-c)
-                Fp = s2 * _k0(c) - 2.0 * bm * _k0(-c)
+                F = s2 * _k1(c) + 2.0 * bm * _k1(-c)                 # V = den F
+                Fp = s2 * _k0(c) - 2.0 * bm * _k0(-c)                # E[phi'(z_a) phi'(z_b)]
                 ratio = np.where(sq[:, None, :] > 0, sq[:, :, None] / sq[:, None, :], 0.0)
-                H = ratio * (F - c * Fp)
+                H = ratio * (F - c * Fp)           # H_ab = 2 dV_ab / dq_b = E[phi(z_a) phi''(z_b)]
             w = _H * self.s[sl] * np.exp(self.logdet[sl]) * B
             yield w, self.s[sl, None, None], K, Fp, H, den * F
 

@@ -123,23 +123,13 @@ def along(A: np.ndarray, M: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(np.tensordot(M, A, axes=(1, axis)), 0, axis)
 
 
-def _shift_sum(A: np.ndarray, a: int, b: int, k: int, stride: int, n_out: int) -> np.ndarray:
-    """out[s, s'] = (1/k) sum_d A[s stride + d, s' stride + d] on axes (a, b): a conv's kernel map
-    along one dimension (independent weights per filter offset: only equal offsets pair)."""
-    out = None
-    for d in range(k):
-        idx = [slice(None)] * A.ndim
-        idx[a] = idx[b] = slice(d, d + stride * (n_out - 1) + 1, stride)
-        term = A[tuple(idx)]
-        out = term.copy() if out is None else out.__iadd__(term)
-    out *= 1.0 / k
-    return out
-
-
 def _shift_sum_zero(A: np.ndarray, a: int, b: int, k: int, stride: int, n_out: int, lo: int
                     ) -> np.ndarray:
-    """_shift_sum of A zero-padded by lo, without forming the padded array: each filter offset
-    adds the strided block of A that lands inside the input, in the same order as _shift_sum."""
+    """out[s, s'] = (1/k) sum_d A[s stride + d - lo, s' stride + d - lo] on axes (a, b), A read
+    as zero outside its range: a conv's kernel map along one dimension (independent weights per
+    filter offset, so only equal offsets pair).  Zero padding is never formed: each offset adds
+    the strided block of A that lands inside the input.  The sum runs in the same order for
+    (x, x') and (x', x)."""
     n = A.shape[a]
     shape = list(A.shape)
     shape[a] = shape[b] = n_out
@@ -161,7 +151,8 @@ def _shift_sum_zero(A: np.ndarray, a: int, b: int, k: int, stride: int, n_out: i
 
 
 def _shift_sum_T(G: np.ndarray, a: int, b: int, k: int, stride: int, n_pad: int) -> np.ndarray:
-    """The adjoint of _shift_sum (the backward map of a conv along one dimension)."""
+    """The adjoint of _shift_sum_zero on the padded axes (the backward map of a conv along one
+    dimension)."""
     shape = list(G.shape)
     shape[a] = shape[b] = n_pad
     out = np.zeros(shape)
@@ -339,11 +330,11 @@ class Conv(_Weighted):
             if self.padding != "circular":
                 A = _shift_sum_zero(A, a, b, k, s, n_out, lo)
                 continue
-            if lo or hi:
+            if lo or hi:   # circular: wrap first, then every offset lands inside
                 widths = [(0, 0)] * A.ndim
                 widths[a] = widths[b] = (lo, hi)
                 A = np.pad(A, widths, mode="wrap")
-            A = _shift_sum(A, a, b, k, s, n_out)
+            A = _shift_sum_zero(A, a, b, k, s, n_out, 0)
         return A
 
     def fold(self, st: State) -> tuple[State, Backward]:
