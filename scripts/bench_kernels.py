@@ -115,7 +115,9 @@ def mp_reference(act: str, X: np.ndarray, entries, dps: int = 20) -> tuple[list,
         # tanh: nested adaptive Gauss-Kronrod (QUADPACK) in float64, independent of
         # meanfield.gaussian; it agrees with a 2-D mp.quad at dps 20 to 3e-17 at (1.3, 1.3, 0.5),
         # where mp.quad itself takes ~6 minutes per integral.
-        return _quadpack_tanh(float(q1), float(q2), float(c))
+        from _quadpack import quadpack2
+
+        return quadpack2("tanh", float(q1), float(q2), float(c))
 
     nngp, ntk = [], []
     for i, j in entries:
@@ -138,32 +140,6 @@ def mp_reference(act: str, X: np.ndarray, entries, dps: int = 20) -> tuple[list,
         nngp.append(float(S12))
         ntk.append(float(T12))
     return nngp, ntk
-
-
-def _quadpack_tanh(q1: float, q2: float, c: float) -> tuple[float, float]:
-    """E[tanh tanh] and E[tanh' tanh'] by nested scipy.integrate.quad (tolerance 1e-14)."""
-    from scipy import integrate
-
-    s1, s2 = np.sqrt(q1), np.sqrt(q2)
-    opts = dict(points=[0.0], epsabs=1e-15, epsrel=1e-14, limit=200)
-
-    def pdf(z):
-        return np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-
-    def sech2(x):
-        return 1.0 / np.cosh(x) ** 2
-
-    def one(g):
-        if c >= 1.0:
-            return integrate.quad(lambda z: g(s1 * z) * g(s2 * z) * pdf(z), -12, 12, **opts)[0]
-        sc = np.sqrt(1.0 - c * c)
-
-        def inner(z1):
-            return integrate.quad(lambda z2: g(s2 * (c * z1 + sc * z2)) * pdf(z2), -12, 12, **opts)[0]
-
-        return integrate.quad(lambda z1: g(s1 * z1) * pdf(z1) * inner(z1), -12, 12, **opts)[0]
-
-    return one(np.tanh), one(sech2)
 
 
 def main() -> None:
