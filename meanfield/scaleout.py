@@ -1,0 +1,339 @@
+"""Kernels beyond one machine's memory: a network's NNGP and NTK written to a zarr store tile by
+tile, on dask (docs/scaleout.md).
+
+Every tile is folded by the network algebra's own tile code (``Network.fold`` on the states that
+``Network.kernel``'s tiled path builds, docs/architecture.md "Tiles"): the diagonal blocks as
+squares, recording every layer's per-input variances and means on a ``Tape``; the tiles above
+the diagonal as rectangles reading the whole tape back.  So each entry is the in-memory value.
+
+dask, distributed and zarr are the optional extra ``meanfield[dask]``; they are imported here,
+inside the functions, never by the core package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import DomainError
+
+#: the folder inside the store holding the tapes and the completion markers
+_META = "meanfield"
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _need(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise DomainError(f"{module} is not installed: the scale-out needs the extra "
+                          "meanfield[dask] (pip install 'meanfield[dask]')") from None
+
+
+@dataclass
+class StoredKernel:
+    """What :func:`kernel_store` wrote: the store, its tiles, how many were computed now."""
+    store: str
+    n: int
+    chunk: int
+    tiles: int
+    computed: int
+    already_done: int
+    seconds: float
+    parametrization: str
+    spec_sha256: str
+    inputs_sha256: str
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def inputs_hash(X: np.ndarray) -> str:
+    """SHA-256 of the inputs' shape, dtype and bytes (C order)."""
+    X = np.ascontiguousarray(X)
+    return _sha(f"{X.shape}|{X.dtype.str}|".encode() + X.tobytes())
+
+
+def _spans(n: int, chunk: int) -> list[slice]:
+    return [slice(a, min(n, a + chunk)) for a in range(0, n, chunk)]
+
+
+def _marker(store: Path, i: int, j: int) -> Path:
+    return store / _META / "done" / f"{i}_{j}"
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    from ._io import atomic_write
+
+    atomic_write(path, write, path.suffix)
+
+
+def _save_tape(path: Path, tape) -> None:
+    arrays = {}
+    for k, (q, mu) in enumerate(tape.entries):
+        arrays[f"q{k}"] = q
+        if mu is not None:
+            arrays[f"mu{k}"] = mu
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, n=np.array(len(tape.entries)), **arrays)
+
+    _write_atomic(path, write)
+
+
+def _load_tape(path: Path):
+    from .network.core import Tape
+
+    t = Tape()
+    with np.load(path, allow_pickle=False) as z:
+        for k in range(int(z["n"])):
+            t.record(z[f"q{k}"], z[f"mu{k}"] if f"mu{k}" in z.files else None)
+    return t
+
+
+def _context(store: str):
+    """The network, inputs and settings of a store, read once per process (threads share them)."""
+    with _CACHE_LOCK:
+        if store in _CACHE:
+            return _CACHE[store]
+        import zarr
+
+        from .network import from_spec
+
+        g = zarr.open_group(store, mode="r")
+        a = dict(g.attrs)
+        ctx = {"net": from_spec(json.loads(a["spec"])), "x": g["x"], "attrs": a,
+               "nngp": zarr.open_array(f"{store}/nngp", mode="r+"),
+               "ntk": zarr.open_array(f"{store}/ntk", mode="r+") if a["ntk"] else None,
+               "tape": None}
+        _CACHE[store] = ctx
+        return ctx
+
+
+def _full_tape(store: str, ctx: dict):
+    from .network.core import Tape
+
+    with _CACHE_LOCK:
+        if ctx["tape"] is None:
+            n = len(_spans(ctx["attrs"]["n"], ctx["attrs"]["chunk"]))
+            ctx["tape"] = Tape.stack([_load_tape(Path(store) / _META / "tapes" / f"{i}.npz")
+                                      for i in range(n)])
+        return ctx["tape"]
+
+
+def _fold_tile(store: str, i: int, j: int) -> int:
+    """Fold tile (i, j) (i <= j), write it (and its mirror) into the store, then mark it done."""
+    from .network.core import Tape, _to_nt_layout, initial_state
+
+    ctx = _context(store)
+    a = ctx["attrs"]
+    spans = _spans(a["n"], a["chunk"])
+    ri, cj = spans[i], spans[j]
+    net, N = ctx["net"], a["n"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if i == j:
+            st = initial_state(np.asarray(ctx["x"][ri]), a["parametrization"], a["ntk"], a["method"])
+            st.tape, st.total_inputs = Tape(), N
+        else:
+            st = initial_state(np.asarray(ctx["x"][ri]), a["parametrization"], a["ntk"], a["method"],
+                               np.asarray(ctx["x"][cj]))
+            st.tape, st.total_inputs = _full_tape(store, ctx).replay(ri, cj), N
+        st = net.fold(st)[0]
+    K = _to_nt_layout(st.K, st.spatial)
+    T = None if st.T is None else _to_nt_layout(st.T, st.spatial)
+    for nm, arr in (("NNGP", K), ("NTK", T)):
+        if arr is not None and not np.all(np.isfinite(arr)):
+            raise DomainError(f"the {nm} overflows float64 in tile ({i}, {j}): the variances grow "
+                              "without bound through this network; use smaller variances or fewer layers")
+    perm = [1, 0] + [ax for d in range(len(st.spatial)) for ax in (3 + 2 * d, 2 + 2 * d)]
+    for name, arr in (("nngp", K), ("ntk", T)):
+        if arr is None:
+            continue
+        ctx[name][ri, cj] = arr
+        if i != j:  # the mirror tile: swap inputs and position pairs
+            ctx[name][cj, ri] = arr.transpose(perm)
+    if i == j:
+        _save_tape(Path(store) / _META / "tapes" / f"{i}.npz", st.tape)
+
+    def touch(tmp: str) -> None:
+        Path(tmp).write_text("done\n")
+
+    _write_atomic(_marker(Path(store), i, j), touch)   # last: a half-written tile is never done
+    return 1
+
+
+def _open_store(net, X: np.ndarray, store: Path, chunk: int, param: str, ntk: bool,
+                method: str) -> dict:
+    """Create the store, or check that an existing one was made from the same spec, inputs,
+    package version and settings (else refuse to resume: one line)."""
+    import zarr
+
+    from . import __version__
+
+    spec = json.dumps(net.to_spec(), sort_keys=True)
+    want = {"spec_sha256": _sha(spec.encode()), "inputs_sha256": inputs_hash(X),
+            "version": __version__, "n": int(X.shape[0]), "chunk": int(chunk),
+            "parametrization": param, "ntk": bool(ntk), "method": method}
+    if store.exists():
+        try:
+            have = dict(zarr.open_group(str(store), mode="r").attrs)
+        except Exception:  # noqa: BLE001 - any unreadable store is refused the same way
+            have = {}
+        if "spec_sha256" not in have:
+            raise DomainError(f"{str(store)!r} exists and is not a meanfield kernel store; "
+                              "delete it or choose another --out")
+        bad = [k for k in want if have.get(k) != want[k]]
+        if bad:
+            raise DomainError(f"{str(store)!r} was made with a different {bad[0]} "
+                              f"({have.get(bad[0])!r}, now {want[bad[0]]!r}): refusing to resume; "
+                              "delete it or choose another --out")
+        return want
+    parent = store.parent if str(store.parent) else Path(".")
+    if not parent.is_dir():
+        raise DomainError(f"output folder does not exist: {str(parent)!r} (for {str(store)!r})")
+    out = net.check(X)
+    extra = tuple(s for s in out.spatial for _ in (0, 1))
+    n = X.shape[0]
+    # built under a temporary name and renamed: a store either has its attributes or is absent
+    tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+    g = zarr.open_group(str(tmp), mode="w")
+    xa = g.create_array("x", shape=X.shape, chunks=(min(chunk, n),) + X.shape[1:], dtype="f8")
+    xa[...] = X
+    for name in ("nngp",) + (("ntk",) if ntk else ()):
+        g.create_array(name, shape=(n, n) + extra, chunks=(min(chunk, n),) * 2 + extra, dtype="f8",
+                       fill_value=np.nan)
+    g.attrs.update({**want, "spec": spec})
+    (tmp / _META / "done").mkdir(parents=True)
+    (tmp / _META / "tapes").mkdir()
+    os.replace(tmp, store)
+    return want
+
+
+def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4096,
+                 scheduler: str | None = None, parametrization: str | None = None,
+                 ntk: bool = True, method: str = "auto", workers: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> StoredKernel:
+    """The NNGP and NTK Gram matrices of ``net`` on X (MATH.md 4.1-4.4, docs/architecture.md
+    "Tiles") written to the zarr store ``store`` (arrays ``nngp``, ``ntk``, ``x``) in
+    ``chunk`` x ``chunk`` tiles, upper triangle computed, both triangles stored.
+
+    Tiles run on dask: its local threaded scheduler by default, or the dask.distributed
+    cluster at ``scheduler`` (or ``$DASK_SCHEDULER_ADDRESS``); the store must then be on a
+    filesystem the workers share.  Resumable: run again with the same arguments and only the
+    tiles without a completion marker are computed; a store made from another spec, other
+    inputs, another package version or other settings is refused.  Peak memory: a few tiles
+    per worker, whatever N.
+    """
+    from .network.core import PARAMETRIZATIONS, _check_array, tileable
+    from .network.layers import METHODS
+
+    _need("zarr"), _need("dask")
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise DomainError(f"chunk must be a positive integer (inputs per tile), got {chunk!r}")
+    param = net.parametrization if parametrization is None else parametrization
+    if param not in PARAMETRIZATIONS:
+        raise DomainError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {param!r}")
+    if method not in METHODS:
+        raise DomainError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    X = np.ascontiguousarray(_check_array("X", X), dtype=np.float64)
+    net.check(X)
+    if not tileable(net):
+        raise DomainError("this network has a layer that needs the whole batch (batch_norm, "
+                          "attention): it cannot be computed in tiles")
+    if ntk and net.needs_derivative():
+        raise DomainError(f"activation {net.needs_derivative()[0]!r} has no derivative, so the NTK "
+                          "is undefined; ask for the NNGP only (ntk=False)")
+    store = Path(store)
+    t0 = time.perf_counter()
+    attrs = _open_store(net, X, store, int(chunk), param, ntk, method)
+    spans = _spans(attrs["n"], attrs["chunk"])
+    nb = len(spans)
+    diag = [(i, i) for i in range(nb)]
+    upper = [(i, j) for i in range(nb) for j in range(i + 1, nb)]
+    todo_d = [t for t in diag if not _marker(store, *t).exists()]
+    todo_u = [t for t in upper if not _marker(store, *t).exists()]
+    total = len(diag) + len(upper)
+    done = total - len(todo_d) - len(todo_u)
+    already = done
+    key = str(store.resolve())
+    with _CACHE_LOCK:
+        _CACHE.pop(key, None)   # a store rebuilt under the same name must be read afresh
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    counter = [done]
+
+    def tick(k: int = 1) -> None:
+        counter[0] += k
+        if progress is not None:
+            progress(counter[0], total)
+
+    if address:
+        _need("distributed")
+        from distributed import Client, as_completed
+
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as exc:
+            raise DomainError(f"cannot reach the dask scheduler at {address!r}: {exc}") from None
+        try:
+            # the diagonal tiles write the tapes the others read: two waves
+            for wave in (todo_d, todo_u):
+                futs = [client.submit(_fold_tile, key, i, j, pure=False, retries=3) for i, j in wave]
+                for f in as_completed(futs):
+                    f.result()
+                    tick()
+        finally:
+            client.close()
+    else:
+        import dask
+
+        from .network.core import _workers
+
+        nw = workers or _workers(len(todo_d) + len(todo_u))
+        for wave in (todo_d, todo_u):
+            tasks = [dask.delayed(_fold_tile)(key, i, j, dask_key_name=f"tile-{i}-{j}") for i, j in wave]
+            if not tasks:
+                continue
+            from dask.callbacks import Callback
+
+            with Callback(posttask=lambda k, r, d, s, i: tick() if str(k).startswith("tile-") else None):
+                dask.compute(*tasks, scheduler="threads", num_workers=nw)
+    with _CACHE_LOCK:
+        _CACHE.pop(key, None)
+    return StoredKernel(store=str(store), n=attrs["n"], chunk=attrs["chunk"], tiles=total,
+                        computed=total - already, already_done=already,
+                        seconds=time.perf_counter() - t0, parametrization=param,
+                        spec_sha256=attrs["spec_sha256"], inputs_sha256=attrs["inputs_sha256"],
+                        version=attrs["version"])
+
+
+def open_kernel(store: "str | os.PathLike[str]", name: str = "nngp"):
+    """The zarr array ``name`` ("nngp" or "ntk") of a complete kernel store (refused while
+    tiles are missing)."""
+    zarr = _need("zarr")
+    store = Path(store)
+    try:
+        g = zarr.open_group(str(store), mode="r")
+        a = dict(g.attrs)
+        arr = g[name]
+    except Exception as exc:  # noqa: BLE001 - one line for any unreadable store
+        raise DomainError(f"{str(store)!r} is not a readable meanfield kernel store ({name}): {exc}") from None
+    nb = len(_spans(a["n"], a["chunk"]))
+    missing = sum(not _marker(store, i, j).exists() for i in range(nb) for j in range(i, nb))
+    if missing:
+        raise DomainError(f"{str(store)!r} is incomplete: {missing} tiles missing; run kernel_store again")
+    return arr
