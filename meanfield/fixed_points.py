@@ -399,11 +399,16 @@ def edge_of_chaos_curve(activation, sigma_b2) -> EdgeOfChaos:
         status[ok] = MARGINAL
     elif act.d1 is not None or act.closed_forms.get("vd") is not None:
         qg = _QGRID
-        vg, vdg = gaussian.v_phi(act, qg), gaussian.v_dphi(act, qg)
+        vg, vdg = gaussian.v_phi(act, qg, "direct"), gaussian.v_dphi(act, qg, "direct")
         with np.errstate(divide="ignore", invalid="ignore"):
             h = qg - vg / vdg  # sigma_b2 along the critical line
-            slope = gaussian.dv_phi(act, qg) / vdg  # length-map slope on the line
-        good = np.isfinite(h) & (vdg > 0)
+            slope = gaussian.dv_phi(act, qg, "direct") / vdg  # length-map slope on the line
+        # h = q - V/V' cancels: near q = 0 it is O(q^3) for tanh while its rounding and quadrature
+        # error is ~1e-15 q, so below q ~ 1e-5 its sign is noise.  Crossings are sought only where
+        # h is resolved; below that the line is extrapolated as a power law (see below).
+        resolved = np.abs(h) >= _H_RESOLVED * qg
+        resolved[0] = True
+        good = np.isfinite(h) & (vdg > 0) & resolved
         # A critical point at q* = 0 has length-map slope 1 there (sigma_w2 = 1/phi'(0)^2); it is
         # a fixed point the iteration approaches only if sigma_w2 V(q) < q just above 0 (tanh,
         # erf), not if the second-order term pushes q up (gelu, silu).
@@ -432,11 +437,49 @@ def edge_of_chaos_curve(activation, sigma_b2) -> EdgeOfChaos:
                                             tolerances={"xrtol": 4 * np.finfo(float).eps, "xatol": 1e-300})
                 qs[loc[todo]] = res.x
                 status[loc[todo]] = OK
+        _extrapolate_small_q(act, qg, h, good, attracting[0], sbf, qs, status)
         ok = status == OK
-        sw[ok] = 1.0 / gaussian.v_dphi(act, qs[ok])
+        sw[ok] = 1.0 / gaussian.v_dphi(act, qs[ok], "direct")
     if shape == ():
         return EdgeOfChaos(act.name, float(sbf[0]), float(sw[0]), float(qs[0]), STATUS_MESSAGES[int(status[0])])
     return EdgeOfChaos(act.name, sbf.reshape(shape), sw.reshape(shape), qs.reshape(shape), status.reshape(shape))
+
+
+_H_RESOLVED = 1e-6
+
+
+def _extrapolate_small_q(act, qg, h, good, attracting0, sbf, qs, status) -> None:
+    """Critical points below the resolved part of the line, 0 < sigma_b2 < h(q_r) with q_r the
+    smallest q > 0 where h is resolved (derived, MATH.md 1.6).  For phi analytic at 0 with
+    phi(0) = 0, h(q) = (q V'(q) - V(q)) / V'(q) is a power series whose q term cancels: h =
+    q^m (a + b q + c q^2 + ...), m = 3 for odd phi (tanh: a = 4/3), m = 2 otherwise.  m is read
+    as the integer log-slope of the first two resolved points, a, b, c fitted to three, and
+    h(q*) = sigma_b2 solved by Newton: q* to ~1e-6 relative (the fit's truncation against the
+    quadrature's noise in h), sigma_w2 = 1/V'(q*) to rounding."""
+    idx = np.flatnonzero(good[1:]) + 1
+    if not attracting0 or idx.size < 3 or not np.array_equal(idx[:3], idx[0] + np.arange(3)):
+        return
+    q3, h3 = qg[idx[:3]], h[idx[:3]]
+    if not (h3 > 0).all():
+        return
+    slope = math.log(h3[1] / h3[0]) / math.log(q3[1] / q3[0])
+    m = round(slope)
+    if m < 2 or abs(slope - m) > 0.2:
+        return
+    coef = np.linalg.solve(np.vander(q3, 3, increasing=True), h3 / q3 ** m)
+    small = (sbf > 0) & (sbf < h3[0]) & ((status != OK) | (qs < q3[0]))
+    if not small.any():
+        return
+    target = sbf[small]
+    x = q3[0] * (target / h3[0]) ** (1.0 / m)
+    for _ in range(8):
+        poly = coef[0] + x * (coef[1] + x * coef[2])
+        dpoly = coef[1] + 2 * x * coef[2]
+        fx = x ** m * poly - target
+        dfx = m * x ** (m - 1) * poly + x ** m * dpoly
+        x = x - fx / dfx
+    qs[small] = x
+    status[small] = OK
 
 
 def edge_of_chaos(activation, sigma_b2: float = 0.0) -> EdgeOfChaos:

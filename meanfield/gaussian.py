@@ -259,9 +259,11 @@ def _inner_expect(g, mean: np.ndarray, sd: np.ndarray, kinks, order) -> np.ndarr
 # --------------------------------------------------------------------------------------------
 
 def _use_closed(act: "Activation", name: str, method: str) -> bool:
-    if method not in ("auto", "closed", "quad"):
+    # "direct" is "auto" without the spline table: a result that does not depend on which tables
+    # earlier calls happened to build (root finders that need full precision use it).
+    if method not in ("auto", "closed", "quad", "direct"):
         from .errors import DomainError
-        raise DomainError(f"method must be 'auto', 'closed' or 'quad', got {method!r}")
+        raise DomainError(f"method must be 'auto', 'direct', 'closed' or 'quad', got {method!r}")
     has = act.closed_forms.get(name) is not None
     if method == "closed" and not has:
         from .errors import DomainError

@@ -402,3 +402,32 @@ def test_fixed_point_to_dict_is_json_safe():
     d = fixed_point("tanh", 1.0, 0.0).to_dict()
     json.dumps(d, allow_nan=False)
     assert {"q_star", "c_star", "chi_1", "chi_c", "xi_q", "xi_c", "phase"} <= set(d)
+
+
+def test_edge_of_chaos_tiny_bias_follows_the_series():
+    """Below sigma_b2 ~ 1e-9 the critical line h(q) = q - V/V' is lost to cancellation; tanh's
+    series (V = q - 2q^2 + ..., V' = 1 - 2q + 7q^2 - ..., so h = 4/3 q^3 (1 - 6q + ...)) gives
+    q* = (3 sigma_b2 / 4)^(1/3) (1 + 2 q* + O(q*^2)) and sigma_w2 = 1/V'(q*) = 1/(1 - 2q* + 7q*^2) + O(q*^3).
+    A 'status ok' with sigma_w2 = nan at sigma_b2 = 7.4e-26 was the bug."""
+    for sb in np.logspace(-300, -12, 97).tolist() + [7.443637610218141e-26, 1.6495160304470011e-149]:
+        e = edge_of_chaos("tanh", sb)
+        q0 = (0.75 * sb) ** (1 / 3)
+        assert e.status == "ok"
+        assert e.q_star == pytest.approx(q0 * (1 + 2 * q0), rel=2e-6)
+        q = e.q_star
+        assert e.sigma_w2 == pytest.approx(1 / (1 - 2 * q + 7 * q * q), rel=0, abs=1e-15 + 100 * q ** 3)
+        assert float(maps.chi_1("tanh", e.q_star, e.sigma_w2)) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_edge_of_chaos_does_not_depend_on_built_tables():
+    """The critical line reads the moments without the spline table, so a table built by an
+    earlier large call (a phase diagram) cannot move the root."""
+    from meanfield import gaussian
+    from meanfield.activations import get_activation
+
+    before = [edge_of_chaos("tanh", sb) for sb in (1e-25, 1e-3, 0.3)]
+    act = get_activation("tanh")
+    q = np.logspace(-5, 5, 4096)
+    gaussian.v_phi(act, q), gaussian.v_dphi(act, q), gaussian.dv_phi(act, q)
+    after = [edge_of_chaos("tanh", sb) for sb in (1e-25, 1e-3, 0.3)]
+    assert before == after
