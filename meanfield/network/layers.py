@@ -460,7 +460,7 @@ class ActivationLayer(Layer):
         n = q.size
         if self.act.d1 is None:
             return self._nngp_only(st, M, q, affine)
-        maps = LayerMaps(self.act, q, q, st.method, n * (n + 1) // 2)
+        maps = LayerMaps(self.act, q, q, st.method, max(st.total_entries, n * (n + 1) // 2))
         v, vd = diag_moments(self.act, q)
         a, b, ad = affine
         dv = (a * v + b if (a, b) != (1.0, 0.0) else v, ad * vd if ad != 1.0 else vd)
@@ -490,12 +490,24 @@ class ActivationLayer(Layer):
             E = np.asarray(gaussian.w_phi(self.act, qr[:, None], qc[None, :], c), float)
             E = E * a + b if (a, b) != (1.0, 0.0) else E
             return E.reshape(st.K.shape), None, qr
-        maps = LayerMaps(self.act, qr, qc, st.method, qr.size * qc.size)
+        tape, P = st.tape, st.P
+        if tape is not None and tape.pos > 0:
+            # one LayerMaps (one choice of method, one set of tables over every input's
+            # variances) for all tiles of this layer, rather than one per tile
+            def build(q_all):
+                q_all = q_all.reshape(-1)
+                return LayerMaps(self.act, q_all, q_all, st.method, max(st.total_entries, q_all.size))
+            maps = tape.shared(id(self), build)
+            r_off, c_off = tape.rows.start * P, tape.cols.start * P
+        else:
+            maps = LayerMaps(self.act, qr, qc, st.method, max(st.total_entries, qr.size * qc.size))
+            r_off = c_off = 0
         E, Ed = np.empty_like(M), np.empty_like(M)
         step = max(1, _BLOCK_ENTRIES // max(qc.size, 1))
+        cols = slice(c_off, c_off + qc.size)
         for r0 in range(0, qr.size, step):
-            rows = slice(r0, min(qr.size, r0 + step))
-            E[rows], Ed[rows] = maps(M[rows], rows, slice(None), None, None, affine)
+            r1 = min(qr.size, r0 + step)
+            E[r0:r1], Ed[r0:r1] = maps(M[r0:r1], slice(r_off + r0, r_off + r1), cols, None, None, affine)
         return E.reshape(st.K.shape), Ed.reshape(st.K.shape), qr
 
     def _nngp_only(self, st: State, M: np.ndarray, q: np.ndarray, affine):
