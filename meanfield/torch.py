@@ -1915,7 +1915,20 @@ def empirical_ntk(
     return TorchNTK(ntk, parametrization, int(k), tuple(notes))
 
 
+# torch_mup imports this module, so its functions are re-exported on first use (PEP 562).
+_MUP = ("mup_", "check_parametrization", "coord_check")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MUP:
+        from . import torch_mup
+
+        return getattr(torch_mup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    *_MUP,
     "init_",
     "trace_structure",
     "Structure",
