@@ -17,6 +17,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -106,11 +107,14 @@ def _load_tape(path: Path):
     return t
 
 
-def _context(store: str):
-    """The network, inputs and settings of a store, read once per process (threads share them)."""
+def _context(store: str, store_id: str):
+    """The network, inputs and settings of a store, read once per process (threads share them).
+
+    Keyed by the store's id too: a dask worker process outlives a run, and a store deleted and
+    made again under the same name must not be read from its cache."""
     with _CACHE_LOCK:
-        if store in _CACHE:
-            return _CACHE[store]
+        if (store, store_id) in _CACHE:
+            return _CACHE[store, store_id]
         import zarr
 
         from .network import from_spec
@@ -121,7 +125,7 @@ def _context(store: str):
                "nngp": zarr.open_array(f"{store}/nngp", mode="r+"),
                "ntk": zarr.open_array(f"{store}/ntk", mode="r+") if a["ntk"] else None,
                "tape": None}
-        _CACHE[store] = ctx
+        _CACHE[store, store_id] = ctx
         return ctx
 
 
@@ -136,11 +140,11 @@ def _full_tape(store: str, ctx: dict):
         return ctx["tape"]
 
 
-def _fold_tile(store: str, i: int, j: int) -> int:
+def _fold_tile(store: str, store_id: str, i: int, j: int) -> int:
     """Fold tile (i, j) (i <= j), write it (and its mirror) into the store, then mark it done."""
     from .network.core import Tape, _to_nt_layout, initial_state
 
-    ctx = _context(store)
+    ctx = _context(store, store_id)
     a = ctx["attrs"]
     spans = _spans(a["n"], a["chunk"])
     ri, cj = spans[i], spans[j]
@@ -202,7 +206,7 @@ def _open_store(net, X: np.ndarray, store: Path, chunk: int, param: str, ntk: bo
             raise DomainError(f"{str(store)!r} was made with a different {bad[0]} "
                               f"({have.get(bad[0])!r}, now {want[bad[0]]!r}): refusing to resume; "
                               "delete it or choose another --out")
-        return want
+        return {**want, "store_id": have.get("store_id", "")}
     parent = store.parent if str(store.parent) else Path(".")
     if not parent.is_dir():
         raise DomainError(f"output folder does not exist: {str(parent)!r} (for {str(store)!r})")
@@ -217,11 +221,26 @@ def _open_store(net, X: np.ndarray, store: Path, chunk: int, param: str, ntk: bo
     for name in ("nngp",) + (("ntk",) if ntk else ()):
         g.create_array(name, shape=(n, n) + extra, chunks=(min(chunk, n),) * 2 + extra, dtype="f8",
                        fill_value=np.nan)
-    g.attrs.update({**want, "spec": spec})
+    sid = uuid.uuid4().hex
+    g.attrs.update({**want, "spec": spec, "store_id": sid})
     (tmp / _META / "done").mkdir(parents=True)
     (tmp / _META / "tapes").mkdir()
     os.replace(tmp, store)
-    return want
+    return {**want, "store_id": sid}
+
+
+#: how long to wait for a dask scheduler before refusing it
+CONNECT_TIMEOUT = "10s"
+
+
+def _connect(address: str):
+    _need("distributed")
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise DomainError(f"cannot reach the dask scheduler at {address!r}: {exc}") from None
 
 
 def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4096,
@@ -260,7 +279,14 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
                           "is undefined; ask for the NNGP only (ntk=False)")
     store = Path(store)
     t0 = time.perf_counter()
-    attrs = _open_store(net, X, store, int(chunk), param, ntk, method)
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    client = _connect(address) if address else None   # before the store: an unreachable one leaves nothing
+    try:
+        attrs = _open_store(net, X, store, int(chunk), param, ntk, method)
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     spans = _spans(attrs["n"], attrs["chunk"])
     nb = len(spans)
     diag = [(i, i) for i in range(nb)]
@@ -270,10 +296,7 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
     total = len(diag) + len(upper)
     done = total - len(todo_d) - len(todo_u)
     already = done
-    key = str(store.resolve())
-    with _CACHE_LOCK:
-        _CACHE.pop(key, None)   # a store rebuilt under the same name must be read afresh
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    key, sid = str(store.resolve()), attrs["store_id"]
     counter = [done]
 
     def tick(k: int = 1) -> None:
@@ -281,18 +304,13 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
         if progress is not None:
             progress(counter[0], total)
 
-    if address:
-        _need("distributed")
-        from distributed import Client, as_completed
+    if client is not None:
+        from distributed import as_completed
 
-        try:
-            client = Client(address, timeout="10s")
-        except OSError as exc:
-            raise DomainError(f"cannot reach the dask scheduler at {address!r}: {exc}") from None
         try:
             # the diagonal tiles write the tapes the others read: two waves
             for wave in (todo_d, todo_u):
-                futs = [client.submit(_fold_tile, key, i, j, pure=False, retries=3) for i, j in wave]
+                futs = [client.submit(_fold_tile, key, sid, i, j, pure=False, retries=3) for i, j in wave]
                 for f in as_completed(futs):
                     f.result()
                     tick()
@@ -305,7 +323,7 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
 
         nw = workers or _workers(len(todo_d) + len(todo_u))
         for wave in (todo_d, todo_u):
-            tasks = [dask.delayed(_fold_tile)(key, i, j, dask_key_name=f"tile-{i}-{j}") for i, j in wave]
+            tasks = [dask.delayed(_fold_tile)(key, sid, i, j, dask_key_name=f"tile-{i}-{j}") for i, j in wave]
             if not tasks:
                 continue
             from dask.callbacks import Callback
@@ -313,7 +331,7 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
             with Callback(posttask=lambda k, r, d, s, i: tick() if str(k).startswith("tile-") else None):
                 dask.compute(*tasks, scheduler="threads", num_workers=nw)
     with _CACHE_LOCK:
-        _CACHE.pop(key, None)
+        _CACHE.pop((key, sid), None)
     return StoredKernel(store=str(store), n=attrs["n"], chunk=attrs["chunk"], tiles=total,
                         computed=total - already, already_done=already,
                         seconds=time.perf_counter() - t0, parametrization=param,

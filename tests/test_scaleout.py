@@ -1,0 +1,292 @@
+"""Kernels written to a zarr store in tiles on dask (meanfield.scaleout, issue 14).
+
+The reference for every stored entry is the in-memory ``Network.kernel`` on the same inputs (the
+tile code is shared, so the stored kernel must equal it to rounding, for tile sizes that divide
+N and ones that do not); the resume tests break a finished store or kill a run mid-way and check
+that only the missing tiles are recomputed and the result is unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meanfield import network as nw
+from meanfield.errors import DomainError
+
+HAVE_DASK = all(importlib.util.find_spec(m) is not None for m in ("dask", "zarr"))
+needs_dask = pytest.mark.skipif(not HAVE_DASK, reason="dask and zarr (the meanfield[dask] extra) are not installed")
+
+
+def mlp():
+    # relu and erf: closed-form kernels, so each tile costs milliseconds
+    return nw.serial(nw.dense(1.5, sigma_b2=0.1), nw.activation("relu"), nw.dense(2.0, sigma_b2=0.05),
+                     nw.activation("erf"), nw.dense(1.0))
+
+
+def cnn(readout: bool):
+    body = [nw.conv([3, 3], padding="same", sigma_w2=2.0, sigma_b2=0.1), nw.activation("relu"),
+            nw.conv([2, 2], sigma_w2=1.5), nw.activation("erf")]
+    tail = [nw.flatten(), nw.dense(1.0)] if readout else [nw.avg_pool([2, 2])]
+    return nw.serial(*body, *tail)
+
+
+def inputs(n: int, shape=(8,), seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *shape))
+
+
+def stored(path, name):
+    from meanfield.scaleout import open_kernel
+
+    return np.asarray(open_kernel(path, name)[...])
+
+
+def assert_same(got, want):
+    # the tile code is the in-memory code: equal up to the order of a few sums
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-14 * np.max(np.abs(want)), np.max(np.abs(got - want))
+
+
+# ------------------------------------------------------------------------------------------
+# equality with Network.kernel
+# ------------------------------------------------------------------------------------------
+
+@needs_dask
+@pytest.mark.parametrize("chunk", [4, 7, 23, 40])
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+def test_mlp_store_equals_kernel(tmp_path, chunk, param):
+    from meanfield.scaleout import kernel_store
+
+    net, X = mlp(), inputs(23)
+    ref = net.kernel(X, parametrization=param)
+    res = kernel_store(net, X, tmp_path / "k.zarr", chunk=chunk, parametrization=param)
+    nb = -(-23 // chunk)
+    assert (res.n, res.tiles, res.computed, res.already_done) == (23, nb * (nb + 1) // 2, nb * (nb + 1) // 2, 0)
+    assert res.parametrization == param
+    assert_same(stored(tmp_path / "k.zarr", "nngp"), ref.nngp)
+    assert_same(stored(tmp_path / "k.zarr", "ntk"), ref.ntk)
+
+
+@needs_dask
+@pytest.mark.parametrize("chunk", [2, 3, 7])
+@pytest.mark.parametrize("readout", [True, False])
+def test_cnn_store_equals_kernel(tmp_path, chunk, readout):
+    from meanfield.scaleout import kernel_store
+
+    net, X = cnn(readout), inputs(7, (6, 6, 2), seed=1)
+    ref = net.kernel(X)
+    kernel_store(net, X, tmp_path / "c.zarr", chunk=chunk)
+    for name in ("nngp", "ntk"):
+        got = stored(tmp_path / "c.zarr", name)
+        # without a readout the kernel keeps position pairs (N, N, s1, s1', s2, s2'): the mirrored
+        # tiles must swap the position axes too, which an asymmetric network would expose
+        assert got.shape == ((7, 7) if readout else (7, 7, 3, 3, 3, 3))
+        assert_same(got, getattr(ref, name))
+
+
+@needs_dask
+def test_nngp_only_and_local_workers(tmp_path):
+    from meanfield.scaleout import kernel_store, open_kernel
+
+    net, X = mlp(), inputs(11)
+    seen = []
+    kernel_store(net, X, tmp_path / "k.zarr", chunk=3, ntk=False, workers=1,
+                 progress=lambda done, total: seen.append((done, total)))
+    assert_same(stored(tmp_path / "k.zarr", "nngp"), net.kernel(X).nngp)
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))
+    with pytest.raises(DomainError, match="ntk"):
+        open_kernel(tmp_path / "k.zarr", "ntk")
+
+
+# ------------------------------------------------------------------------------------------
+# resume
+# ------------------------------------------------------------------------------------------
+
+@needs_dask
+def test_resume_recomputes_only_unmarked_tiles(tmp_path):
+    import zarr
+
+    from meanfield.scaleout import kernel_store, open_kernel
+
+    net, X = mlp(), inputs(20)
+    path = tmp_path / "k.zarr"
+    kernel_store(net, X, path, chunk=6)          # 4 x 4 blocks: 10 tiles
+    ref = net.kernel(X)
+    done = path / "meanfield" / "done"
+    # a half-written upper tile (garbage in one half, marker gone) and a lost diagonal tile
+    nngp = zarr.open_array(str(path / "nngp"), mode="r+")
+    nngp[0:3, 6:12] = 123.0
+    nngp[6:12, 0:6] = np.nan
+    (done / "0_1").unlink()
+    (done / "2_2").unlink()
+    with pytest.raises(DomainError, match="incomplete: 2 tiles missing"):
+        open_kernel(path)
+    res = kernel_store(net, X, path, chunk=6)
+    assert (res.tiles, res.computed, res.already_done) == (10, 2, 8)
+    assert_same(stored(path, "nngp"), ref.nngp)
+    assert_same(stored(path, "ntk"), ref.ntk)
+    again = kernel_store(net, X, path, chunk=6)
+    assert (again.computed, again.already_done) == (0, 10)
+
+
+@needs_dask
+def test_resume_after_a_hard_kill(tmp_path):
+    """A run killed with os._exit after 4 tiles (threads still writing other tiles) resumes."""
+    path = tmp_path / "k.zarr"
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_scaleout import mlp, inputs
+        from meanfield.scaleout import kernel_store
+        def progress(done, total):
+            if done >= 4:
+                os._exit(9)
+        kernel_store(mlp(), inputs(30), {str(path)!r}, chunk=5, workers=2, progress=progress)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    from meanfield.scaleout import kernel_store
+
+    marked = len(os.listdir(path / "meanfield" / "done"))
+    assert 4 <= marked < 21
+    net, X = mlp(), inputs(30)
+    res = kernel_store(net, X, path, chunk=5)
+    assert res.already_done == marked and res.computed == 21 - marked
+    ref = net.kernel(X)
+    assert_same(stored(path, "nngp"), ref.nngp)
+    assert_same(stored(path, "ntk"), ref.ntk)
+
+
+@needs_dask
+def test_refuses_to_resume_with_other_spec_inputs_version_or_chunk(tmp_path, monkeypatch):
+    import meanfield
+    from meanfield.scaleout import kernel_store
+
+    net, X = mlp(), inputs(9)
+    path = tmp_path / "k.zarr"
+    kernel_store(net, X, path, chunk=4)
+    other = nw.serial(nw.dense(1.6, sigma_b2=0.1), nw.activation("relu"), nw.dense(2.0, sigma_b2=0.05),
+                      nw.activation("erf"), nw.dense(1.0))
+    X2 = X.copy()
+    X2[3, 2] += 1e-12
+    cases = [((other, X), {}, "spec_sha256"), ((net, X2), {}, "inputs_sha256"),
+             ((net, X), {"chunk": 5}, "chunk"), ((net, X), {"parametrization": "standard"}, "parametrization"),
+             ((net, X), {"ntk": False}, "ntk")]
+    for args, kw, field in cases:
+        with pytest.raises(DomainError) as e:
+            kernel_store(*args, path, **{"chunk": 4, **kw})
+        msg = str(e.value)
+        assert "\n" not in msg and f"different {field}" in msg and "refusing to resume" in msg, msg
+    monkeypatch.setattr(meanfield, "__version__", "0.0.0-other")
+    with pytest.raises(DomainError, match="different version .*refusing to resume"):
+        kernel_store(net, X, path, chunk=4)
+
+
+@needs_dask
+def test_bad_arguments_one_line(tmp_path):
+    from meanfield.scaleout import kernel_store, open_kernel
+
+    net, X = mlp(), inputs(5)
+    (tmp_path / "plain").mkdir()
+    bad = [(dict(store=tmp_path / "plain"), "not a meanfield kernel store"),
+           (dict(store=tmp_path / "no" / "k.zarr"), "output folder does not exist"),
+           (dict(store=tmp_path / "k.zarr", chunk=0), "chunk must be a positive integer"),
+           (dict(store=tmp_path / "k.zarr", chunk=2.5), "chunk must be a positive integer"),
+           (dict(store=tmp_path / "k.zarr", parametrization="mup"), "parametrization must be one of"),
+           (dict(store=tmp_path / "k.zarr", method="spline"), "method must be one of")]
+    for kw, needle in bad:
+        with pytest.raises(DomainError) as e:
+            kernel_store(net, X, **kw)
+        assert needle in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "k.zarr").exists() and not (tmp_path / "no").exists()
+    bn = nw.serial(nw.dense(1.0), nw.batch_norm(), nw.activation("relu"), nw.dense(1.0))
+    with pytest.raises(DomainError, match="needs the whole batch"):
+        kernel_store(bn, X, tmp_path / "k.zarr")
+    with pytest.raises(DomainError, match="not a readable meanfield kernel store"):
+        open_kernel(tmp_path / "plain")
+    assert sorted(os.listdir(tmp_path)) == ["plain"]   # nothing half-written
+
+
+# ------------------------------------------------------------------------------------------
+# the core package never imports dask
+# ------------------------------------------------------------------------------------------
+
+def test_core_package_never_imports_dask():
+    code = ("import meanfield, meanfield.network, meanfield.dynamics, meanfield.scaleout, sys; "
+            "bad = [m for m in ('dask', 'distributed', 'zarr') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# a dask.distributed cluster
+# ------------------------------------------------------------------------------------------
+
+@needs_dask
+@pytest.mark.slow
+def test_distributed_cluster_same_result(tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from meanfield.scaleout import kernel_store
+
+    net, X = mlp(), inputs(25)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        res = kernel_store(net, X, tmp_path / "k.zarr", chunk=6, scheduler=cluster.scheduler_address)
+    assert (res.computed, res.already_done) == (15, 0)
+    ref = net.kernel(X)
+    assert_same(stored(tmp_path / "k.zarr", "nngp"), ref.nngp)
+    assert_same(stored(tmp_path / "k.zarr", "ntk"), ref.ntk)
+
+
+@needs_dask
+@pytest.mark.slow
+def test_distributed_worker_killed_mid_run(tmp_path):
+    """Two worker processes; one is SIGKILLed after 3 tiles: its tiles are rerun elsewhere and
+    the store is complete and right."""
+    pytest.importorskip("distributed")
+    import signal
+
+    from distributed import Client, LocalCluster
+
+    from meanfield.scaleout import kernel_store
+
+    net, X = mlp(), inputs(24)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids = sorted(client.run(os.getpid).values())
+        killed = []
+
+        def progress(done, total):
+            if done == 3 and not killed:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+        res = kernel_store(net, X, tmp_path / "k.zarr", chunk=3, scheduler=cluster.scheduler_address,
+                           progress=progress)
+    assert killed and (res.computed, res.already_done) == (36, 0)
+    ref = net.kernel(X)
+    assert_same(stored(tmp_path / "k.zarr", "nngp"), ref.nngp)
+    assert_same(stored(tmp_path / "k.zarr", "ntk"), ref.ntk)
+
+
+@needs_dask
+def test_unreachable_scheduler_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from meanfield import scaleout
+
+    monkeypatch.setattr(scaleout, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(DomainError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:9'"):
+        scaleout.kernel_store(mlp(), inputs(4), tmp_path / "k.zarr", scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "k.zarr").exists()
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    with pytest.raises(DomainError, match="cannot reach the dask scheduler"):
+        scaleout.kernel_store(mlp(), inputs(4), tmp_path / "k.zarr")
