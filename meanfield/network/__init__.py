@@ -20,6 +20,7 @@ from .layers import (METHODS, ActivationLayer, AvgPool, Conv, Dense, Flatten, Gl
                      flatten, global_avg_pool, identity, layer_norm, repeat, residual, serial)
 from .attention import Attention, attention
 from .batchnorm import BatchNorm, batch_norm
+from .rnn import Rnn, RnnSteps, pad_sequences, rnn, steps
 from .presets import ARCHS, arch_name, preset
 from .spec import from_spec, load_spec, to_spec
 
@@ -32,4 +33,5 @@ __all__ = [
     "identity", "serial", "residual", "repeat", "from_spec", "load_spec", "to_spec",
     "ARCHS", "arch_name", "preset",
     "BatchNorm", "batch_norm", "Attention", "attention",
+    "Rnn", "RnnSteps", "rnn", "steps", "pad_sequences",
 ]

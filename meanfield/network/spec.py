@@ -16,6 +16,7 @@ from .core import PARAMETRIZATIONS, Layer, Network
 from . import layers as L
 from .attention import attention
 from .batchnorm import batch_norm
+from .rnn import rnn
 
 #: allowed keys per layer type (besides "layer"), with the constructor to call
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -31,9 +32,10 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "repeat": ("n", "body"),
     "batch_norm": (),
     "attention": ("heads", "mechanism", "scaling", "sigma_q2", "sigma_k2", "sigma_v2", "sigma_o2", "causal"),
+    "rnn": ("fn", "sigma_w2", "sigma_u2", "sigma_b2", "output", "masking"),
 }
 _REQUIRED = {"activation": ("fn",), "conv": ("filter",), "avg_pool": ("window",),
-             "residual": ("branch",), "repeat": ("n", "body")}
+             "residual": ("branch",), "repeat": ("n", "body"), "rnn": ("fn",)}
 
 
 def _layer(obj: Any, where: str) -> Layer:
@@ -68,7 +70,7 @@ def _layer(obj: Any, where: str) -> Layer:
         return {"dense": L.dense, "conv": L.conv, "avg_pool": L.avg_pool,
                 "global_avg_pool": L.global_avg_pool, "flatten": L.flatten,
                 "layer_norm": L.layer_norm, "identity": L.identity,
-                "batch_norm": batch_norm, "attention": attention}[kind](**args)
+                "batch_norm": batch_norm, "attention": attention, "rnn": rnn}[kind](**args)
     except DomainError as exc:
         msg = str(exc)
         if msg.startswith(where):
