@@ -336,7 +336,7 @@ def phase_diagram_cmd(
 @handled
 def kernel(
     x: Path = typer.Option(..., "--x", help="Inputs: a .npy file holding an N x d float array (or N x s1 [x s2] x channels, channels last, for --net with conv layers)."),
-    out: Path = typer.Option(..., "--out", help=".npz file to write with arrays nngp and ntk (its folder must exist)."),
+    out: Path = typer.Option(..., "--out", help=".npz file to write with arrays nngp and ntk (its folder must exist), or a .zarr store written tile by tile on dask (resumable; needs meanfield[dask], docs/scaleout.md)."),
     net: Optional[Path] = typer.Option(None, "--net", help="A network spec (JSON file: a list of layers, docs/architecture.md); replaces the --arch preset flags."),
     activation: Optional[str] = typer.Option(None, "--activation", "-a", help=ACT_HELP + " (presets)"),
     depth: Optional[int] = typer.Option(None, "--depth", "-L", help="Hidden layers (mlp; a linear readout follows) or residual blocks (resnet)."),
@@ -349,17 +349,27 @@ def kernel(
     parametrization: Optional[str] = typer.Option(None, "--parametrization", help="ntk, or standard (the NTK divided by the width; MATH.md 4.2); default ntk, or the spec's."),
     dtype: str = typer.Option("float64", "--dtype", help="float64 or float32 for the written arrays."),
     diagonals: bool = typer.Option(False, "--diagonals", help="Presets: also write every layer's kernel diagonal (layer_nngp, layer_ntk, layer_q)."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", help=".zarr --out: inputs per tile (default 4096); a tile is chunk x chunk entries."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=".zarr --out: address of a dask.distributed scheduler (default $DASK_SCHEDULER_ADDRESS, else dask's local threads)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Infinite-width NNGP and NTK of a network (--net spec.json) or of an MLP / residual MLP
     preset on the given inputs.  Arrays: shape (N, M) after a readout, else
-    (N, M, s1, s1', s2, s2', ...) (position axes of each spatial dimension in input order)."""
+    (N, M, s1, s1', s2, s2', ...) (position axes of each spatial dimension in input order).
+    With a .zarr --out the kernels go to a zarr store tile by tile (meanfield.scaleout)."""
     from ._io import atomic_savez, check_output_path
 
+    if out.suffix.lower() == ".zarr":
+        _kernel_zarr(x, out, net, x2, dtype, diagonals, chunk, scheduler, parametrization, quiet, as_json,
+                     dict(arch=arch, activation=activation, depth=depth, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                          sigma_v2=sigma_v2, sigma_a2=sigma_a2))
+        return
     check_output_path(out)
     if out.suffix.lower() != ".npz":
-        raise DomainError(f"--out must be an .npz file (it holds the arrays nngp and ntk), got {str(out)!r}")
+        raise DomainError(f"--out must be an .npz file (it holds the arrays nngp and ntk) or a .zarr store, got {str(out)!r}")
+    if chunk is not None or scheduler is not None:
+        raise DomainError(f"{'--chunk' if chunk is not None else '--scheduler'} applies to a .zarr --out only, got {str(out)!r}")
     X = _load_array(x, "--x")
     X2 = None if x2 is None else _load_array(x2, "--x2")
     if net is not None:
@@ -401,6 +411,46 @@ def kernel(
     summary = res.to_dict()
     summary["out"] = str(out)
     emit(summary, as_json)
+
+
+def _kernel_zarr(x: Path, out: Path, net: Optional[Path], x2: Optional[Path], dtype: str, diagonals: bool,
+                 chunk: Optional[int], scheduler: Optional[str], parametrization: Optional[str],
+                 quiet: bool, as_json: bool, preset_kw: dict) -> None:
+    """`meanfield kernel --out K.zarr`: meanfield.scaleout.kernel_store on the spec or preset."""
+    import importlib.util
+
+    for flag, bad in (("--x2", x2 is not None), ("--diagonals", diagonals), ("--dtype", dtype != "float64")):
+        if bad:
+            raise DomainError(f"{flag} is not available with a .zarr --out (the store holds the float64 "
+                              "kernels of --x with itself)")
+    missing = [m for m in ("dask", "zarr") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DomainError(f"a .zarr --out needs {missing[0]}: pip install 'meanfield[dask]'")
+    from .network import load_spec, preset
+    from .scaleout import kernel_store
+
+    X = _load_array(x, "--x")
+    flags = (("--activation", preset_kw["activation"]), ("--depth", preset_kw["depth"]),
+             ("--sigma-w2", preset_kw["sigma_w2"]))
+    if net is not None:
+        given = [f for f, v in flags if v is not None]
+        if given:
+            raise DomainError(f"{given[0]} is a preset flag; with --net the spec says everything about the network")
+        network = load_spec(net)
+    else:
+        missing = [f for f, v in flags if v is None]
+        if missing:
+            raise DomainError(f"{missing[0]} is required with --arch (or give a network spec with --net)")
+        kw = dict(preset_kw)
+        network = preset(kw.pop("arch"), kw.pop("activation"), kw.pop("depth"), **kw,
+                         parametrization=parametrization or "ntk")
+    update, close = progress_bar(not (quiet or as_json), "kernel tiles")
+    try:
+        res = kernel_store(network, X, out, chunk=4096 if chunk is None else chunk, scheduler=scheduler,
+                           parametrization=parametrization, progress=update)
+    finally:
+        close()
+    emit(res, as_json)
 
 
 def _load_array(path: Path, flag: str):

@@ -290,3 +290,93 @@ def test_unreachable_scheduler_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
     with pytest.raises(DomainError, match="cannot reach the dask scheduler"):
         scaleout.kernel_store(mlp(), inputs(4), tmp_path / "k.zarr")
+
+
+# ------------------------------------------------------------------------------------------
+# the command line: meanfield kernel --out K.zarr
+# ------------------------------------------------------------------------------------------
+
+def cli(*args, env=None):
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def cli_error(res, code, needle):
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == code and len(lines) == 1 and needle in lines[0], (res.exit_code, res.stderr)
+    assert res.stdout == "" and "Traceback" not in res.stderr
+
+
+@pytest.fixture
+def files(tmp_path):
+    import json
+
+    net, X = mlp(), inputs(13)
+    (tmp_path / "net.json").write_text(json.dumps(net.to_spec()))
+    np.save(tmp_path / "x.npy", X)
+    return tmp_path, net, X
+
+
+@needs_dask
+def test_cli_kernel_zarr_json_and_resume(files):
+    import json
+    from dataclasses import fields
+
+    from meanfield.scaleout import StoredKernel
+
+    d, net, X = files
+    args = ("kernel", "--net", d / "net.json", "--x", d / "x.npy", "--out", d / "k.zarr", "--chunk", 5, "--json")
+    res = cli(*args)
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert list(out) == [f.name for f in fields(StoredKernel)]
+    assert (out["n"], out["chunk"], out["tiles"], out["computed"], out["store"]) == (13, 5, 6, 6, str(d / "k.zarr"))
+    ref = net.kernel(X)
+    assert_same(stored(d / "k.zarr", "nngp"), ref.nngp)
+    assert_same(stored(d / "k.zarr", "ntk"), ref.ntk)
+    again = json.loads(cli(*args).stdout)
+    assert (again["computed"], again["already_done"]) == (0, 6)
+    # the same store asked for with another tile size is refused, not mixed
+    cli_error(cli(*args[:-3], "--chunk", 4), 2, "different chunk")
+
+
+@needs_dask
+def test_cli_kernel_zarr_preset_equals_kernels(files):
+    from meanfield.kernels import kernel
+
+    d, _, X = files
+    res = cli("kernel", "--arch", "mlp", "-a", "erf", "-L", 3, "--sigma-w2", 1.7, "--sigma-b2", 0.2,
+              "--x", d / "x.npy", "--out", d / "p.zarr", "--chunk", 4, "--parametrization", "standard", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    ref = kernel("mlp", "erf", X, depth=3, sigma_w2=1.7, sigma_b2=0.2, parametrization="standard")
+    assert_same(stored(d / "p.zarr", "nngp"), ref.nngp)
+    assert_same(stored(d / "p.zarr", "ntk"), ref.ntk)
+
+
+@needs_dask
+def test_cli_kernel_zarr_bad_usage(files, monkeypatch):
+    import importlib.util
+
+    from meanfield import scaleout
+
+    d, _, _ = files
+    base = ("kernel", "--net", d / "net.json", "--x", d / "x.npy")
+    np.save(d / "x2.npy", inputs(3))
+    cli_error(cli(*base, "--out", d / "k.zarr", "--x2", d / "x2.npy"), 2, "--x2 is not available with a .zarr")
+    cli_error(cli(*base, "--out", d / "k.zarr", "--dtype", "float32"), 2, "--dtype is not available")
+    cli_error(cli(*base, "--out", d / "k.npz", "--chunk", 4), 2, "--chunk applies to a .zarr --out only")
+    cli_error(cli(*base, "--out", d / "k.npz", "--scheduler", "tcp://x:1"), 2, "--scheduler applies")
+    cli_error(cli(*base, "--out", d / "k.zarr", "-a", "relu"), 2, "-a")
+    cli_error(cli("kernel", "--x", d / "x.npy", "--out", d / "k.zarr", "-a", "relu"), 2, "--depth is required")
+    monkeypatch.setattr(scaleout, "CONNECT_TIMEOUT", "1s")
+    cli_error(cli(*base, "--out", d / "k.zarr", "--scheduler", "tcp://127.0.0.1:9"), 2,
+              "cannot reach the dask scheduler at 'tcp://127.0.0.1:9'")
+    cli_error(cli(*base, "--out", d / "k.zarr", env={"DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:9"}), 2,
+              "cannot reach the dask scheduler")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dask" else real(name, *a))
+    cli_error(cli(*base, "--out", d / "k.zarr"), 2, "pip install 'meanfield[dask]'")
+    assert sorted(os.listdir(d)) == ["net.json", "x.npy", "x2.npy"]   # nothing written
