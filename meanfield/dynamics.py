@@ -42,6 +42,7 @@ from .errors import ConvergenceError, DomainError
 __all__ = [
     "GradientFlow", "LossCurve", "Posterior", "Conditioning",
     "gradient_flow", "training_loss", "nngp_posterior", "predict",
+    "StoredSolve", "stored_posterior_mean", "stored_flow_mean",
     "ntk_condition_number", "ntk_conditioning", "CONDITION_INPUTS",
 ]
 
@@ -361,6 +362,192 @@ def nngp_posterior(nngp_train: Any, y_train: Any, nngp_test_train: Any, nngp_tes
     lml = float(-0.5 * np.sum(Y * alpha) - 0.5 * Y.shape[1] * np.sum(np.log(e.lam))
                 - 0.5 * Y.size * math.log(2 * math.pi))
     return Posterior(mean[:, 0] if vec else mean, cov, s2, e.reg, lml)
+
+
+# ------------------------------------------------------------------------------------------
+# out of core: the same t = inf means from a Gram matrix on disk, by conjugate gradients
+# ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StoredSolve:
+    """Test means solved from a stored Gram matrix (:func:`stored_posterior_mean`,
+    :func:`stored_flow_mean`): ``mean`` (M or M x k) on inputs n_train.. of the store,
+    ``coefficients`` = (K + (noise + reg) I)^{-1} Y on the training inputs (N or N x k)."""
+
+    mean: np.ndarray
+    coefficients: np.ndarray
+    kernel: str
+    n_train: int
+    n_test: int
+    noise: float
+    diag_reg: float
+    iterations: int
+    relative_residual: float
+    tile: int
+
+    def to_dict(self) -> dict:
+        return {"mean_shape": list(self.mean.shape), "kernel": self.kernel, "n_train": self.n_train,
+                "n_test": self.n_test, "noise": self.noise, "diag_reg": self.diag_reg,
+                "iterations": self.iterations,
+                "relative_residual": _finite_or_none(self.relative_residual), "tile": self.tile}
+
+
+def _stored_matrix(store: Any, name: str):
+    """A 2-D square array read tile by tile: a kernel store's array, or anything sliceable."""
+    if isinstance(store, (str, bytes)) or hasattr(store, "__fspath__"):
+        from .scaleout import open_kernel
+
+        A = open_kernel(store, name)
+    else:
+        A = store
+    shape = tuple(getattr(A, "shape", ()))
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise DomainError(f"the stored {name} must be a square N x N matrix (a network with a readout), "
+                          f"got shape {shape}")
+    return A
+
+
+class _Tiles:
+    """Products with blocks of a matrix held on disk, one tile in memory at a time."""
+
+    def __init__(self, A: Any, tile: int, name: str):
+        self.A, self.tile, self.name = A, tile, name
+
+    def read(self, r: slice, c: slice) -> np.ndarray:
+        T = np.asarray(self.A[r, c], dtype=np.float64)
+        if not np.all(np.isfinite(T)):
+            raise DomainError(f"the stored {self.name} has non-finite entries in rows {r.start}:{r.stop}, "
+                              f"columns {c.start}:{c.stop}")
+        return T
+
+    def spans(self, lo: int, hi: int) -> list[slice]:
+        return [slice(a, min(hi, a + self.tile)) for a in range(lo, hi, self.tile)]
+
+    def symmetric_matvec(self, n: int, P: np.ndarray) -> np.ndarray:
+        # the upper triangle only: each off-diagonal tile serves its mirror by transposition,
+        # so one product reads half the matrix
+        out = np.zeros_like(P)
+        sp = self.spans(0, n)
+        for a, r in enumerate(sp):
+            for c in sp[a:]:
+                T = self.read(r, c)
+                out[r] += T @ P[c]
+                if c.start != r.start:
+                    out[c] += T.T @ P[r]
+        return out
+
+    def diagonal(self, n: int) -> np.ndarray:
+        return np.concatenate([np.diag(self.read(r, r)) for r in self.spans(0, n)])
+
+    def rect_matvec(self, rows: tuple[int, int], n: int, P: np.ndarray) -> np.ndarray:
+        out = np.zeros((rows[1] - rows[0], P.shape[1]))
+        for r in self.spans(*rows):
+            for c in self.spans(0, n):
+                out[r.start - rows[0]:r.stop - rows[0]] += self.read(r, c) @ P[c]
+        return out
+
+
+def _cg(op: _Tiles, n: int, Y: np.ndarray, shift: float, rtol: float, maxiter: int
+        ) -> tuple[np.ndarray, int, float]:
+    """Jacobi-preconditioned conjugate gradients on (A + shift I) X = Y, every column of Y at
+    once (one pass over the tiles per iteration serves them all); returns X, the iterations and
+    the largest true relative residual ||Y - (A + shift I) X|| / ||Y|| over the columns."""
+    def apply(P: np.ndarray) -> np.ndarray:
+        return op.symmetric_matvec(n, P) + shift * P
+
+    d = op.diagonal(n) + shift
+    if np.any(d <= 0):
+        raise ConvergenceError(f"the stored {op.name} (plus noise and diag_reg) has a diagonal entry "
+                               f"{float(d.min()):.3g} <= 0: it is not positive definite")
+    ynorm = np.linalg.norm(Y, axis=0)
+    ynorm = np.where(ynorm > 0, ynorm, 1.0)
+    X = np.zeros_like(Y)
+    R = Y.copy()
+    Z = R / d[:, None]
+    P = Z.copy()
+    rz = np.sum(R * Z, axis=0)
+    it = 0
+    while it < maxiter and np.max(np.linalg.norm(R, axis=0) / ynorm) > rtol:
+        AP = apply(P)
+        pap = np.sum(P * AP, axis=0)
+        if np.any(pap <= 0):
+            raise ConvergenceError(f"conjugate gradients met p.Ap = {float(pap.min()):.3g} <= 0 at "
+                                   f"iteration {it}: the stored {op.name} is not positive definite; "
+                                   "pass diag_reg > 0 or noise > 0")
+        alpha = rz / pap
+        X += alpha * P
+        R -= alpha * AP
+        Z = R / d[:, None]
+        rz_new = np.sum(R * Z, axis=0)
+        P = Z + (rz_new / np.where(rz > 0, rz, 1.0)) * P
+        rz = rz_new
+        it += 1
+    # the recurrence residual drifts from the true one in finite precision: measure the true one
+    res = float(np.max(np.linalg.norm(Y - apply(X), axis=0) / ynorm))
+    if not res <= 10 * rtol:
+        raise ConvergenceError(f"conjugate gradients stopped at relative residual {res:.3g} after {it} "
+                               f"iterations (rtol {rtol:g}): the stored {op.name} is singular or "
+                               "badly conditioned; pass diag_reg > 0 or noise > 0, or a larger maxiter")
+    return X, it, res
+
+
+def _stored_solve(store: Any, name: str, y_train: Any, n_train: int | None, noise: float,
+                  diag_reg: float, rtol: float, maxiter: int | None, tile: int | None) -> StoredSolve:
+    A = _stored_matrix(store, name)
+    N = int(A.shape[0])
+    if n_train is None:
+        n_train = N
+    if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or not 1 <= n_train <= N:
+        raise DomainError(f"n_train must be an integer in 1..{N} (the first n_train stored inputs are "
+                          f"the training set), got {n_train!r}")
+    n_train = int(n_train)
+    Y, vec = _targets(y_train, n_train)
+    s2 = _positive("noise", noise, allow_zero=True)
+    reg_rel = _positive("diag_reg", diag_reg, allow_zero=True)
+    tol = _positive("rtol", rtol)
+    if tile is None:
+        chunks = getattr(A, "chunks", None)
+        tile = int(chunks[0]) if isinstance(chunks, tuple) and chunks else 4096
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise DomainError(f"tile must be a positive integer, got {tile!r}")
+    if maxiter is None:
+        maxiter = 2 * n_train
+    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
+        raise DomainError(f"maxiter must be a positive integer, got {maxiter!r}")
+    op = _Tiles(A, int(tile), name.upper())
+    # diag_reg is relative to the mean diagonal, as in gradient_flow and nngp_posterior
+    reg = reg_rel * float(np.mean(op.diagonal(n_train) + s2)) if reg_rel > 0 else 0.0
+    alpha, it, res = _cg(op, n_train, Y, s2 + reg, tol, int(maxiter))
+    mean = op.rect_matvec((n_train, N), n_train, alpha)
+    if vec:
+        mean, alpha = mean[:, 0], alpha[:, 0]
+    return StoredSolve(mean, alpha, name, n_train, N - n_train, s2, reg, it, res, int(tile))
+
+
+def stored_posterior_mean(store: Any, y_train: Any, n_train: int | None = None, *, noise: float = 0.0,
+                          diag_reg: float = 0.0, rtol: float = 1e-12, maxiter: int | None = None,
+                          tile: int | None = None) -> StoredSolve:
+    """The NNGP posterior mean K_xX (K + noise I)^{-1} y (MATH.md 4.5; :func:`nngp_posterior`)
+    from a Gram matrix too large for memory: ``store`` is a kernel store written by
+    :func:`meanfield.scaleout.kernel_store` on the training inputs followed by the test inputs
+    (its ``nngp`` array), or any sliceable N x N array (a zarr array).  The first ``n_train``
+    inputs are the training set (default all: no test means).
+
+    Solved by Jacobi-preconditioned conjugate gradients, every target column at once, reading
+    one tile (``tile`` x ``tile``, default the store's chunk) at a time, the upper triangle only;
+    stops at ||y - A alpha|| <= rtol ||y|| per column (checked on the true residual), else
+    :class:`~meanfield.errors.ConvergenceError`."""
+    return _stored_solve(store, "nngp", y_train, n_train, noise, diag_reg, rtol, maxiter, tile)
+
+
+def stored_flow_mean(store: Any, y_train: Any, n_train: int | None = None, *, diag_reg: float = 0.0,
+                     rtol: float = 1e-12, maxiter: int | None = None, tile: int | None = None
+                     ) -> StoredSolve:
+    """The gradient-flow mean at t = inf, Theta_xX Theta^{-1} y (MATH.md 4.5; :func:`gradient_flow`),
+    from the ``ntk`` array of a kernel store (or any sliceable N x N array), by the conjugate
+    gradients of :func:`stored_posterior_mean`.  The learning rate and the loss normalisation do
+    not change the t = inf mean."""
+    return _stored_solve(store, "ntk", y_train, n_train, 0.0, diag_reg, rtol, maxiter, tile)
 
 
 # ------------------------------------------------------------------------------------------

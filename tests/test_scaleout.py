@@ -380,3 +380,89 @@ def test_cli_kernel_zarr_bad_usage(files, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dask" else real(name, *a))
     cli_error(cli(*base, "--out", d / "k.zarr"), 2, "pip install 'meanfield[dask]'")
     assert sorted(os.listdir(d)) == ["net.json", "x.npy", "x2.npy"]   # nothing written
+
+
+# ------------------------------------------------------------------------------------------
+# out-of-core solves (meanfield.dynamics.stored_posterior_mean / stored_flow_mean)
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def solve_store(tmp_path_factory):
+    """40 training inputs then 9 test inputs, one store, tiles of 7 (not dividing 49)."""
+    from meanfield.scaleout import kernel_store
+
+    if not HAVE_DASK:
+        pytest.skip("dask and zarr (the meanfield[dask] extra) are not installed")
+    net, X = mlp(), inputs(49, seed=5)
+    path = tmp_path_factory.mktemp("solve") / "k.zarr"
+    kernel_store(net, X, path, chunk=7)
+    return path, net.kernel(X)
+
+
+def rel(got, want):
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+@needs_dask
+@pytest.mark.parametrize("noise,diag_reg", [(0.0, 0.0), (0.1, 0.0), (0.0, 1e-3)])
+def test_stored_posterior_mean_equals_in_memory(solve_store, noise, diag_reg):
+    from meanfield.dynamics import nngp_posterior, stored_posterior_mean
+
+    path, k = solve_store
+    Y = np.random.default_rng(2).standard_normal((40, 2))
+    got = stored_posterior_mean(path, Y, 40, noise=noise, diag_reg=diag_reg)
+    want = nngp_posterior(k.nngp[:40, :40], Y, k.nngp[40:, :40], noise=noise, diag_reg=diag_reg)
+    assert got.mean.shape == (9, 2) and (got.n_train, got.n_test, got.tile) == (40, 9, 7)
+    assert rel(got.mean, want.mean) <= 1e-10
+    assert got.diag_reg == pytest.approx(want.diag_reg, rel=1e-15)
+    # the coefficients solve the regularised system (an independent check of the residual)
+    A = k.nngp[:40, :40] + (noise + want.diag_reg) * np.eye(40)
+    assert np.linalg.norm(A @ got.coefficients - Y) <= 1e-11 * np.linalg.norm(Y)
+    assert got.relative_residual <= 1e-11
+
+
+@needs_dask
+@pytest.mark.parametrize("diag_reg", [0.0, 1e-2])
+def test_stored_flow_mean_equals_gradient_flow(solve_store, diag_reg):
+    from meanfield.dynamics import gradient_flow, stored_flow_mean
+
+    path, k = solve_store
+    y = np.random.default_rng(3).standard_normal(40)
+    got = stored_flow_mean(path, y, 40, diag_reg=diag_reg)
+    want = gradient_flow(k.ntk[:40, :40], y, np.inf, ntk_test_train=k.ntk[40:, :40], diag_reg=diag_reg,
+                         learning_rate=0.3, loss="mean")
+    assert got.mean.shape == (9,) and got.kernel == "ntk"
+    assert rel(got.mean, want.mean[0]) <= 1e-10
+
+
+@needs_dask
+def test_stored_solve_from_any_array_and_bad_input(solve_store):
+    import zarr
+
+    from meanfield.dynamics import nngp_posterior, stored_posterior_mean
+    from meanfield.errors import ConvergenceError
+
+    path, k = solve_store
+    y = np.linspace(-1, 1, 30)
+    # an in-memory array with a tile that does not divide N; the training set alone (no test means)
+    got = stored_posterior_mean(k.nngp[:30, :30], y, tile=4)
+    assert got.n_test == 0 and got.mean.shape == (0,)
+    alpha = np.linalg.solve(k.nngp[:30, :30], y)
+    assert rel(got.coefficients, alpha) <= 1e-9
+    m = nngp_posterior(k.nngp[:30, :30], y, k.nngp[30:, :30]).mean
+    assert rel(stored_posterior_mean(zarr.open_array(str(path / "nngp"), mode="r")[:, :], y, 30).mean, m) <= 1e-10
+    # duplicate training inputs: the kernel is singular and CG cannot reach the tolerance
+    Kd = k.nngp[np.ix_([0, 0, 1, 2], [0, 0, 1, 2])]
+    with pytest.raises(ConvergenceError, match="singular or badly conditioned|not positive definite"):
+        stored_posterior_mean(Kd, [1.0, -1.0, 0.5, 0.2])
+    for kw, needle in [(dict(store=k.nngp[:5, :4], y_train=np.ones(5)), "square N x N"),
+                       (dict(store=k.nngp, y_train=np.ones(40), n_train=50), "n_train must be an integer in 1..49"),
+                       (dict(store=k.nngp, y_train=np.ones(39), n_train=40), "y_train must have 40 rows"),
+                       (dict(store=k.nngp, y_train=np.ones(49), noise=-1), "noise must be non-negative"),
+                       (dict(store=k.nngp, y_train=np.ones(49), tile=0), "tile must be a positive integer")]:
+        with pytest.raises(DomainError, match=needle):
+            stored_posterior_mean(**kw)
+    bad = k.nngp.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(DomainError, match="non-finite entries in rows 0:4"):
+        stored_posterior_mean(bad, np.ones(49), tile=4)
