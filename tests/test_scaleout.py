@@ -388,14 +388,14 @@ def test_cli_kernel_zarr_bad_usage(files, monkeypatch):
 
 @pytest.fixture(scope="module")
 def solve_store(tmp_path_factory):
-    """40 training inputs then 9 test inputs, one store, tiles of 7 (not dividing 49)."""
+    """40 training inputs then 9 test inputs, one store, tiles of 16 (not dividing 40 or 49)."""
     from meanfield.scaleout import kernel_store
 
     if not HAVE_DASK:
         pytest.skip("dask and zarr (the meanfield[dask] extra) are not installed")
     net, X = mlp(), inputs(49, seed=5)
     path = tmp_path_factory.mktemp("solve") / "k.zarr"
-    kernel_store(net, X, path, chunk=7)
+    kernel_store(net, X, path, chunk=16)
     return path, net.kernel(X)
 
 
@@ -412,7 +412,7 @@ def test_stored_posterior_mean_equals_in_memory(solve_store, noise, diag_reg):
     Y = np.random.default_rng(2).standard_normal((40, 2))
     got = stored_posterior_mean(path, Y, 40, noise=noise, diag_reg=diag_reg)
     want = nngp_posterior(k.nngp[:40, :40], Y, k.nngp[40:, :40], noise=noise, diag_reg=diag_reg)
-    assert got.mean.shape == (9, 2) and (got.n_train, got.n_test, got.tile) == (40, 9, 7)
+    assert got.mean.shape == (9, 2) and (got.n_train, got.n_test, got.tile) == (40, 9, 16)
     assert rel(got.mean, want.mean) <= 1e-10
     assert got.diag_reg == pytest.approx(want.diag_reg, rel=1e-15)
     # the coefficients solve the regularised system (an independent check of the residual)
