@@ -128,6 +128,15 @@ class Advice:
     correlation_out: float | None
     log10_gradient_ratio: float | None
     jacobian_nonlinearity_spread: float
+    # the squared singular values of the input-output Jacobian (MATH.md 6.2, meanfield.spectra):
+    # variance m2 - m1^2 and upper edge for each weight ensemble; None where there is no spectrum
+    jacobian_variance_gaussian: float | None
+    jacobian_variance_orthogonal: float | None
+    jacobian_edge_gaussian: float | None
+    jacobian_edge_orthogonal: float | None
+    orthogonal_gain: float | None  # variance ratio Gaussian / orthogonal; None: exact isometry or no spectrum
+    weights: str  # the recommended ensemble for meanfield.torch.init_(weights=...)
+    weights_reason: str
     weight_std: float | None
     bias_std: float
     ntk_condition_number: float | None
@@ -254,6 +263,67 @@ def _best_trainable(act: Activation, depth: int, sb: float, why: str) -> tuple[f
         f"{xi[i]:.3g}, trainable depth ~6 xi_c = {6 * xi[i]:.3g}{' < depth' if 6 * xi[i] < depth else ''}")
 
 
+# Orthogonal weights are advised where they cut the Jacobian's variance at least this much even
+# when the budget is out of reach (very deep tanh nets): the law of phi'(h)^2 is then concentrated,
+# mu2/mu1^2 - 1 <= 1/9, which relu-like laws (gain 1 + 1/(mu2/mu1^2 - 1) = 2 for relu) never are.
+_ORTHOGONAL_MIN_GAIN = 10.0
+
+
+def _weight_advice(act: Activation, sw: float, sb: float, depth: int, q_star: float, budget: float,
+                   homogeneous: bool) -> dict:
+    """The Advice fields on the Jacobian's spectrum for Gaussian and orthogonal weights and the
+    recommended ensemble (MATH.md 6.2): orthogonal where its variance L (mu2/mu1^2 - 1) is below
+    the Jacobian budget (near-isometry) or at most 1/10 of the Gaussian L (mu2/mu1^2)."""
+    from .spectra import WEIGHTS, jacobian_spectrum
+
+    spec = {}
+    try:
+        for w in WEIGHTS:
+            spec[w] = jacobian_spectrum(act, sw, sb, depth, w)
+    except MeanfieldError as exc:
+        reason = f"Gaussian weights (the default): no Jacobian spectrum to compare: {exc}"
+        return _weight_fields(None, None, None, "gaussian", reason)
+    g, o = spec["gaussian"], spec["orthogonal"]
+    # positively homogeneous laws of phi'(h)^2 do not depend on q*, which is then any q (marginal)
+    if not homogeneous and math.isfinite(q_star) and abs(g.q_star - q_star) > 1e-6 * (1.0 + q_star):
+        # another stable fixed point than the one unit-length inputs reach: not this network's spectrum
+        reason = (f"Gaussian weights (the default): the spectrum's fixed point q* = {g.q_star:.6g} is not the "
+                  f"advised q* = {q_star:.6g}, so the ensembles are not compared")
+        return _weight_fields(None, None, None, "gaussian", reason)
+    gain = g.variance / o.variance if o.variance > 0 else None
+    excess = g.mu[1] / g.mu[0] ** 2 - 1.0
+    shares = (f"variance of the squared singular values of the input-output Jacobian {o.variance:.3g} "
+              f"(edge {o.edge:.3g}) with orthogonal weights, {g.variance:.3g} (edge {g.edge:.3g}) with "
+              f"Gaussian ones")
+    if gain is None:
+        weights = "orthogonal"
+        reason = f"orthogonal weights: exact dynamical isometry (every squared singular value is {o.edge:.6g}); {shares}"
+    elif o.relative_variance < budget or gain >= _ORTHOGONAL_MIN_GAIN:
+        # strict: relu at depth 1 sits exactly on the budget (half its singular values are 0)
+        weights = "orthogonal"
+        near = ("near dynamical isometry" if o.relative_variance < budget else
+                f"the smaller spread, though not isometry at this depth (above the Jacobian budget {budget:g})")
+        reason = (f"orthogonal weights: the law of phi'(h)^2 is concentrated (mu2/mu1^2 - 1 = {excess:.3g}), so "
+                  f"they give {near}: {shares}, {gain:.3g}x smaller (MATH.md 6.2)")
+    else:
+        weights = "gaussian"
+        why = (f"{act.name} is positively homogeneous, so the law of phi'(h)^2 is the same at every q* "
+               f"(mu2/mu1^2 - 1 = {excess:.3g})" if homogeneous else
+               f"at q* = {g.q_star:.3g} the law of phi'(h)^2 is spread (mu2/mu1^2 - 1 = {excess:.3g})")
+        reason = (f"Gaussian weights (orthogonal ones do not give isometry): {why} and the spectrum spreads "
+                  f"with depth with either ensemble: {shares} ({gain:.3g}x, below the "
+                  f"{_ORTHOGONAL_MIN_GAIN:g}x that makes them worth it) (MATH.md 6.2)")
+    return _weight_fields(g, o, gain, weights, reason)
+
+
+def _weight_fields(g, o, gain, weights: str, reason: str) -> dict:
+    return {"jacobian_variance_gaussian": None if g is None else float(g.variance),
+            "jacobian_variance_orthogonal": None if o is None else float(o.variance),
+            "jacobian_edge_gaussian": None if g is None else float(g.edge),
+            "jacobian_edge_orthogonal": None if o is None else float(o.edge),
+            "orthogonal_gain": gain, "weights": weights, "weights_reason": reason}
+
+
 _NTK_MAX_DEPTH = 1000
 
 
@@ -261,7 +331,7 @@ def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: 
                sigma_b2_max: float = 0.05, jacobian_budget: float = 1.0, ntk: bool = True) -> Advice:
     """Edge-of-chaos advice for a vanilla MLP of ``depth`` layers (see the module docstring)."""
     act = get_activation(activation)
-    depth = check_depth(depth)
+    depth = check_depth(depth, in_float_range=True)
     if width is not None:
         width = check_depth(width, "width")
     check_variance("sigma_b2_max", sigma_b2_max)
@@ -304,6 +374,7 @@ def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: 
     d = diagnose(act, sw, sb, depth, name="advised")
     q_star = d.q_star if d.q_star is not None else float("nan")
     excess = float(_jacobian_excess(act, q_star)) if math.isfinite(q_star) else 0.0
+    spectra = _weight_advice(act, sw, sb, depth, q_star, jacobian_budget, k is not None)
     comps = [diagnose(act, w2, b2, depth, name=nm, note=nt).to_dict()
              for nm, w2, b2, nt in _default_inits(act, width)]
     ntk_cond = None
@@ -330,7 +401,7 @@ def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: 
         q_star=q_star, chi_1=float(d.chi_1) if d.chi_1 is not None else 1.0, xi_c=d.xi_c,
         trainable_depth=d.trainable_depth, correlation_in=CORRELATION_IN,
         correlation_out=d.correlation_out, log10_gradient_ratio=d.log10_gradient_ratio,
-        jacobian_nonlinearity_spread=depth * excess,
+        jacobian_nonlinearity_spread=depth * excess, **spectra,
         weight_std=math.sqrt(sw / width) if width else None, bias_std=math.sqrt(sb),
         ntk_condition_number=ntk_cond, comparisons=comps, notes=notes)
 

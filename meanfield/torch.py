@@ -927,6 +927,8 @@ class InitRecord:
     seed: int | None
     advice: Any = field(default=None, repr=False)
     untouched: tuple[str, ...] = ()
+    # "gaussian" or "orthogonal" (each layer's (out/groups, fan_in) matrix a scaled isometry)
+    weights: str = "gaussian"
 
     def to_dict(self) -> dict:
         adv = self.advice.to_dict() if hasattr(self.advice, "to_dict") else self.advice
@@ -937,6 +939,7 @@ class InitRecord:
             "seed": self.seed,
             "advice": adv,
             "untouched": list(self.untouched),
+            "weights": self.weights,
         }
 
 
@@ -1051,6 +1054,22 @@ def _fill(t: torch.Tensor, var: float, g: torch.Generator) -> None:
         )
 
 
+def _fill_orthogonal(t: torch.Tensor, var: float, groups: int, g: torch.Generator) -> None:
+    """t <- a scaled Haar-orthogonal draw (MATH.md 6.2): for each group the (out/groups, fan_in)
+    matrix has orthonormal rows (columns when out/groups > fan_in) times the scale that gives its
+    entries the mean square ``var`` of the Gaussian draw, so W W^T = var * fan_in * I (rows) and
+    q^l is the same as with Gaussian weights.  QR in float64 on the generator's device."""
+    if var == 0.0:
+        t.zero_()
+        return
+    rows, cols = t.shape[0] // groups, t[0].numel()
+    out = torch.empty((groups, rows, cols), dtype=torch.float64, device=g.device)
+    gain = math.sqrt(var * max(rows, cols))
+    for blk in out:
+        nn.init.orthogonal_(blk, gain=gain, generator=g)
+    t.copy_(out.reshape(t.shape))
+
+
 def fan_in(layer: nn.Module) -> int:
     """in_features (Linear) or in_channels / groups * kernel size (ConvNd): PyTorch's fan-in."""
     w = layer.weight
@@ -1074,12 +1093,17 @@ def init_(
     seed: int | None = None,
     force: bool = False,
     structure: Structure | None = None,
+    weights: str = "gaussian",
     **advise_options: Any,
 ) -> nn.Module:
     """Initialise ``model`` in place from mean-field advice and return it.
 
     Every traced Linear/Conv weight is drawn N(0, sigma2 / fan_in) and every bias N(0, sigma_b2)
-    (MATH.md section 0), the residual branch layers W, V with (sigma_w2, sigma_b2), (sigma_v2,
+    (MATH.md section 0); with ``weights="orthogonal"`` each weight is instead a scaled Haar
+    orthogonal matrix with entries of the same mean square sigma2 / fan_in (MATH.md 6.2: W W^T =
+    sigma2 I for fan_out <= fan_in; a conv's (out/groups, in/groups * kernel size) matrix per group,
+    not the delta-orthogonal kernel), as ``advice.weights`` recommends where it gives dynamical
+    isometry.  The residual branch layers W, V with (sigma_w2, sigma_b2), (sigma_v2,
     sigma_a2), the stem and head of residual networks with sigma_in2, sigma_o2 and zero bias.
     The variances come from ``advice`` (an Advice / ResidualAdvice, or a mapping with sigma_w2,
     ...), or from ``sigma_w2=...`` (then sigma_b2 = 0, sigma_v2 = 1, sigma_a2 = 0 unless given), or,
@@ -1092,6 +1116,9 @@ def init_(
     """
     if not isinstance(model, nn.Module):
         raise DomainError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from .spectra import _check_weights
+
+    weights = _check_weights(weights)
     prev = getattr(model, MARK, None)
     if prev is not None and not force:
         raise DomainError(
@@ -1189,13 +1216,16 @@ def init_(
         for name, role in st.roles():
             layer = mods[name]
             vw, vb = var.for_role(role)
-            _fill(layer.weight, vw / fan_in(layer), gen)
+            if weights == "orthogonal":
+                _fill_orthogonal(layer.weight, vw / fan_in(layer), getattr(layer, "groups", 1), gen)
+            else:
+                _fill(layer.weight, vw / fan_in(layer), gen)
             touched.add(f"{name}.weight")
             if layer.bias is not None:
                 _fill(layer.bias, vb, gen)
                 touched.add(f"{name}.bias")
     untouched = tuple(n for n, _ in model.named_parameters() if n not in touched)
-    rec = InitRecord(st, var, source, used_seed, advice, untouched)
+    rec = InitRecord(st, var, source, used_seed, advice, untouched, weights)
     object.__setattr__(model, MARK, rec)
     return model
 
