@@ -174,9 +174,10 @@ class Rnn(Layer):
         cols = np.arange(Cn * T)
         hidden = not st.finite
         for t in range(T):   # row t of every (t, r) plane needs row t - 1 only
-            S = Kc[:, t] * su
+            base = Kc[:, t] * su
             if sb:
-                S += sb
+                base += sb
+            S = base.copy()
             if t:
                 S[:, :, 1:] += sw * E[:, t - 1, :, :-1]
             rows = ar * T + t
@@ -195,9 +196,8 @@ class Rnn(Layer):
             E[:, t] = e.reshape(R, Cn, T)
             if ntk:
                 if st.param == "ntk":
-                    Th = (Tc[:, t] + Kc[:, t]) * su
-                    if sb:
-                        Th += sb
+                    Th = Tc[:, t] * su   # the dense layer's arithmetic, so T = 1 is exact
+                    Th += base
                     if t:
                         Th[:, :, 1:] += sw * (Xi[:, t - 1, :, :-1] + E[:, t - 1, :, :-1])
                 else:
