@@ -1,4 +1,4 @@
-"""rnn (meanfield/network/rnn.py): the linear closed form (docs/theory.md section 5) to 1e-12,
+"""rnn (meanfield/network/rnn.py): the linear closed form (docs/theory.md, "Recurrent networks") to 1e-12,
 T = 1 as dense + activation exactly, masking of ragged sequences, the backward map and the
 per-step diagnostics, refusals and the CLI, the layer contract of tests/test_network.py, and
 Monte Carlo against wide random RNNs in NTK4A's erf setting (slow)."""
@@ -25,7 +25,7 @@ NTK4A = dict(sigma_w2=1.0, sigma_u2=2.0, sigma_b2=0.2)
 # ------------------------------------------------------------------------------------------
 def _linear_closed_form(seqs, sw, su, sb, output, param):
     """s^T = sum_j W^j (U x^(T-j) + b) for phi = identity; in the limit only equal powers of W
-    pair up, so with a(t, r) = su x^t.x'^r / d + sb (docs/theory.md section 5):
+    pair up, so with a(t, r) = su x^t.x'^r / d + sb (docs/theory.md, "Recurrent networks"):
     NNGP(t, r) = sum_j sw^j a(t-j, r-j), NTK(t, r) = sum_j (j + 1) sw^j a(t-j, r-j) (the W^j term
     j times, once per place of the differentiated W, plus U and b), and the standard
     parametrisation keeps the W term only, sum_j j sw^(j-1) a(t-j, r-j)."""

@@ -8,8 +8,8 @@ numpy version draws raw N(0, 1) values scaled as in the NTK parametrisation).  T
 shape (N, width), is the last state s^T (``output = "last"``) or the mean of the states over the
 steps (``"mean"``): a dense readout after it is NTK4A's LastState / AvgPool readout.
 
-Kernel maps (docs/theory.md section 5).  For two sequences x, x' (steps t, r) with input kernel
-K^(t,r) (x^t . x'^r / d for the data, the previous layer's kernel otherwise):
+Kernel maps (docs/theory.md, "Recurrent networks").  For two sequences x, x' (steps t, r) with
+input kernel K^(t,r) (x^t . x'^r / d for the data, the previous layer's kernel otherwise):
 
     Sigma^(t,r) = sigma_w2 C^(t-1,r-1) + sigma_u2 K^(t,r) + sigma_b2,     C^(0,.) = C^(.,0) = 0,
     C^(t,r)     = E[phi(u) phi(v)],  Cd^(t,r) = E[phi'(u) phi'(v)],
