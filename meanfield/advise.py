@@ -12,6 +12,13 @@ variance chosen by a depth-aware rule (docs/theory.md, "Advice for vanilla MLPs"
    & Ganguli 2017; MATH.md 6.2), must stay below ``jacobian_budget`` (default 1).  Deeper
    networks therefore get a smaller bias variance and a smaller q*, i.e. a more linear regime.
    ReLU-like (positively homogeneous) activations have a single critical point, He's (2, 0).
+3. At the advised point, the spectrum of J J^T for Gaussian and orthogonal weights
+   (meanfield.spectra.jacobian_spectrum: variance L (mu_2 / mu_1^2 - 1 - s_1) at criticality,
+   s_1 = -1 and 0, and the upper edge) and the ensemble to draw: orthogonal where it gives
+   near-isometry (variance below ``jacobian_budget``) or cuts the variance at least tenfold
+   (mu_2 / mu_1^2 - 1 <= 1/9: tanh-like activations at small q*); otherwise Gaussian, e.g. relu,
+   whose law of phi'^2 is the same at every q* and whose spectrum spreads with depth either way
+   (gain 2).
 
 Residual networks (``arch="resnet-full"`` / ``"resnet-reduced"``) are advised by
 meanfield.residual.advise_residual (Yang & Schoenholz 2017), with depth-dependent variances.
