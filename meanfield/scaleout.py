@@ -219,8 +219,10 @@ def _open_store(net, X: np.ndarray, store: Path, chunk: int, param: str, ntk: bo
     xa = g.create_array("x", shape=X.shape, chunks=(min(chunk, n),) + X.shape[1:], dtype="f8")
     xa[...] = X
     for name in ("nngp",) + (("ntk",) if ntk else ()):
+        # uncompressed: kernel entries are dense float64 that compress by a few percent, and
+        # every conjugate-gradient product would pay the decompression again
         g.create_array(name, shape=(n, n) + extra, chunks=(min(chunk, n),) * 2 + extra, dtype="f8",
-                       fill_value=np.nan)
+                       fill_value=np.nan, compressors=None)
     sid = uuid.uuid4().hex
     g.attrs.update({**want, "spec": spec, "store_id": sid})
     (tmp / _META / "done").mkdir(parents=True)
