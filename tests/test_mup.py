@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from fractions import Fraction as F
 
 import numpy as np
@@ -762,3 +764,61 @@ def test_depth_mup_with_residual_recursions():
         assert math.isclose(d.log_gradient_explosion, want, rel_tol=1e-9)
         assert d.branch_sigma_v2 == 1.0 / L and 0 < d.advice_sigma_v2 < 1
     assert mup.depth_mup(5).log_p_ratio is None
+
+
+# ------------------------------------------------------------------------------------------
+# scripts/validate_mup.py (issue 13 part 3): the measuring function on a tiny configuration
+# ------------------------------------------------------------------------------------------
+
+def _validate_mup_script():
+    import importlib.util
+    from pathlib import Path
+
+    _torch()
+    path = Path(__file__).resolve().parents[1] / "scripts" / "validate_mup.py"
+    spec = importlib.util.spec_from_file_location("validate_mup", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("validate_mup", mod)  # its dataclasses look their module up there
+    spec.loader.exec_module(sys.modules["validate_mup"])
+    return sys.modules["validate_mup"]
+
+
+@pytest.mark.torch
+def test_validate_mup_measures_what_the_plot_reads(tmp_path):
+    from dataclasses import replace
+
+    vm = _validate_mup_script()
+    # the Gram statistic: orthogonal rows give 1, a repeated row (up to scale) gives 0
+    assert vm.gram_min_eig(np.eye(3, 5)) == pytest.approx(1.0)
+    assert abs(vm.gram_min_eig(np.array([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 1.0, 1.0]]))) < 1e-12
+    cfg = vm.QUICK
+    data = vm.load_data(cfg.data, cfg.n_train, cfg.n_test)
+    out = tmp_path / "res.json"
+    res = vm.measure(cfg, data, str(out), log=lambda _: None)
+    assert set(res["runs"]) == {k for k, _ in vm.planned_runs(cfg)}
+    saved = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the results file"))
+    assert saved == json.loads(json.dumps(res))
+    ran = []
+    vm.measure(cfg, data, str(out), log=ran.append)  # resumed: every run is already there
+    assert ran == []
+    with pytest.raises(DomainError, match="steps"):
+        vm.measure(replace(cfg, steps=7), data, str(out))
+
+    s = vm.summarise(saved)
+    for p in cfg.coord_parametrizations:
+        fc = s["feature_change"][p]
+        assert len(fc["exponent"]) == len(fc["exponent_sd"]) == len(fc["predicted"]) == cfg.depth + 1
+        assert np.asarray(fc["change"]).shape == (len(cfg.widths), cfg.depth + 1)
+    for p in cfg.rich_parametrizations:
+        rows = s["richness"][p]["rows"]
+        assert [r["width"] for r in rows] == list(cfg.widths)
+        for r in rows:
+            assert r["seeds"] == len(cfg.seeds) and 0 <= r["gram_min_eig_init"] <= 1 and r["loss"] > 0
+    assert 0 < s["reference"]["gram_min_eig_init"] <= 1
+    for p in cfg.transfer_parametrizations:
+        t = s["transfer"][p]
+        assert np.asarray(t["loss"]).shape == (len(cfg.widths), len(cfg.lr_grid))
+        assert all(b is None or 2.0 ** b in cfg.lr_grid for b in t["best_log2_lr"])
+    paths = vm.plot(s, str(tmp_path))
+    assert all(os.path.getsize(p) > 1000 for p in paths)
+    assert "(c) sp" in vm.report(s)
