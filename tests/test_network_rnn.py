@@ -104,6 +104,20 @@ def test_mean_output_of_equal_sequences_is_the_mean_of_the_last_outputs():
     np.testing.assert_allclose(mean, C / 16, rtol=1e-13)
 
 
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+def test_all_states_then_global_average_is_the_mean_output(param):
+    X = RNG.standard_normal((3, 4, 2))
+    a = nw.serial(nw.rnn("erf", **NTK4A, output="all"), nw.global_avg_pool(), nw.dense(1.0),
+                  parametrization=param).kernel(X)
+    b = nw.serial(nw.rnn("erf", **NTK4A, output="mean"), nw.dense(1.0), parametrization=param).kernel(X)
+    np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-13)
+    np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-13)
+    c = nw.serial(nw.rnn("erf", **NTK4A, output="all"), parametrization=param).kernel(X)
+    d = nw.serial(nw.rnn("erf", **NTK4A, output="last"), parametrization=param).kernel(X)
+    np.testing.assert_array_equal(c.nngp[:, :, -1, -1], d.nngp)
+    np.testing.assert_array_equal(c.ntk[:, :, -1, -1], d.ntk)
+
+
 def test_masking_skips_padding_in_the_kernel_and_the_network():
     seqs = [RNG.standard_normal((L, 3)) for L in (3, 1, 4)]
     X = nw.pad_sequences(seqs)
@@ -203,6 +217,8 @@ def test_spec_round_trip_and_params():
      "seqs[1]: step 1 is all zeros"),
     (lambda: nw.pad_sequences([np.ones((3, 2)), np.ones((2, 3))]), "different feature sizes [2, 3]"),
     (lambda: nw.steps(nw.serial(nw.dense(1.0)), np.ones((2, 3, 2))), "this network has no rnn layer"),
+    (lambda: nw.from_spec([{"layer": "rnn", "fn": "erf", "output": "all", "masking": True}]),
+     "layers[0].masking: not supported with output 'all'"),
     (lambda: nw.serial(nw.rnn("step")).kernel(np.ones((2, 3, 2))), "activation 'step' has no derivative"),
 ])
 def test_refusals_are_one_line(call, message):
@@ -254,6 +270,8 @@ CONTRACT = {
     "rnn-erf-last": ([nw.rnn("erf", 1.2, 1.5, 0.2)], (2, 4, 3)),
     "rnn-tanh-mean-no-bias": ([nw.rnn("tanh", 0.9, 1.5, None, "mean")], (2, 3, 3)),
     "rnn-after-dense-readout": ([nw.dense(1.0), nw.rnn("erf", 1.0, 1.0, 0.1, "mean"), nw.dense(1.0)], (2, 3, 2)),
+    "rnn-all-stacked": ([nw.rnn("erf", 1.0, 1.5, 0.1, "all"), nw.rnn("tanh", 1.2, 1.0, 0.1)], (2, 3, 2)),
+    "rnn-all-positions-out": ([nw.rnn("erf", 1.0, 1.5, 0.1, "all")], (2, 3, 2)),
 }
 _ragged = np.zeros((2, 4, 3))
 _ragged[0, :2] = RNG.standard_normal((2, 3))
@@ -300,10 +318,10 @@ def test_realised_init_variance():
 # Monte Carlo (slow): NTK4A's erf RNN against wide random RNNs
 # ------------------------------------------------------------------------------------------
 MC = {
-    "ntk4a-erf-last": ([nw.rnn("erf", **NTK4A), nw.dense(1.0)], None),
-    "ntk4a-erf-mean-ragged": ([nw.rnn("erf", **NTK4A, output="mean", masking=True), nw.dense(1.0)], "ragged"),
-    "relu-after-dense-mean": ([nw.dense(1.0, 0.1), nw.rnn("relu", 0.8, 1.5, 0.1, "mean"), nw.dense(1.0)],
-                                       None),
+    "ntk4a-erf-last": ([nw.rnn("erf", **NTK4A), nw.dense(1.0)], None, 1024),
+    "ntk4a-erf-mean-ragged": ([nw.rnn("erf", **NTK4A, output="mean", masking=True), nw.dense(1.0)], "ragged", 1024),
+    "stacked-dense-relu-all-erf-mean": ([nw.dense(1.0, 0.1), nw.rnn("relu", 0.8, 1.5, 0.1, "all"),
+                                         nw.rnn("erf", 1.0, 1.0, 0.1, "mean"), nw.dense(1.0)], None, 512),
 }
 
 
@@ -317,8 +335,8 @@ def _mc_inputs(kind):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MC))
 def test_kernels_match_a_wide_network(name):
-    layers, kind = MC[name]
-    tmc.check_wide_network(nw.serial(*layers), _mc_inputs(kind), name)
+    layers, kind, width = MC[name]
+    tmc.check_wide_network(nw.serial(*layers), _mc_inputs(kind), name, width=width)
 
 
 @pytest.mark.slow

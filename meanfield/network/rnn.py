@@ -6,7 +6,9 @@
 W ~ N(0, sigma_w2 / width), U ~ N(0, sigma_u2 / d), b ~ N(0, sigma_b2) (fan-in normalised; the
 numpy version draws raw N(0, 1) values scaled as in the NTK parametrisation).  The output, of
 shape (N, width), is the last state s^T (``output = "last"``) or the mean of the states over the
-steps (``"mean"``): a dense readout after it is NTK4A's LastState / AvgPool readout.
+steps (``"mean"``): a dense readout after it is NTK4A's LastState / AvgPool readout.  With
+``"all"`` the output is every state, (N, T, width), so RNNs stack (a deep RNN) and any layer on
+positions may follow.
 
 Kernel maps (docs/theory.md, "Recurrent networks").  For two sequences x, x' (steps t, r) with
 input kernel K^(t,r) (x^t . x'^r / d for the data, the previous layer's kernel otherwise):
@@ -20,8 +22,8 @@ input kernel K^(t,r) (x^t . x'^r / d for the data, the previous layer's kernel o
 Theta the NTK of the pre-activations and Xi of the states (NTK parametrisation; T the input's
 NTK).  The standard parametrisation's lim Theta_SP / n drops the biases and a U whose fan-in is
 the data's: Theta^(t,r) = sigma_w2 Xi^(t-1,r-1) + C^(t-1,r-1) + sigma_u2 T^(t,r) [+ K^(t,r)
-after a hidden layer] (MATH.md 4.2).  The layer's NNGP is C^(T,T') ("last") or the mean of
-C^(t,r) over the steps ("mean"), its NTK likewise from Xi.  Unrolled, this forward recursion is
+after a hidden layer] (MATH.md 4.2).  The layer's NNGP is C^(T,T') ("last"), the mean of
+C^(t,r) over the steps ("mean") or the whole plane C ("all"), its NTK likewise from Xi.  Unrolled, this forward recursion is
 MATH.md 5.4's sum over (t, r) of the backward D recursion times the forward C (W, U, b terms);
 the readout's term is the dense layer's.  The Gaussian maps are the activation layer's
 (kernels._layers.LayerMaps, closed forms or tables; the 1-D moments on the diagonal).
@@ -32,7 +34,7 @@ with D^(t,r) the covariance of the gradients at s^t and s^r of one input,
     D^(t-1,r-1) = sigma_w2 Cd^(t,r) D^(t,r) + J^(t-1,r-1),   G_in^(t,r) = sigma_u2 Cd^(t,r) D^(t,r),
 
 J the readout's injection: G at (T, T) only for "last" (so only pairs aligned from the end
-survive), G / T^2 at every (t, r) for "mean".  D^(t,t) / D^(T,T) is the gradient norm through
+survive), G / T^2 at every (t, r) for "mean", G itself for "all".  D^(t,t) / D^(T,T) is the gradient norm through
 time; sigma_w2 E[phi'(h)^2] at the fixed point of the step map is the RNN's chi_1 (its edge of
 chaos at 1).  :func:`steps` returns these per-step diagnostics.
 
@@ -57,7 +59,7 @@ from ..errors import DomainError
 from .core import Backward, Layer, Network, Param, Record, Shape, State, _check_array, initial_state
 from .layers import _variance, symmetrised
 
-OUTPUTS = ("last", "mean")
+OUTPUTS = ("last", "mean", "all")
 
 
 class Rnn(Layer):
@@ -86,6 +88,9 @@ class Rnn(Layer):
         if not isinstance(masking, (bool, np.bool_)):
             raise DomainError(f"masking: expected true or false, got {masking!r}")
         self.masking = bool(masking)
+        if self.masking and self.output == "all":
+            raise DomainError("masking: not supported with output 'all' (the padding would have to "
+                              "be passed on to the next layer); use output 'last' or 'mean'")
 
     # ---- shapes and parameters ----
     def out_shape(self, shape: Shape, where: str) -> Shape:
@@ -93,7 +98,7 @@ class Rnn(Layer):
             got = "none" if not shape.spatial else f"{len(shape.spatial)}-D positions {shape.spatial}"
             raise DomainError(f"{where}: rnn needs inputs with one time axis, shape (N, T, d); "
                               f"this layer's input has {got}")
-        return Shape((), None, gaussian=False, fresh=True)
+        return Shape(shape.spatial if self.output == "all" else (), None, gaussian=False, fresh=True)
 
     def params(self, shape: Shape) -> list[Param]:
         role = "input" if shape.channels is not None else "hidden"
@@ -210,8 +215,10 @@ class Rnn(Layer):
         return E, Ed, Xi, Qr, (order_r, Lr, live_r), (order_c, Lc, live_c)
 
     def _read(self, A: np.ndarray, rows, cols) -> np.ndarray:
-        """The layer's output kernel from a (t, r) plane: the last pair or the mean."""
+        """The layer's output kernel from a (t, r) plane: the last pair, the mean or all."""
         (_, Lr, live_r), (_, Lc, live_c) = rows, cols
+        if self.output == "all":
+            return A
         if self.output == "last":
             R, Cn = A.shape[0], A.shape[2]
             return A[np.arange(R)[:, None], (Lr - 1)[:, None], np.arange(Cn)[None, :], (Lc - 1)[None, :]]
@@ -227,22 +234,28 @@ class Rnn(Layer):
             m = gaussian.expect1(self.act.fn, Qr.reshape(-1), self.act.kinks).reshape(Qr.shape)
             mu = self._read_steps(m, rows)
         back = self._backward(Ed, rows)
-        out = st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu, finite=False, spatial=())
+        out = st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu, finite=False,
+                        spatial=st.spatial if self.output == "all" else ())
         return out, back
 
     def _read_steps(self, m: np.ndarray, rows) -> np.ndarray:
         """Per-input step values (N, T) -> the output's (last step or mean over the steps)."""
         _, L, live = rows
+        if self.output == "all":
+            return m
         if self.output == "last":
             return m[np.arange(m.shape[0]), L - 1]
         return (m * live).sum(axis=1) / L
 
-    def _gradients(self, Edb: np.ndarray, g: np.ndarray, rows) -> np.ndarray:
-        """D^(t,r) per input (N, T, T) for an output gradient second moment g (N,)."""
+    def _gradients(self, Edb: np.ndarray, G: np.ndarray, rows) -> np.ndarray:
+        """D^(t,r) per input (N, T, T) for the output's gradient covariance G (N, P_out, P_out)."""
         _, L, live = rows
         N, T = live.shape
         J = np.zeros((N, T, T))
-        if self.output == "last":
+        g = G[:, 0, 0]
+        if self.output == "all":
+            J = G
+        elif self.output == "last":
             J[np.arange(N), L - 1, L - 1] = g
         else:
             J = (live[:, :, None] & live[:, None, :]) * (g / L ** 2)[:, None, None]
@@ -262,7 +275,7 @@ class Rnn(Layer):
             N, T = live.shape
             ar = np.arange(N)
             Edb = Ed[ar, :, ar, :]
-            D = self._gradients(Edb, G[:, 0, 0], rows)
+            D = self._gradients(Edb, G, rows)
             Gc = self.sigma_u2 * Edb * D
             out = np.zeros_like(Gc)
             out[ar[:, None, None], order[:, :, None], order[:, None, :]] = Gc   # back to time order
@@ -293,7 +306,8 @@ class Rnn(Layer):
         q = np.where(live, Qr, np.nan)
         grad = np.full((N, T), np.nan)
         if Ed is not None:
-            D = self._gradients(Ed[ar, :, ar, :], np.ones(N), rows)
+            P = T if self.output == "all" else 1
+            D = self._gradients(Ed[ar, :, ar, :], np.broadcast_to(np.eye(P), (N, P, P)), rows)
             g = np.einsum("ntt->nt", D)
             grad = np.where(live, g, np.nan)
         chi = self.sigma_w2 * gaussian.v_dphi(self.act, Qr) if Ed is not None else np.full_like(Qr, np.nan)
@@ -306,7 +320,7 @@ class Rnn(Layer):
         p = {"W": rng.standard_normal((width, width)), "U": rng.standard_normal((C, width))}
         if self.sigma_b2 is not None:
             p["b"] = rng.standard_normal(width)
-        return p, (width,)
+        return p, (shape[0], width) if self.output == "all" else (width,)
 
     def _scales(self, p) -> tuple[float, float]:
         return math.sqrt(self.sigma_w2 / p["W"].shape[0]), math.sqrt(self.sigma_u2 / p["U"].shape[0])
@@ -330,7 +344,9 @@ class Rnn(Layer):
             H[:, t] = h
             s = np.where(valid[:, t, None], self.act.fn(h), s)   # a masked step carries the state
             S[:, t] = s
-        y = s if self.output == "last" else (S * valid[:, :, None]).sum(axis=1) / L[:, None]
+        y = {"last": s, "all": S}.get(self.output)
+        if y is None:
+            y = (S * valid[:, :, None]).sum(axis=1) / L[:, None]
         return y, (x, H, S, valid, L)
 
     def _bptt(self, p, cache, gy) -> tuple[np.ndarray, np.ndarray]:
@@ -340,13 +356,15 @@ class Rnn(Layer):
         x, H, S, valid, L = cache
         N, T, _ = x.shape
         aw, au = self._scales(p)
-        ds = gy.copy() if self.output == "last" else np.zeros_like(gy)
+        ds = gy.copy() if self.output == "last" else np.zeros((N, H.shape[-1]))
         DH = np.zeros_like(H)
         gx = np.zeros(x.shape)
         for t in range(T - 1, -1, -1):
             v = valid[:, t, None]
             if self.output == "mean":
                 ds = ds + v * gy / L[:, None]
+            elif self.output == "all":
+                ds = ds + gy[:, t]
             dh = np.where(v, ds * self.act.d1(H[:, t]), 0.0)
             DH[:, t] = dh
             gx[:, t] = au * (dh @ p["U"].T)
@@ -382,7 +400,8 @@ class Rnn(Layer):
 class RnnSteps(Record):
     """Per-step diagnostics of an RNN layer (NaN at padded steps): ``q[n, t]`` the pre-activation
     variance Sigma^(t,t); ``correlation[t]`` the N x N pre-activation correlation of the inputs at
-    step t; ``gradient[n, t]`` the gradient second moment at s^t, 1 at the output's step ("last");
+    step t; ``gradient[n, t]`` the gradient second moment at s^t for a unit gradient at the output
+    (at the last step for "last", spread as 1/T over the steps for "mean", at every step for "all");
     ``chi[n, t]`` = sigma_w2 E[phi'(h^t)^2], the per-step gradient factor; ``lengths`` the
     unmasked steps per input (MATH.md 5.4)."""
 
