@@ -465,14 +465,18 @@ def _load_array(path: Path, flag: str):
 def propagate_cmd(
     net: Path = typer.Option(..., "--net", help="A network spec (JSON file: a list of layers, docs/architecture.md)."),
     x: Path = typer.Option(..., "--x", help="Inputs: a .npy file, N x d (or N x s1 [x s2] x channels for conv networks)."),
+    steps: bool = typer.Option(False, "--steps", help="Per-step diagnostics of the network's first rnn layer instead (q^t, the correlation of inputs 0 and 1 at each step, the gradient through time), MATH.md 5.4."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Per-layer diagnostics of a network on the given inputs: q (mean squared output), the
     inputs' correlation matrix and the gradient second moment (1 at the output), layer by layer."""
     import numpy as np
 
-    from .network import load_spec
+    from .network import load_spec, steps as rnn_steps
 
+    if steps:
+        emit(rnn_steps(load_spec(net), _load_array(x, "--x")), as_json, _human_rnn_steps)
+        return
     res = load_spec(net).propagate(_load_array(x, "--x"))
 
     def human(d: dict) -> None:
@@ -487,6 +491,26 @@ def propagate_cmd(
         sys.stdout.write("\n".join(lines) + "\n")
 
     emit(res, as_json, human)
+
+
+def _human_rnn_steps(d: dict) -> None:
+    """One line per step: means over the inputs (padded steps skipped)."""
+    import numpy as np
+
+    def mean(rows, t):
+        vals = [r[t] for r in rows if r[t] is not None]
+        return _fmt(float(np.mean(vals))) if vals else "n/a"
+
+    corr = d["correlation"]
+    pair = len(corr[0]) > 1 if corr else False
+    head = ["step", "q(mean)", "gradient(mean)", "chi(mean)"] + (["c(0,1)"] if pair else [])
+    lines = ["  ".join(f"{h:>14}" for h in head)]
+    for t in range(len(d["q"][0])):
+        vals = [str(t + 1), mean(d["q"], t), mean(d["gradient"], t), mean(d["chi"], t)]
+        if pair:
+            vals.append(_fmt(corr[t][0][1]))
+        lines.append("  ".join(f"{v:>14}" for v in vals))
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 @app.command("abc")

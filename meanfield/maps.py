@@ -16,6 +16,7 @@ import numpy as np
 from . import gaussian
 from .activations import Activation, get_activation
 from .errors import DomainError, MeanfieldError
+from ._memory import check_memory, format_count
 
 
 def _act(activation) -> Activation:
@@ -44,13 +45,18 @@ def check_correlation(name: str, value) -> np.ndarray:
     return arr
 
 
-def check_depth(depth: Any, name: str = "depth") -> int:
+def check_depth(depth: Any, name: str = "depth", *, in_float_range: bool = False) -> int:
+    """A positive integer; ``in_float_range``: also at most 1e300, for computations that work
+    with the depth as a float (L * excess, log L)."""
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) and not (
             isinstance(depth, float) and depth.is_integer()):
         raise DomainError(f"{name} must be a positive integer, got {depth!r}")
     d = int(depth)
     if d < 1:
         raise DomainError(f"{name} must be >= 1, got {d}")
+    if in_float_range and d > _MAX_DEPTH:
+        raise DomainError(f"{name} = {format_count(d)} is past the float range this "
+                          f"computation works in ({name} <= 1e300)")
     return d
 
 
@@ -149,7 +155,7 @@ class _Layer:
                                    f"sigma_b2={sb:g}): the length map diverges or its fixed point lies "
                                    f"beyond float range")
         if self.smooth and self.table is None and abs(q_next - q) <= 1e-15 * q and remaining > 64:
-            self.table = gaussian.CorrelationTable(act, q, n=65, derivative=False)
+            self.table = gaussian.CorrelationTable(act, q, derivative=False)
         return q_next, c_next
 
     def chi(self, q: float) -> float:
@@ -168,6 +174,9 @@ def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float 
     sw = float(check_variance("sigma_w2", sigma_w2))
     sb = float(check_variance("sigma_b2", sigma_b2))
     depth = check_depth(depth)
+    # two Python lists of depth + 1 floats (8-byte pointers to 24-byte floats)
+    check_memory((depth + 1) * 64, f"the trajectory of {format_count(depth)} layers",
+                 "maps.propagate gives the last layer's q, c and gradient ratio at any depth")
     q = float(check_variance("q0", q0))
     c = float(check_correlation("c0", c0))
     qs, cs = [q], [c]
@@ -225,10 +234,7 @@ def propagate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: floa
     act = _act(activation)
     sw = float(check_variance("sigma_w2", sigma_w2))
     sb = float(check_variance("sigma_b2", sigma_b2))
-    depth = check_depth(depth)
-    if depth > _MAX_DEPTH:
-        raise DomainError(f"depth = {str(depth)[:4]}...e{len(str(depth)) - 1} is past the float range this "
-                          f"computation works in (depth <= 1e300)")
+    depth = check_depth(depth, in_float_range=True)
     q = float(check_variance("q0", q0))
     c = float(check_correlation("c0", c0))
     layer_map = _Layer(act, sw, sb)
@@ -326,7 +332,7 @@ def _continuum(layer_map: _Layer, q: float, c: float, g: float, start: int, dept
     if not (q > 0 or sb > 0) or c == 1.0:
         return q, c, g
     table = layer_map.table if layer_map.table is not None else (
-        gaussian.CorrelationTable(act, q, n=65, derivative=False) if layer_map.smooth else None)
+        gaussian.CorrelationTable(act, q, derivative=False) if layer_map.smooth else None)
 
     def cnext(cc):
         if table is None:

@@ -77,6 +77,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._memory import check_memory, format_count
 from .errors import DomainError
 
 __all__ = [
@@ -317,6 +318,8 @@ def _fmt(x: float) -> str:
 def _named_exponents(name: str, depth: int, optimizer: str) -> np.ndarray:
     """(a, b, c) per layer of a named parametrization (MATH.md 7.1 table; TP V Table 3 for Adam)."""
     L = depth
+    # the report holds a LayerScaling and its conditions per layer: ~300 bytes each (measured)
+    check_memory((L + 1) * 512, f"an abc table of {format_count(L + 1)} layers", "ask for fewer layers")
     hid = L - 1  # number of hidden-to-hidden layers
 
     def table(a_in, a_hid, a_out, b_in, b_hid, b_out, c_in, c_hid, c_out):

@@ -50,6 +50,7 @@ import numpy as np
 from . import gaussian
 from .activations import Activation, get_activation, parse_spec
 from .errors import ConvergenceError, DomainError
+from ._memory import check_memory, format_count
 from .maps import check_correlation, check_depth, check_variance
 
 ARCHS = ("resnet-full", "resnet-reduced")
@@ -826,6 +827,9 @@ def _kept_layers(depth: int, every: Any) -> tuple[int, np.ndarray]:
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or int(every) < 1:
         raise DomainError(f"every must be a positive integer, got {every!r}")
     every = int(every)
+    # ~220 bytes per kept layer (measured: every series of the trajectory, float64)
+    check_memory((depth // every + 2) * 256, f"a trajectory of {format_count(depth // every + 1)} kept layers",
+                 "keep fewer layers with every (--every)")
     layers = np.arange(0, depth + 1, every, dtype=np.int64)
     if layers[-1] != depth:
         layers = np.append(layers, depth)
@@ -1544,7 +1548,7 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
     _check_reduced_mean(prm0, activation)
     arch = prm0.arch
     K = _kernel(activation)
-    depth = check_depth(depth)
+    depth = check_depth(depth, in_float_range=True)
     if K.grad_reason:
         raise DomainError(K.grad_reason + " for every initialisation; no residual advice")
     if budget is None:

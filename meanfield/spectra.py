@@ -42,6 +42,7 @@ import numpy as np
 from . import gaussian
 from .activations import Activation, get_activation
 from .errors import ConvergenceError, DomainError
+from ._memory import check_memory, format_count
 from .fixed_points import fixed_point
 from .maps import check_depth, check_variance
 
@@ -132,14 +133,14 @@ def fuss_catalan_moments(k_max: int, depth: int) -> np.ndarray:
     from scipy.special import comb
 
     n = _k_max(k_max)
-    L = check_depth(depth)
+    L = check_depth(depth, in_float_range=True)
     k = np.arange(1, n + 1)
     return comb((L + 1) * k, k, exact=False) / (L * k + 1)
 
 
 def fuss_catalan_edge(depth: int) -> float:
     """Upper edge ``(L+1)^(L+1) / L^L`` of the Fuss-Catalan law (about ``e (L + 1)``; MATH.md 6.2)."""
-    L = check_depth(depth)
+    L = check_depth(depth, in_float_range=True)
     return float(math.exp((L + 1) * math.log(L + 1) - L * math.log(L)))
 
 
@@ -336,6 +337,8 @@ class Spectrum:
         """A grid of ``n`` eigenvalues covering the support: Chebyshev-clustered at both ends of
         (0, edge] (resolves inverse-square-root edges), or log-spaced from edge * 1e-8."""
         n = check_depth(n, "n")
+        # the grid, its density and their printed copies
+        check_memory(n * 64, f"a density on {format_count(n)} eigenvalues", "ask for fewer points")
         if log:
             return self.edge * np.logspace(-8, 0, n)
         theta = (np.arange(n) + 0.5) / n * np.pi
@@ -369,7 +372,7 @@ def jacobian_spectrum(activation: Any, sigma_w2: float, sigma_b2: float, depth: 
     surely, and off-criticality settings whose moments chi_1^(kL) overflow (no finite limit).
     """
     act = get_activation(activation)
-    L = check_depth(depth)
+    L = check_depth(depth, in_float_range=True)
     weights = _check_weights(weights)
     sw = float(check_variance("sigma_w2", sigma_w2, positive=True))
     sb = float(check_variance("sigma_b2", sigma_b2))
@@ -538,7 +541,8 @@ def _edge(x, w, weights, L):
 
     uc = 1.0 / float(np.max(x))
     # the turning point sits near u_c / (L + 1) for deep Gaussian nets and near u_c for hard edges
-    t = np.concatenate([np.geomspace(1e-9, 0.9, 400, endpoint=False), 1.0 - np.logspace(-1, -12, 221)])
+    t = np.concatenate([np.geomspace(min(1e-9, 0.01 / (L + 1.0)), 0.9, 400, endpoint=False),
+                        1.0 - np.logspace(-1, -12, 221)])
     u = uc * t
 
     def dlogf(uu):
@@ -594,7 +598,7 @@ def _layer_jacobians(act: Activation, sw: float, sb: float, q: float, depth: int
 def _sampler_args(activation, sigma_w2, sigma_b2, depth, weights, width, n_nets, seed):
     act = get_activation(activation)
     _d1(act)
-    L = check_depth(depth)
+    L = check_depth(depth, in_float_range=True)
     weights = _check_weights(weights)
     n = check_depth(width, "width")
     sw = float(check_variance("sigma_w2", sigma_w2, positive=True))

@@ -249,6 +249,24 @@ def test_cli_kernel_and_propagate(tmp_path):
     assert json.loads(res.stdout)["layers"] == ["rnn", "dense"]
 
 
+def test_cli_propagate_steps(tmp_path):
+    spec = tmp_path / "net.json"
+    spec.write_text(json.dumps(SPEC))
+    x = RNG.standard_normal((3, 4, 2))
+    np.save(tmp_path / "x.npy", x)
+    res = tn._run("propagate", "--net", spec, "--x", tmp_path / "x.npy", "--steps", "--json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    want = nw.steps(nw.from_spec(SPEC), x)
+    assert set(d) == {"q", "correlation", "gradient", "chi", "lengths", "output"}
+    np.testing.assert_array_equal(np.array(d["gradient"]), want.gradient)
+    res = tn._run("propagate", "--net", spec, "--x", tmp_path / "x.npy", "--steps")
+    assert res.exit_code == 0 and "gradient(mean)" in res.stdout and len(res.stdout.splitlines()) == 5
+    spec.write_text(json.dumps([{"layer": "dense"}]))
+    res = tn._run("propagate", "--net", spec, "--x", tmp_path / "x.npy", "--steps")
+    assert res.exit_code == 2 and "this network has no rnn layer" in res.stderr
+
+
 @pytest.mark.parametrize("cmd", ["kernel", "propagate"])
 def test_cli_rnn_without_a_time_axis_exits_2(tmp_path, cmd):
     spec = tmp_path / "net.json"

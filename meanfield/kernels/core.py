@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..activations import get_activation
+from .._memory import check_memory
 from ..errors import DomainError
 from ..maps import check_depth, check_variance
 from ._layers import METHODS, has_closed_form
@@ -463,6 +464,8 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
         maps = model.layer_maps(rd, cd, method, n_entries)
     block_model = model if whole is None else whole
 
+    check_memory(2.0 * N * M * np.dtype(dt).itemsize, f"the NNGP and NTK of {N} x {M} inputs",
+                 "split the inputs (x2 gives rectangular blocks)")
     out_nngp = np.empty((N, M), dtype=dt)
     out_ntk = np.empty((N, M), dtype=dt)
     n_workers = _workers(workers)
