@@ -21,6 +21,7 @@ import numpy as np
 
 from . import gaussian
 from .activations import Activation, get_activation
+from ._memory import check_memory, format_count
 from .errors import DomainError, NoFixedPoint
 from .maps import check_variance
 
@@ -638,6 +639,9 @@ def phase_diagram(activation, *, sigma_w2_max: float = 5.0, sigma_b2_max: float 
     if isinstance(grid, bool) or int(grid) != grid or grid < 2:
         raise DomainError(f"grid must be an integer >= 2, got {grid!r}")
     grid = int(grid)
+    # ~64 float64 arrays of grid x grid points live at once in solve_grid (measured: 30-50)
+    check_memory(grid * grid * 64 * 8, f"a phase diagram of {format_count(grid)} x {format_count(grid)} points",
+                 "use a smaller grid (200 draws the committed figures)")
     check_variance("sigma_w2_max", sigma_w2_max, positive=True)
     check_variance("sigma_b2_max", sigma_b2_max, positive=True)
     lo = sigma_w2_max / (2 * grid) if sigma_w2_min is None else float(check_variance("sigma_w2_min", sigma_w2_min))

@@ -13,7 +13,7 @@ import pytest
 from scipy import integrate, special
 
 import meanfield as mf
-from meanfield import maps
+from meanfield import fixed_points, kernels, maps, mup, residual, spectra
 from meanfield.errors import NoFixedPoint
 
 # ------------------------------------------------------------------------------------------
@@ -372,3 +372,65 @@ def test_torch_conv_transpose_and_embedding_named_in_refusals():
 
     with pytest.raises(mf.DomainError, match=r"emb \(Embedding\)"):
         mft.compare(E(), torch.randint(0, 10, (4,)))
+
+
+# ------------------------------------------------------------------------------------------
+# Requests too large for memory or for floats: refused with the number, before any allocation
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_address_space():
+    """An address-space limit of the current size + 2 GB: an allocation past the guards would
+    raise MemoryError here instead of refusing with a message."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as fh:
+        used = int(fh.read().split()[0]) * __import__("os").sysconf("SC_PAGE_SIZE")
+    limit = used + 2 * 10 ** 9
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        pytest.skip("address-space hard limit already lower")
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_available_bytes_sees_the_address_space_limit(small_address_space):
+    from meanfield._memory import available_bytes
+
+    assert 1e9 < available_bytes() <= 2e9 + 1e6
+
+
+@pytest.mark.parametrize("call, size", [
+    # bytes = entries x the per-entry cost stated at each guard (grid^2 x 64 arrays x 8 bytes, ...)
+    (lambda: fixed_points.phase_diagram("tanh", grid=100_000), "5.12 TB"),
+    (lambda: maps.iterate("tanh", 1.0, 0.0, 10 ** 9), "64 GB"),
+    (lambda: residual.iterate_residual("resnet-full", "tanh", 1.0, 0.0, 10 ** 9), "256 GB"),
+    (lambda: mup.abc("mup", 10 ** 9), "512 GB"),
+    (lambda: spectra.jacobian_spectrum("tanh", 1.0, 0.0, 10).grid(10 ** 9), "64 GB"),
+    (lambda: kernels.kernel("mlp", "relu", np.ones((100_000, 2)), depth=2, sigma_w2=2.0, sigma_b2=0.0), "160 GB"),
+])
+def test_huge_requests_are_refused_with_the_memory_they_need(small_address_space, call, size):
+    with pytest.raises(mf.DomainError, match=f"needs about {size} of memory, more than half of the"):
+        call()
+
+
+def test_depth_past_the_float_range_is_refused_by_every_depth_user():
+    for call in (lambda d: mf.advise(arch="mlp", activation="tanh", depth=d),
+                 lambda d: mf.advise(arch="resnet-full", activation="tanh", depth=d),
+                 lambda d: spectra.jacobian_spectrum("tanh", 1.0, 0.0, d)):
+        with pytest.raises(mf.DomainError, match=r"depth = 1\.00e\+400 is past the float range"):
+            call(10 ** 400)
+    with pytest.raises(mf.DomainError, match="over 1e308 bytes"):
+        maps.iterate("tanh", 1.0, 0.0, 10 ** 400)
+
+
+def test_linear_network_spectrum_edge_at_a_billion_layers():
+    # tanh at sigma_w2 = 1, sigma_b2 = 0: q* = 0, phi'(0) = 1, so J is a product of L Gaussian
+    # matrices and the law is Fuss-Catalan with edge (L+1)^(L+1) / L^L (MATH.md 6.2)
+    L = 10 ** 9
+    mpmath.mp.dps = 30
+    want = float((mpmath.mpf(L) + 1) ** (L + 1) / mpmath.mpf(L) ** L)
+    assert spectra.jacobian_spectrum("tanh", 1.0, 0.0, L).edge == pytest.approx(want, rel=1e-6)
