@@ -460,6 +460,76 @@ def _load_array(path: Path, flag: str):
     return load_array(path, flag)
 
 
+@app.command("sweep")
+@handled
+def sweep_cmd(
+    what: str = typer.Option(..., "--what", help="advise (every activation x depth) or phase-diagram (every activation)."),
+    activations: str = typer.Option(..., "--activations", help="Comma-separated activation specs, e.g. tanh,gelu,erf."),
+    out: Path = typer.Option(..., "--out", help="JSON file to write with every job's parameters and result (or error)."),
+    depths: Optional[str] = typer.Option(None, "--depths", help="advise: comma-separated depths, e.g. 10,50,200."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="advise: mlp (default), resnet-full or resnet-reduced."),
+    sigma_b2: Optional[float] = typer.Option(None, "--sigma-b2", help="advise: fix the bias variance."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="advise, resnets: the gradient budget (docs/residual.md)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="phase-diagram: also write every grid to this .npz (arrays '<activation>/<name>')."),
+    grid: Optional[int] = typer.Option(None, "--grid", help="phase-diagram: points per axis (default 200)."),
+    no_xi: bool = typer.Option(False, "--no-xi", help="phase-diagram: skip the xi_c contours (faster)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a dask.distributed scheduler (default $DASK_SCHEDULER_ADDRESS, else local worker processes)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default: one per core, at most one per job)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Independent advice or phase-diagram jobs fanned out on dask (meanfield.scaleout.sweep),
+    gathered into one JSON file (and one .npz of phase-diagram grids)."""
+    import importlib.util
+
+    from ._io import atomic_write_many, check_output_path, savez_writer
+
+    check_output_path(out)
+    if data is not None:
+        check_output_path(data)
+    if importlib.util.find_spec("dask") is None:
+        raise DomainError("a sweep needs dask: pip install 'meanfield[dask]'")
+    own = {"advise": (("--arch", arch), ("--sigma-b2", sigma_b2), ("--budget", budget), ("--depths", depths)),
+           "phase-diagram": (("--data", data), ("--grid", grid), ("--no-xi", no_xi or None))}
+    for mode, flags in own.items():
+        given = [f for f, v in flags if v is not None]
+        if what in own and what != mode and given:
+            raise DomainError(f"{given[0]} applies to --what {mode} only")
+    if what == "advise":
+        opts = {k: v for k, v in (("arch", arch), ("sigma_b2", sigma_b2), ("budget", budget)) if v is not None}
+    else:
+        opts = {"grid": 200 if grid is None else grid, "with_xi_c": not no_xi}
+    ds = None
+    if depths is not None:
+        try:
+            ds = [int(d) for d in depths.split(",")]
+        except ValueError:
+            raise DomainError(f"--depths must be comma-separated integers, got {depths!r}") from None
+    from .scaleout import sweep
+
+    update, close = progress_bar(not (quiet or as_json), f"sweep {what}")
+    try:
+        res = sweep(what, [a.strip() for a in activations.split(",")], ds, scheduler=scheduler,
+                    workers=workers, progress=update, **opts)
+    finally:
+        close()
+    d = jsonable(res.to_dict())
+    text = json.dumps(d, allow_nan=False) + "\n"
+
+    def write_json(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    files = [(out, write_json, ".json")]
+    if data is not None:
+        files.append((data, savez_writer(**res.arrays), ".npz"))
+    atomic_write_many(files)
+    if as_json:
+        sys.stdout.write(text)
+    else:
+        typer.echo(f"{len(res.jobs)} jobs ({res.failed} failed) in {res.seconds:.1f} s on {res.scheduler}; "
+                   f"written to {out}" + (f" and {data}" if data is not None else ""))
+
+
 @app.command("propagate")
 @handled
 def propagate_cmd(

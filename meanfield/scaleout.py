@@ -357,3 +357,128 @@ def open_kernel(store: "str | os.PathLike[str]", name: str = "nngp"):
     if missing:
         raise DomainError(f"{str(store)!r} is incomplete: {missing} tiles missing; run kernel_store again")
     return arr
+
+
+# ------------------------------------------------------------------------------------------
+# sweeps: independent advice / phase-diagram jobs fanned out on the same schedulers
+# ------------------------------------------------------------------------------------------
+
+#: what a sweep can compute per job
+SWEEPS = ("advise", "phase-diagram")
+
+
+@dataclass
+class Sweep:
+    """What :func:`sweep` gathered: one entry per job, in job order, with its parameters and
+    either ``result`` (the job's summary: ``Advice.to_dict()``, ``PhaseDiagram.summary()``) or
+    ``error`` (its one-line message: a job outside the theory's domain does not stop the
+    others).  ``arrays``: each phase diagram's grids, keyed ``"<activation>/<name>"``."""
+    what: str
+    jobs: list
+    failed: int
+    seconds: float
+    scheduler: str
+    arrays: dict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "jobs": self.jobs, "failed": self.failed, "seconds": self.seconds,
+                "scheduler": self.scheduler}
+
+
+def _sweep_job(what: str, params: dict) -> dict:
+    """One job of a sweep, run on a worker; a meanfield error is the job's result, not the sweep's."""
+    import warnings
+
+    from .errors import MeanfieldError
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if what == "advise":
+                from .advise import advise
+
+                kw = dict(params)
+                return {"result": advise(kw.pop("arch"), kw.pop("activation"), kw.pop("depth"), **kw).to_dict()}
+            from .fixed_points import phase_diagram
+
+            kw = dict(params)
+            pd = phase_diagram(kw.pop("activation"), **kw)
+            return {"result": pd.summary(), "arrays": pd.arrays()}
+    except MeanfieldError as exc:
+        return {"error": " ".join(str(exc).split()) or type(exc).__name__}
+
+
+def sweep(what: str, activations: "list[str]", depths: "list[int] | None" = None, *,
+          scheduler: str | None = None, workers: int | None = None, processes: bool = True,
+          progress: Callable[[int, int], None] | None = None, **options: Any) -> Sweep:
+    """Advice (``what="advise"``: every activation x depth, ``options`` passed to
+    :func:`meanfield.advise.advise`, e.g. ``arch``, ``sigma_b2``, ``budget``) or phase diagrams
+    (``what="phase-diagram"``: every activation, ``options`` passed to
+    :func:`meanfield.fixed_points.phase_diagram`, e.g. ``grid``, ``with_xi_c``), MATH.md 1.3-1.6
+    and 2.x, as independent jobs on dask: local worker processes by default (``processes=False``:
+    threads; one worker: this process), or the dask.distributed cluster at ``scheduler`` (or
+    ``$DASK_SCHEDULER_ADDRESS``).
+    ``progress(done, total)`` is called as jobs finish."""
+    _need("dask")
+    if what not in SWEEPS:
+        raise DomainError(f"what must be one of {', '.join(SWEEPS)}, got {what!r}")
+    acts = list(activations) if not isinstance(activations, str) else [activations]
+    if not acts or not all(isinstance(a, str) and a for a in acts):
+        raise DomainError(f"activations must be a non-empty list of activation specs, got {activations!r}")
+    from .activations import get_activation
+
+    for a in acts:
+        get_activation(a)   # an unknown name is the caller's mistake, refused before any job runs
+    if what == "advise":
+        ds = [] if depths is None else list(depths)
+        if not ds or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in ds):
+            raise DomainError(f"depths must be a non-empty list of positive integers for an advice sweep, got {depths!r}")
+        options.setdefault("arch", "mlp")
+        jobs = [{**options, "activation": a, "depth": int(d)} for a in acts for d in ds]
+    else:
+        if depths is not None:
+            raise DomainError("depths do not apply to a phase-diagram sweep (a phase diagram is depth-free)")
+        jobs = [{**options, "activation": a} for a in acts]
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 1):
+        raise DomainError(f"workers must be a positive integer, got {workers!r}")
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    t0 = time.perf_counter()
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], len(jobs))
+
+    if address:
+        from distributed import as_completed
+
+        client = _connect(address)
+        try:
+            futs = [client.submit(_sweep_job, what, p, pure=False, retries=2) for p in jobs]
+            index = {f.key: k for k, f in enumerate(futs)}
+            outs: list = [None] * len(jobs)
+            for f in as_completed(futs):
+                outs[index[f.key]] = f.result()
+                tick()
+        finally:
+            client.close()
+        where = address
+    else:
+        import dask
+        from dask.callbacks import Callback
+
+        nw = workers or max(1, min(len(jobs), os.cpu_count() or 1))
+        processes = processes and nw > 1   # one worker: no pool to start, the jobs run here
+        tasks = [dask.delayed(_sweep_job)(what, p, dask_key_name=f"job-{k}") for k, p in enumerate(jobs)]
+        with Callback(posttask=lambda k, r, d, s, i: tick() if str(k).startswith("job-") else None):
+            outs = list(dask.compute(*tasks, scheduler="processes" if processes else "threads",
+                                     num_workers=nw))
+        where = f"local {'processes' if processes else 'threads'} ({nw})"
+    rows, arrays = [], {}
+    for p, o in zip(jobs, outs):
+        rows.append({**p, **{k: v for k, v in o.items() if k != "arrays"}})
+        for name, arr in (o.get("arrays") or {}).items():
+            arrays[f"{p['activation']}/{name}"] = arr
+    return Sweep(what, rows, sum("error" in r for r in rows), time.perf_counter() - t0, where, arrays)

@@ -466,3 +466,93 @@ def test_stored_solve_from_any_array_and_bad_input(solve_store):
     bad[3, 7] = np.nan
     with pytest.raises(DomainError, match="non-finite entries in rows 0:4"):
         stored_posterior_mean(bad, np.ones(49), tile=4)
+
+
+# ------------------------------------------------------------------------------------------
+# sweeps (meanfield.scaleout.sweep, meanfield sweep)
+# ------------------------------------------------------------------------------------------
+
+@needs_dask
+def test_sweep_advise_gathers_each_job_in_order():
+    from meanfield.advise import advise
+    from meanfield.scaleout import sweep
+
+    seen = []
+    res = sweep("advise", ["relu", "erf"], [10, 40], processes=False, workers=2,
+                progress=lambda d, t: seen.append((d, t)))
+    assert [(j["activation"], j["depth"]) for j in res.jobs] == [("relu", 10), ("relu", 40), ("erf", 10), ("erf", 40)]
+    assert res.failed == 0 and seen[-1] == (4, 4) and res.arrays == {}
+    for j in res.jobs:
+        want = advise("mlp", j["activation"], j["depth"]).to_dict()
+        assert (j["result"]["sigma_w2"], j["result"]["sigma_b2"]) == (want["sigma_w2"], want["sigma_b2"])
+    # a job outside the theory's domain is that job's error, not the sweep's
+    bad = sweep("advise", ["erf"], [10], processes=False, budget=3.0)
+    assert bad.failed == 1 and "do not apply to arch 'mlp'" in bad.jobs[0]["error"] and "result" not in bad.jobs[0]
+
+
+@needs_dask
+def test_sweep_phase_diagram_arrays_and_refusals():
+    from meanfield.fixed_points import phase_diagram
+    from meanfield.scaleout import sweep
+
+    res = sweep("phase-diagram", ["tanh", "erf"], processes=False, grid=8, with_xi_c=False)
+    for a in ("tanh", "erf"):
+        want = phase_diagram(a, grid=8, with_xi_c=False)
+        for name, arr in want.arrays().items():
+            np.testing.assert_array_equal(res.arrays[f"{a}/{name}"], arr)
+    assert res.jobs[1]["result"] == phase_diagram("erf", grid=8, with_xi_c=False).summary()
+    for args, kw, needle in [(("plot", ["tanh"]), {}, "what must be one of"),
+                             (("advise", ["tanh"]), {}, "depths must be a non-empty list"),
+                             (("advise", ["tanh"], [0]), {}, "depths must be a non-empty list"),
+                             (("advise", ["nope"], [3]), {}, "nope"),
+                             (("advise", []), {"depths": [3]}, "activations must be a non-empty list"),
+                             (("phase-diagram", ["tanh"], [3]), {}, "depths do not apply"),
+                             (("advise", ["tanh"], [3]), {"workers": 0}, "workers must be a positive integer")]:
+        with pytest.raises(DomainError, match=needle):
+            sweep(*args, **kw)
+
+
+@needs_dask
+@pytest.mark.slow
+def test_sweep_on_processes_and_a_cluster():
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from meanfield.scaleout import sweep
+
+    ref = sweep("advise", ["erf", "relu"], [8], processes=False)
+    local = sweep("advise", ["erf", "relu"], [8], workers=2)
+    assert local.scheduler == "local processes (2)"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        remote = sweep("advise", ["erf", "relu"], [8], scheduler=cluster.scheduler_address)
+    for other in (local, remote):
+        assert [j["result"]["sigma_w2"] for j in other.jobs] == [j["result"]["sigma_w2"] for j in ref.jobs]
+
+
+@needs_dask
+def test_cli_sweep(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    out = tmp_path / "s.json"
+    res = cli("sweep", "--what", "advise", "--activations", "relu,erf", "--depths", "10,20", "--out", out,
+              "--workers", 1, "--json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert d == json.loads(out.read_text())
+    assert list(d) == ["what", "jobs", "failed", "seconds", "scheduler"] and len(d["jobs"]) == 4
+    assert d["scheduler"] == "local threads (1)"
+    res = cli("sweep", "--what", "phase-diagram", "--activations", "erf", "--grid", 6, "--no-xi",
+              "--out", tmp_path / "p.json", "--data", tmp_path / "p.npz", "--workers", 1, "--quiet")
+    assert res.exit_code == 0 and "1 jobs (0 failed)" in res.stdout, res.stderr
+    with np.load(tmp_path / "p.npz") as z:
+        assert z["erf/chi_1"].shape == (6, 6)
+    base = ("sweep", "--activations", "tanh", "--out", tmp_path / "e.json")
+    cli_error(cli(*base, "--what", "phase-diagram", "--depths", "3"), 2, "--depths applies to --what advise only")
+    cli_error(cli(*base, "--what", "advise", "--depths", "3", "--grid", 5), 2, "--grid applies to --what phase-diagram")
+    cli_error(cli(*base, "--what", "advise", "--depths", "3,x"), 2, "--depths must be comma-separated integers")
+    cli_error(cli(*base, "--what", "fit", "--depths", "3"), 2, "what must be one of")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dask" else real(name, *a))
+    cli_error(cli(*base, "--what", "advise", "--depths", "3"), 2, "pip install 'meanfield[dask]'")
+    assert not (tmp_path / "e.json").exists()
