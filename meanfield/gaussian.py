@@ -41,6 +41,7 @@ stretched-angle grid (meanfield.residual's distance kernel).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
@@ -467,39 +468,47 @@ def expect2_hermite(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarr
     return np.einsum("...ij,i,j->...", vals, w, w)
 
 
-@lru_cache(maxsize=32)
-def _cmap_nodes(n: int) -> np.ndarray:
-    return np.cos(np.pi * np.arange(n) / (n - 1))[::-1]
-
-
 class CorrelationTable:
-    """c -> (W_phi(q, q, c), E[phi'(u) phi'(v)]) at one fixed length q, for many cheap calls.
+    """c -> (W_phi(q, q, c), E[phi'(u) phi'(v)]) at one fixed length q, for many cheap calls: a
+    :class:`CTable` (x = sqrt(1 - |c|), sampled by :func:`w_phi` / :func:`w_dphi` until its
+    Chebyshev tail is below 1e-13 of the largest value).  Used where a recursion needs
+    thousands of calls at a converged length (maps.py's depth iterations)."""
 
-    Chebyshev interpolation through n Chebyshev-Lobatto points of [-1, 1], tabulated once by
-    :func:`w_phi` / :func:`w_dphi`.  For smooth activations the kernel is analytic in c and the
-    interpolant is accurate to ~1e-13 at n = 129; for kinked ones (W has a (1 - c)^{3/2} term at
-    c = 1) the error is algebraic, ~1e-7.  Used where a recursion needs thousands of calls at a
-    converged length (depth trajectories, advice diagnostics).  Endpoints are exact.
-    """
-
-    def __init__(self, act: "Activation", q: float, n: int = 129, derivative: bool = True):
-        from scipy.interpolate import BarycentricInterpolator
-
+    def __init__(self, act: "Activation", q: float, derivative: bool = True):
         self.q = float(q)
         self.act = act
-        nodes = _cmap_nodes(n)
-        self._w = BarycentricInterpolator(nodes, w_phi(act, q, q, nodes))
-        self._wd = BarycentricInterpolator(nodes, w_dphi(act, q, q, nodes)) if derivative else None
+        self.derivative = derivative
+        fns = [w_phi] + ([w_dphi] if derivative else [])
+        qq = self.q
+
+        def f(c):
+            return np.stack([np.asarray(fn(act, qq, qq, c), float) for fn in fns])
+
+        # A kernel only resolved to ~1e-10 (kinked activations, deep in the tails) stops at the
+        # last Chebyshev level: its warning is about the table, not about the user's input.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._tab = CTable.sample(f, tol=1e-13, max_level=4)
+
+    def _read(self, k: int, c) -> np.ndarray:
+        if isinstance(c, float):
+            return self._tab.scalar(k, min(1.0, max(-1.0, c)))
+        c = np.clip(np.asarray(c, float), -1.0, 1.0)
+        flat = np.atleast_1d(c).reshape(-1)
+        g, dl = self._tab.locate(flat)
+        return self._tab.gather(k, g, dl).reshape(c.shape)
 
     def w(self, c) -> np.ndarray:
         """W_phi(q, q, c)."""
-        return np.asarray(self._w(np.clip(np.asarray(c, float), -1.0, 1.0)), float)
+        return self._read(0, c)
 
     def wd(self, c) -> np.ndarray:
         """E[phi'(u) phi'(v)] at lengths q, correlation c."""
-        if self._wd is None:
+        if not self.derivative:
             raise ValueError("table built without the derivative kernel")
-        return np.asarray(self._wd(np.clip(np.asarray(c, float), -1.0, 1.0)), float)
+        return self._read(1, c)
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,6 +679,21 @@ class CTable:
     def gather(self, k: int, g: np.ndarray, dlt: np.ndarray) -> np.ndarray:
         """Output k at located entries."""
         return horner_gather(self.coef[:, k], g, dlt)
+
+    def scalar(self, k: int, c: float) -> float:
+        """Output k at one correlation, in Python floats (what :meth:`locate` and
+        :meth:`gather` do, without numpy's per-call cost: depth recursions call this per layer)."""
+        u = 1.0 - abs(c)
+        u = math.sqrt(u) * self.G if u >= CTABLE_SNAP else 0.0
+        g = int(u + 0.5)
+        u -= g
+        if self.pieces == 2 and c < 0:
+            g += self.G + 1
+        col = self.coef[:, k, g].tolist()
+        out = col[-1]
+        for a in col[-2::-1]:
+            out = out * u + a
+        return out
 
     def __call__(self, c: np.ndarray) -> list[np.ndarray]:
         g, dl = self.locate(c)
