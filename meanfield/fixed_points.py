@@ -524,9 +524,10 @@ def solve_grid(activation, sigma_w2, sigma_b2, *, with_c_star: bool = False, q0:
                progress=None) -> FixedPointGrid:
     """q*, chi_1 (and c*, chi_c, xi_c if asked) on a broadcast grid; per-point status.
 
-    The chaotic phase's c* uses the Gauss-Hermite bivariate rule (see
-    gaussian.expect2_hermite) unless the activation has a closed-form kernel; accurate to ~1e-6
-    for smooth activations, which is what a contour plot needs.
+    The chaotic phase's c* comes from :func:`_chaotic_c_star` (closed forms, the Hermite series
+    of W at q*, or expect2's outer rule with a closed-form inner expectation): within ~1e-13 of
+    the accurate path (:func:`c_star`) away from the edge of chaos, where both lose digits as
+    1 / (1 - chi_c) (docs/theory.md, "the chaotic c*").
     """
     act = get_activation(activation)
     sw, sb = np.broadcast_arrays(np.asarray(sigma_w2, float), np.asarray(sigma_b2, float))
@@ -542,7 +543,7 @@ def solve_grid(activation, sigma_w2, sigma_b2, *, with_c_star: bool = False, q0:
     if chaotic.size:
         cs_f, chic_f = cs.reshape(-1), chic.reshape(-1)
         qf, swf, sbf = q.reshape(-1), sw.reshape(-1), sb.reshape(-1)
-        step = 512
+        step = 8192
         for s in range(0, chaotic.size, step):
             idx = chaotic[s:s + step]
             cs_f[idx], chic_f[idx] = _chaotic_c_star(act, qf[idx], swf[idx], sbf[idx])
@@ -555,39 +556,265 @@ def solve_grid(activation, sigma_w2, sigma_b2, *, with_c_star: bool = False, q0:
 
 
 def _chaotic_c_star(act: Activation, q, sw, sb):
-    closed = act.closed_forms.get("w") is not None
+    """The stable c* < 1 and chi_c there at chaotic points (chi_1 > 1; MATH.md 1.3), 1-D arrays.
 
-    def cmap(c, q_, sw_, sb_):
-        w = gaussian.w_phi(act, q_, q_, c) if closed else gaussian.expect2_hermite(act.fn, act.fn, q_, q_, c)
-        return (sw_ * w + sb_) / q_ - c
+    h(c) = C(c) - c is convex on [0, 1] (W_phi(q, q, c) = sum_k a_k^2 c^k has non-negative
+    coefficients), h(0) = (sigma_w2 E[phi]^2 + sigma_b2) / q >= 0 and h(1) = 0 with h'(1) =
+    chi_1 - 1 > 0, so c* is the one root in [0, 1) and Newton's method from the left converges to
+    it monotonically (docs/theory.md, "the chaotic c*").  W and E[phi' phi'] come from the
+    closed forms where the activation has them, else from the Hermite series (smooth phi),
+    else from expect2's outer rule with the inner expectation in closed form (elu, selu), else
+    from expect2 itself; the series falls back to expect2 where it does not converge."""
+    q, sw, sb = (np.asarray(a, float).reshape(-1) for a in (q, sw, sb))
+    n = q.size
+    if act.closed_forms.get("w") is not None and act.closed_forms.get("wd") is not None:
+        def closed(i, c):
+            w = gaussian.w_phi(act, q[i], q[i], c)
+            return (sw[i] * w + sb[i]) / q[i] - c, sw[i] * gaussian.w_dphi(act, q[i], q[i], c)
 
-    h0 = cmap(np.zeros_like(q), q, sw, sb)
-    h0 = np.where(np.abs(h0) <= 1e-14, 0.0, h0)  # odd phi, sigma_b2 = 0: C(0) = 0 up to rounding
-    # First sign change on a coarse c grid; probing very close to 1 would ask the product rule
-    # for accuracy it does not have at c -> 1.
-    cg = np.array([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999])
-    hg = np.stack([cmap(np.full(q.shape, cv), q, sw, sb) for cv in cg], axis=1)
-    neg = hg <= 0
-    first = np.where(neg.any(axis=1), neg.argmax(axis=1), cg.size - 1)
-    hi = cg[first]
-    lo_pos = np.where(first > 0, cg[np.maximum(first - 1, 0)], 0.0)
-    lo = np.where(h0 > 0, lo_pos, -1.0 + 1e-9)
-    hi = np.where(h0 > 0, hi, 0.0)
-    res = elementwise.find_root(cmap, (lo, hi), args=(q, sw, sb), tolerances={"xatol": 1e-12})
-    c = np.where(h0 == 0, 0.0, res.x)
-    if closed:
-        chic = sw * gaussian.w_dphi(act, q, q, c)
-    else:
-        chic = sw * gaussian.expect2_hermite(act.d1, act.d1, q, q, c)
-    # Just above the edge of chaos c* -> 1, beyond the product rule's resolution.  There the
-    # C-map is C(1 - e) = 1 - chi_1 e + a e^2 + ..., whose stable root has slope 2 - chi_1: the
-    # first-order value, used for these points (it only feeds the xi_c contours of a picture).
-    near = ~np.isfinite(c)
-    if near.any():
-        chi1 = sw * gaussian.v_dphi(act, q)
-        c = np.where(near, np.nan, c)
-        chic = np.where(near, 2.0 - chi1, chic)
+        return _newton_c(closed, n, np.zeros(n))
+    if not act.kinks and act.d1 is not None:
+        return _series_c_star(act, q, sw, sb)
+    elu = _elu_params(act)
+    if elu is not None:
+        smooth = _elu_smoothed(*elu)
+        fs = (act.fn, act.d1)
+
+        def inner(i, c):
+            w, wd = gaussian.expect2_inner(fs, smooth, q[i], q[i], c, act.kinks)
+            return (sw[i] * w + sb[i]) / q[i] - c, sw[i] * wd
+
+        # a start from the Gauss-Hermite series (a kink's coefficients converge only like
+        # k^(-5/4), ~1e-4 in c*), then the safeguarded Newton steps on the accurate W
+        x, basis = gaussian._hermite_basis(256, 256)
+        a2 = np.empty((n, 64))
+        for sl in gaussian._chunks(n, 256):
+            a2[sl] = (act.fn(np.sqrt(q[sl])[:, None] * x[None, :]) @ basis[:, :64]) ** 2
+        c0, _ = _series_newton(a2, q, sw, sb, np.zeros(n))
+        return _newton_c(inner, n, np.clip(np.nan_to_num(c0), 0.0, 1.0 - 1e-12), bracket=False)
+    return _newton_c(_expect2_map(act, q, sw, sb), n, np.zeros(n))
+
+
+def _expect2_map(act, q, sw, sb):
+    def accurate(i, c):
+        w = gaussian.w_phi(act, q[i], q[i], c)
+        return (sw[i] * w + sb[i]) / q[i] - c, sw[i] * gaussian.w_dphi(act, q[i], q[i], c)
+
+    return accurate
+
+
+def _newton_c(hd, n, c0, bracket=True, iters: int = 100):
+    """Newton on h(c) = C(c) - c for n points at once, from c0; returns (c*, chi_c).
+
+    ``hd(i, c)`` gives h and h' = chi_c - 1 at the points i.  With bracket=True c0 lies left of
+    the root (h(c0) >= 0), where convexity makes the iterates increase to c*.  Otherwise the
+    bracket [lo, hi] is kept from the signs seen (starting [0, 1)) and a step that leaves it is
+    replaced by bisection.  A point stops when its step is below 2 ulp of c, or when h is
+    resolved to rounding (the step stopped shrinking)."""
+    c = np.asarray(c0, float).copy()
+    chic = np.full(n, np.nan)
+    lo, hi = np.zeros(n), np.ones(n)
+    last = np.full(n, np.inf)
+    act_idx = np.arange(n)
+    for _ in range(iters):
+        if act_idx.size == 0:
+            break
+        ci = c[act_idx]
+        h, dh = hd(act_idx, ci)
+        chic[act_idx] = dh
+        pos = h > 0
+        lo[act_idx] = np.where(pos, ci, lo[act_idx])
+        hi[act_idx] = np.where(h < 0, ci, hi[act_idx])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(h == 0, 0.0, -h / (dh - 1.0))
+        new = ci + step
+        out = ~((new >= lo[act_idx]) & (new < hi[act_idx]))
+        new = np.where(out, 0.5 * (lo[act_idx] + hi[act_idx]), new)
+        if bracket:
+            # at c = 0 with h(0) <= 0 (odd phi, sigma_b2 = 0: h(0) = 0 up to rounding) c* = 0
+            new = np.where((ci == 0) & (h <= 0), 0.0, new)
+        # rounding-limited: h at its noise floor and the steps no longer shrinking
+        # (near the edge of chaos c* and c = 1 are a near-double root, where Newton first halves
+        # its steps: only steps that stop shrinking at all count)
+        stuck = (np.abs(step) >= 0.9 * last[act_idx]) & (np.abs(h) <= 4e-15)
+        c[act_idx] = np.where(stuck & ~out, ci, new)
+        done = (np.abs(new - ci) <= 4.5e-16 * np.maximum(np.abs(ci), 1e-300)) | (stuck & ~out) | (new == 0) & (ci == 0)
+        last[act_idx] = np.abs(step)
+        act_idx = act_idx[~done]
+    if act_idx.size:
+        c[act_idx] = np.nan
     return c, chic
+
+
+# Gauss-Hermite node counts tried for the series, and the resolution rule: the smallest count
+# whose top quarter of coefficients holds <= 1e-12 of V_phi (calibrated against expect2: c* then
+# agrees to rounding, tests/test_phase_speed.py); coefficient counts K tried within a node count.
+_SERIES_NODES = (64, 128, 256, 512, 1024, 2048)
+_SERIES_RESOLVED = 1e-12
+_SERIES_TOL = 1e-14
+
+
+def _series_nodes(act, q):
+    """Per point, the Gauss-Hermite node count that resolves phi(sqrt(q) z) (0: none does).
+    Decided at 41 q values spanning the points' range; a point takes the count of the next one
+    above it (the count grows with q: phi(sqrt(q) z) sharpens in z)."""
+    lq = np.log(q)
+    probe = np.exp(np.linspace(lq.min(), lq.max(), 41)) if q.size else q
+    need = np.zeros(probe.size, dtype=int)
+    v = gaussian.v_phi(act, probe, "direct")
+    for nn in _SERIES_NODES:
+        left = np.flatnonzero(need == 0)
+        if left.size == 0:
+            break
+        a2 = gaussian.hermite_coefficients(act.fn, probe[left], nn, nn) ** 2
+        ok = a2[:, 3 * nn // 4:].sum(axis=1) <= _SERIES_RESOLVED * v[left]
+        need[left[ok]] = nn
+    need = np.where(need == 0, 1 << 30, need)
+    out = need[np.clip(np.searchsorted(probe, q), 0, probe.size - 1)]
+    return np.where(out == 1 << 30, 0, out)
+
+
+def _series_newton(a2, q, sw, sb, start):
+    """c* and chi_c of the truncated series C_K(c) = (sigma_w2 sum_{k<K} a_k^2 c^k + sigma_b2) / q
+    (a2: (n, K) squared coefficients).
+
+    The known root c = 1 is divided out: with q = sigma_w2 V + sigma_b2, (C(c) - c) / (1 - c) =
+    1 - D(c), D(c) = sum_j d_j c^j, d_j = (sigma_w2 / q) sum_{k>j} a_k^2 (non-negative, so D is
+    increasing and convex, D(1) = chi_1).  Newton on D(c) = 1 then converges quadratically even
+    where c* is close to 1 (a near-double root of C(c) - c, where plain Newton only halves its
+    error per step)."""
+    n, n_coef = a2.shape
+    scale = (sw / q)[:, None]
+    d = scale * (np.cumsum(a2[:, ::-1], axis=1)[:, ::-1][:, 1:])  # d_j, j < K - 1
+    dd = d[:, 1:] * np.arange(1, n_coef - 1)[None, :]
+
+    def deflated(i, c):
+        pw = np.cumprod(np.broadcast_to(c[:, None], (c.size, n_coef - 1)), axis=1)
+        val = d[i, 0] + np.einsum("ij,ij->i", d[i, 1:], pw[:, :-1])
+        der = dd[i, 0] + np.einsum("ij,ij->i", dd[i, 1:], pw[:, :-2]) if n_coef > 2 else np.zeros(c.size)
+        # as h = C - c and h' = chi_c - 1 for _newton_c: h ~ (1 - c)(1 - D) has the same root
+        return 1.0 - val, 1.0 - der
+
+    c0, _ = _newton_c(deflated, n, start, bracket=False)
+    # D's coefficients carry the whole truncated tail (not damped by c^K), so the deflated root
+    # is only a start: C(c) - c itself, whose truncation error is c^K times the tail, polishes it
+    # (Newton is quadratic there once the start is well inside the near-double root's gap).
+    sbq = sb / q
+    k = np.arange(n_coef)
+
+    def direct(i, c):
+        pw = np.cumprod(np.broadcast_to(c[:, None], (c.size, n_coef - 1)), axis=1)
+        w = a2[i, 0] + np.einsum("ij,ij->i", a2[i, 1:], pw)
+        dw = a2[i, 1] + np.einsum("ij,ij->i", a2[i, 2:] * k[None, 2:], pw[:, :-1])
+        return scale[i, 0] * w + sbq[i] - c, scale[i, 0] * dw
+
+    return _newton_c(direct, n, np.clip(np.nan_to_num(c0), 0.0, 1.0 - 1e-15), bracket=False)
+
+
+def _series_tail(a2):
+    """Estimates of sum_{k>=K} a_k^2 and sum_{k>=K} k a_k^2 from the last two quarters of the
+    K coefficients: their energies E1, E2 continued as a geometric series of quarter blocks,
+    E2 r / (1 - r) with r = E2 / E1, times 10 (coefficients that decay slower than geometric,
+    exp(-a sqrt(k)) for functions analytic in a strip, have r growing towards 1); r >= 1/2
+    counts as not converging (the whole of E1 + E2, times 10)."""
+    n_coef = a2.shape[1]
+    k = np.arange(n_coef)
+    q1, q2, q3 = n_coef // 2, 3 * n_coef // 4, n_coef
+    out = []
+    for wgt in (1.0, k):
+        w = a2 * wgt
+        e1, e2 = w[:, q1:q2].sum(axis=1), w[:, q2:q3].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(e1 > 0, e2 / e1, 0.0)
+        out.append(10.0 * np.where(r < 0.5, e2 * r / (1.0 - r), e1 + e2))
+    return out
+
+
+def _series_c_star(act, q, sw, sb):
+    """c*, chi_c from the Hermite series (smooth phi).
+
+    Nodes per point by :func:`_series_nodes`; then K = 64, 256, ... up to the node count.
+    Truncation bound (derived): the dropped sum_{k>=K} a_k^2 c^k is at most c^K times the tail
+    energy, estimated by the last half's energy sum_{K/2<=k<K} a_k^2 (which exceeds the tail
+    for coefficients decaying like k^(-1) or faster); it moves c* by sigma_w2 / q times that
+    over |1 - chi_c|.  A point is kept when that is below 1e-14; points that no node count
+    resolves, or that no K certifies, go to expect2."""
+    n = q.size
+    c = np.full(n, np.nan)
+    chic = np.full(n, np.nan)
+    nodes = _series_nodes(act, q)
+    rest = [np.flatnonzero(nodes == 0)]
+    carry = np.zeros(0, dtype=int)
+    for nn in _SERIES_NODES:
+        # a point that no K certifies at one node count moves on to the next
+        todo = np.concatenate([carry, np.flatnonzero(nodes == nn)])
+        if todo.size == 0:
+            continue
+        x, basis = gaussian._hermite_basis(int(nn), int(nn))
+        start = np.zeros(todo.size)
+        fx = act.fn(np.sqrt(q[todo])[:, None] * x[None, :])  # phi at the nodes, for every K
+        rows = np.arange(todo.size)
+        for n_coef in sorted({min(64, nn), min(256, nn), nn}):
+            if todo.size == 0:
+                break
+            a2 = (fx[rows] @ basis[:, :n_coef]) ** 2
+            ct, cht = _series_newton(a2, q[todo], sw[todo], sb[todo], start)
+            e0, e1 = _series_tail(a2)
+            scale = sw[todo] / q[todo]
+            with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+                pw = np.where(ct > 0, ct, 0.0) ** n_coef
+                dc = scale * e0 * pw / np.abs(1.0 - cht)
+                dchi = scale * e1 * pw / np.maximum(ct, 1e-300)
+            ok = np.isfinite(ct) & (dc <= _SERIES_TOL) & (dchi <= _SERIES_TOL * np.abs(cht))
+            c[todo[ok]], chic[todo[ok]] = ct[ok], cht[ok]
+            start = np.clip(np.nan_to_num(ct[~ok]), 0.0, 1.0 - 1e-12)
+            todo, rows = todo[~ok], rows[~ok]
+        carry = todo
+    rest.append(carry)
+    rest = np.concatenate(rest)
+    if rest.size:
+        qa, swa, sba = q[rest], sw[rest], sb[rest]
+        c[rest], chic[rest] = _newton_c(_expect2_map(act, qa, swa, sba), rest.size, np.zeros(rest.size))
+    return c, chic
+
+
+def _elu_params(act: Activation):
+    """(alpha, lambda) when act is the registry's elu / selu, phi = lambda x (x > 0),
+    lambda alpha (e^x - 1) (x <= 0); else None."""
+    from .activations import parse_spec
+
+    try:
+        name, _ = parse_spec(act.name)
+    except Exception:  # noqa: BLE001 - a custom name is simply not an elu
+        return None
+    if name not in ("elu", "selu") or act.d1 is None:
+        return None
+    lam = float(act.d1(np.array(1.0)))
+    alpha = float(act.fn(np.array(-1.0))) / (lam * math.expm1(-1.0))
+    x = np.array([-3.0, -0.5, 0.7, 2.0])
+    want = lam * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+    return (alpha, lam) if np.allclose(act.fn(x), want, rtol=1e-14, atol=0) else None
+
+
+def _elu_smoothed(alpha: float, lam: float):
+    """(m, s) -> (E[phi(m + s z)], E[phi'(m + s z)]) for elu(alpha) times lambda, z ~ N(0, 1),
+    s > 0 (derived, docs/theory.md): with t = m / s,
+    E[phi] = lambda (m Phi(t) + s pdf(t)) + lambda alpha (E - Phi(-t)),
+    E[phi'] = lambda Phi(t) + lambda alpha E,  E = e^{m + s^2/2} Phi(-t - s),
+    E written as e^{-t^2/2} erfcx((t + s)/sqrt 2) / 2 where t + s > 0 (no overflow at large s)."""
+    from scipy import special as sps
+
+    def smoothed(m, s):
+        t = m / s
+        x = t + s
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            e = np.where(x > 0, 0.5 * np.exp(-0.5 * t * t) * sps.erfcx(x / np.sqrt(2.0)),
+                         np.exp(np.minimum(m + 0.5 * s * s, 0.0)) * sps.ndtr(-x))
+        pt, pdf = sps.ndtr(t), np.exp(-0.5 * t * t) / np.sqrt(2.0 * np.pi)
+        return (lam * (m * pt + s * pdf) + lam * alpha * (e - sps.ndtr(-t)),
+                lam * pt + lam * alpha * e)
+
+    return smoothed
 
 
 __all__ = ["FixedPoint", "fixed_point", "solve_q_star", "QStar", "edge_of_chaos", "edge_of_chaos_curve",

@@ -195,6 +195,18 @@ def expect2(f: Callable[[np.ndarray], np.ndarray], g: Callable[[np.ndarray], np.
 
 
 def _expect2_points(f, g, s1, s2, cc, kinks, order, wide):
+    z1, w1, m, sd = _outer_rule(s1, s2, cc, kinks, order, wide)
+    if wide:
+        kinks = kinks + tuple(_WIDE_U_SPLITS.tolist())
+    # Inner rule in z2 for every (point, z1): g(m + sd z2), m = s2 c z1, sd = s2 sqrt(1-c^2).
+    sdb = np.broadcast_to(sd, m.shape)
+    inner = _inner_expect(g, m.reshape(-1), sdb.reshape(-1), kinks, order).reshape(m.shape)
+    return np.sum(w1 * f(s1[:, None] * z1) * inner, axis=1)
+
+
+def _outer_rule(s1, s2, cc, kinks, order, wide):
+    """expect2's outer rule in z1 per point: nodes z1, weights w1 (Gaussian density included),
+    the inner Gaussian's means m = s2 c z1 and its standard deviation sd = s2 sqrt(1 - c^2)."""
     sc = np.sqrt(np.clip((1.0 - cc) * (1.0 + cc), 0.0, None))
     # Outer rule in z1: resolve f's features (scale s1) and the features of the smoothed g
     # as a function of z1 (scale s2 |c|).
@@ -231,11 +243,28 @@ def _expect2_points(f, g, s1, s2, cc, kinks, order, wide):
     n = s1.size
     z1 = (mid[:, :, None] + half[:, :, None] * x).reshape(n, -1)
     w1 = (half[:, :, None] * w).reshape(n, -1) * np.exp(-0.5 * z1 * z1) / np.sqrt(2 * np.pi)
-    # Inner rule in z2 for every (point, z1): g(m + sd z2), m = s2 c z1, sd = s2 sqrt(1-c^2).
-    m = (s2 * cc)[:, None] * z1
-    sdb = np.broadcast_to(sd, m.shape)
-    inner = _inner_expect(g, m.reshape(-1), sdb.reshape(-1), kinks, order).reshape(m.shape)
-    return np.sum(w1 * f(s1[:, None] * z1) * inner, axis=1)
+    return z1, w1, (s2 * cc)[:, None] * z1, sd
+
+
+def expect2_inner(fs, g_inner, q1, q2, c, kinks: tuple[float, ...] = (), order: int = 8) -> np.ndarray:
+    """E[f_i(u) g_i(v)] for each pair, with expect2's outer rule and the inner expectation in
+    closed form: ``g_inner(m, sd)`` returns the arrays E[g_i(m + sd z)] (z ~ N(0, 1), sd > 0).
+    One outer rule serves every pair; 1-D arrays q1, q2, c; result shape (len(fs), n)."""
+    q1, q2, c = (np.asarray(a, dtype=float).reshape(-1) for a in np.broadcast_arrays(q1, q2, c))
+    out = np.full((len(fs), q1.size), np.nan)
+    ok = np.isfinite(q1) & np.isfinite(q2) & np.isfinite(c) & (q1 >= 0) & (q2 >= 0) & (np.abs(c) < 1)
+    wide = _wide_smoothing(q2, c)
+    for idx, is_wide in ((np.flatnonzero(ok & ~wide), False), (np.flatnonzero(ok & wide), True)):
+        n_edge = _Z_EDGES.size + 2 * _U_EDGES.size + 14 * len(kinks) + (40 if is_wide else 0)
+        for sl in _chunks(idx.size, 4 * n_edge * order):
+            i = idx[sl]
+            s1 = np.sqrt(q1[i])
+            z1, w1, m, sd = _outer_rule(s1, np.sqrt(q2[i]), c[i], tuple(kinks), order, is_wide)
+            inner = g_inner(m, np.broadcast_to(sd, m.shape))
+            u = s1[:, None] * z1
+            for k, f in enumerate(fs):
+                out[k, i] = np.sum(w1 * f(u) * inner[k], axis=1)
+    return out
 
 
 def _inner_expect(g, mean: np.ndarray, sd: np.ndarray, kinks, order) -> np.ndarray:
@@ -804,3 +833,46 @@ class QCTable:
         block = self.F[rows[:, :, None], cols[:, None, :]]  # (m, n, n)
         val = np.einsum("mi,mij,mj->m", wx, block, wt)
         return th * val
+
+
+# --------------------------------------------------------------------------------------------
+# Hermite coefficients: phi(sqrt(q) z) = sum_k a_k He_k(z) / sqrt(k!), so that at equal lengths
+# W_phi(q, q, c) = sum_k a_k^2 c^k (Mehler; docs/theory.md "the chaotic c* by Hermite series").
+# --------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _hermite_basis(n_coef: int, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes x (n_nodes,) and B[n, k] = w_n He_k(x_n) / sqrt(k!), k < n_coef.
+
+    The normalised recurrence h_{k+1} = (x h_k - sqrt(k) h_{k-1}) / sqrt(k + 1) is run on w h_k,
+    which stays below e^{-x^2/4} (Hermite functions are bounded), so nothing overflows at the
+    outer nodes where He_k(x) alone would."""
+    x, w = _hermite(n_nodes)
+    b = np.empty((n_nodes, n_coef))
+    b[:, 0] = w
+    if n_coef > 1:
+        b[:, 1] = x * w
+    for k in range(1, n_coef - 1):
+        b[:, k + 1] = (x * b[:, k] - np.sqrt(k) * b[:, k - 1]) / np.sqrt(k + 1)
+    return x, b
+
+
+def hermite_coefficients(f: Callable[[np.ndarray], np.ndarray], q, n_coef: int,
+                         n_nodes: int | None = None) -> np.ndarray:
+    """a_k(q) = E[f(sqrt(q) z) He_k(z)] / sqrt(k!) for k < n_coef, shape q.shape + (n_coef,)
+    (MATH.md 1.3 and section 0: W_phi(q, q, c) = sum_k a_k^2 c^k).
+
+    One Gauss-Hermite rule of n_nodes (default 5/4 n_coef) for all q: a matrix product.  Exact
+    to rounding where f(sqrt(q) z)'s own coefficients beyond n_nodes are negligible, which holds
+    for smooth f at moderate q; kinked f converge only algebraically (use expect1 there)."""
+    q = np.asarray(q, dtype=float)
+    n_nodes = int(n_nodes or max(n_coef + n_coef // 4, 8))
+    x, b = _hermite_basis(int(n_coef), n_nodes)
+    s = np.sqrt(q.reshape(-1))
+    out = np.empty((s.size, b.shape[1]))
+    for sl in _chunks(s.size, n_nodes):
+        out[sl] = f(s[sl, None] * x[None, :]) @ b
+    return out.reshape(q.shape + (b.shape[1],))
+
+
+__all__ += ["hermite_coefficients", "expect2_inner"]
