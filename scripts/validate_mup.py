@@ -363,7 +363,8 @@ def summarise(res: dict) -> dict:
     for key, r in runs.items():
         if key.startswith("coord/"):
             fc = {k: r[k] for k in ("widths", "layers", "change", "exponent", "exponent_sd", "predicted",
-                                    "steps", "lr", "target_scale")}
+                                    "steps", "lr")}
+            fc["target_scale"] = r.get("target_scale", 1.0)
             # the slope over the three largest widths (of the seed mean): how far the fit over all
             # widths is from its large-width value
             top = r["widths"][-3:]
@@ -394,11 +395,13 @@ def summarise(res: dict) -> dict:
             out["richness"][p] = {"rows": rows, "change_exponent": m, "change_exponent_sd": sd}
     for p in cfg["transfer_parametrizations"]:
         loss = np.full((len(widths), len(cfg["lr_grid"])), np.nan)
+        count = np.zeros(loss.shape, dtype=int)
         best_seed = []
         for i, w in enumerate(widths):
             for j, lr in enumerate(cfg["lr_grid"]):
                 rs = [train(p, w, lr, s) for s in cfg["seeds"]]
                 rs = [r for r in rs if r is not None]
+                count[i, j] = len(rs)
                 if rs:  # a diverged seed makes the learning rate count as diverged
                     vals = [np.inf if r["loss"] is None else r["loss"] for r in rs]
                     loss[i, j] = np.mean(vals)
@@ -424,6 +427,7 @@ def summarise(res: dict) -> dict:
             "widths": widths, "lr_grid": cfg["lr_grid"],
             "loss": [[None if not np.isfinite(x) else float(x) for x in row] for row in loss],
             "diverged": [[bool(np.isposinf(x)) for x in row] for row in loss],
+            "seeds": count.tolist(),
             "best_log2_lr": best, "best_log2_lr_per_seed": best_seed,
             "best_lr_slope": drift,   # d log2(best lr) / d log2(width)
         }
@@ -450,8 +454,10 @@ def report(summary: dict) -> str:
     for p, r in summary["transfer"].items():
         lines.append(f"(c) {p}: best log2 lr per width {r['best_log2_lr']} (per seed {r['best_log2_lr_per_seed']}); "
                      f"slope {r['best_lr_slope']}")
-        for w, row in zip(r["widths"], r["loss"]):
-            lines.append(f"    w={w:5d} " + " ".join("  div  " if x is None else f"{x:.5f}" for x in row))
+        lines.append("    lr     " + " ".join(f"{lr:<7g}" for lr in r["lr_grid"]))
+        for w, row, dv, ns in zip(r["widths"], r["loss"], r["diverged"], r["seeds"]):
+            lines.append(f"    w={w:5d} " + " ".join("  --   " if n == 0 else "  div  " if d else f"{x:.5f}"
+                                                     for x, d, n in zip(row, dv, ns)))
     return "\n".join(lines)
 
 
@@ -471,7 +477,8 @@ def plot(summary: dict, folder: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     cfg = summary["config"]
-    fig1, ax = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig1, axs = plt.subplots(2, 2, figsize=(12, 8.6))
+    ax = axs.ravel()
     for p, r in summary["feature_change"].items():
         if r.get("target_scale", 1.0) != 1.0:
             continue  # the diagnostic runs are in the text, not the figure
@@ -480,27 +487,35 @@ def plot(summary: dict, folder: str) -> list[str]:
         e, s = r["exponent"][j], r["exponent_sd"][j]
         lab = f"{NAMES.get(p, p)}: slope {e:+.2f} ± {s:.2f} (theory {r['predicted'][j]:+.2g})" if e is not None else NAMES.get(p, p)
         ax[0].loglog(r["widths"], ch[:, j], "o-", color=COLORS.get(p), label=lab)
+        if p != "sp":  # SP at a fixed lr is off any scale that shows the others
+            ax[1].loglog(r["widths"], ch[:, j] / ch[0, j], "o-", color=COLORS.get(p), label=NAMES.get(p, p))
     ax[0].set(xlabel="width", ylabel="RMS change of h^L per coordinate",
               title=f"(a) last hidden layer after {cfg['coord_steps']} SGD steps, lr {cfg['lr']:g}")
     ax[0].legend(fontsize=8)
+    w = np.asarray(cfg["widths"], float)
+    for e, ls in ((0.0, ":"), (-0.5, "--")):
+        ax[1].loglog(w, (w / w[0]) ** e, "k", ls=ls, lw=0.8, label=f"theory: width^{e:g}")
+    ax[1].set(xlabel="width", ylabel="change / change at the base width",
+              title="(a) the same, relative to the base width (without SP at a fixed lr)")
+    ax[1].legend(fontsize=8)
     for p, r in summary["richness"].items():
         w = [x["width"] for x in r["rows"]]
-        ax[1].semilogx(w, [x["gram_min_eig"] for x in r["rows"]], "o-", color=COLORS.get(p),
+        ax[2].semilogx(w, [x["gram_min_eig"] for x in r["rows"]], "o-", color=COLORS.get(p),
                        label=f"{NAMES.get(p, p)}, trained")
-        ax[1].semilogx(w, [x["gram_min_eig_init"] for x in r["rows"]], "x--", color=COLORS.get(p), alpha=0.6,
+        ax[2].semilogx(w, [x["gram_min_eig_init"] for x in r["rows"]], "x--", color=COLORS.get(p), alpha=0.6,
                        label=f"{NAMES.get(p, p)}, at init")
-        ax[2].loglog(w, [x["loss"] for x in r["rows"]], "o-", color=COLORS.get(p),
+        ax[3].loglog(w, [x["loss"] for x in r["rows"]], "o-", color=COLORS.get(p),
                      label=f"{NAMES.get(p, p)} (dx^L slope {r['change_exponent']:+.2f})"
                      if r["change_exponent"] is not None else NAMES.get(p, p))
     if summary.get("reference"):
-        ax[1].axhline(summary["reference"]["gram_min_eig_init"], color="k", lw=0.8, ls=":",
+        ax[2].axhline(summary["reference"]["gram_min_eig_init"], color="k", lw=0.8, ls=":",
                       label="infinite width, at init (NNGP kernel)")
-    ax[1].set(xlabel="width", ylabel="smallest eigenvalue", ylim=(0, None),
+    ax[2].set(xlabel="width", ylabel="smallest eigenvalue", ylim=(0, None),
               title=f"(b) normalised Gram of x^L on {cfg['n_gram']} inputs")
-    ax[1].legend(fontsize=8)
-    ax[2].set(xlabel="width", ylabel="training loss (1/2 MSE, one-hot)",
-              title=f"(b) after {cfg['steps']} SGD steps (batch {cfg['batch']}), lr {cfg['lr']:g}")
     ax[2].legend(fontsize=8)
+    ax[3].set(xlabel="width", ylabel="training loss (1/2 MSE, one-hot)",
+              title=f"(b) after {cfg['steps']} SGD steps (batch {cfg['batch']}), lr {cfg['lr']:g}")
+    ax[3].legend(fontsize=8)
     fig1.suptitle(f"{cfg['data']}: {cfg['depth']} hidden {cfg['activation']} layers, base width "
                   f"{cfg['base_width']}, mean over {len(cfg['seeds'])} seeds")
     fig1.tight_layout()
