@@ -699,3 +699,16 @@ def test_moments_are_continuous_at_q_0(spec):
     for fn in ONE_D.values():
         at0, near0 = float(fn(act, 0.0)), float(fn(act, 1e-14))
         assert at0 == pytest.approx(near0, rel=1e-6, abs=1e-6), fn.__name__
+
+
+@pytest.mark.parametrize("name,q", [("tanh", 0.7), ("relu", 2.0), ("selu", 1.0), ("gelu", 30.0)])
+def test_correlation_table_reads_the_kernel(name, q):
+    """CorrelationTable (a CTable in x = sqrt(1 - |c|)) against w_phi / w_dphi at 801
+    correlations, arrays and scalars alike: 1e-12 of the diagonal's scale, kinked too."""
+    act = get_activation(name)
+    tab = gaussian.CorrelationTable(act, q)
+    c = np.linspace(-1.0, 1.0, 801)
+    w, wd = gaussian.w_phi(act, q, q, c), gaussian.w_dphi(act, q, q, c)
+    assert np.max(np.abs(tab.w(c) - w)) <= 1e-12 * float(gaussian.v_phi(act, q))
+    assert np.max(np.abs(tab.wd(c) - wd)) <= 1e-12 * float(gaussian.v_dphi(act, q))
+    assert [tab.w(float(x)) for x in c[::40]] == tab.w(c[::40]).tolist()
