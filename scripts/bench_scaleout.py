@@ -5,6 +5,7 @@
     python scripts/bench_scaleout.py big --n 50000 [--chunk 4096] [--workers 2] [--dir DIR] [--keep]
     python scripts/bench_scaleout.py memory [--n 2000,4000]
     python scripts/bench_scaleout.py distributed [--n 2000] [--chunk 500]
+    python scripts/bench_scaleout.py solve [--n 4000] [--train 3500] [--chunk 1000] [--noise 0.01]
 
 The network is bench_kernels.py's: N inputs of dimension 784 (Gaussian vectors rescaled to
 x.x/d = 1, seed 0), a depth-10 relu MLP with a linear readout, sigma_w2 = 2, sigma_b2 = 0.1, NTK
@@ -22,6 +23,10 @@ parametrisation, float64.
   fit (two N^2 float64 arrays: 40 GB at N = 50,000).
 * ``distributed``: a dask.distributed LocalCluster with 2 worker processes started here; one is
   SIGKILLed after the first few tiles; the finished store is compared with the in-memory kernel.
+* ``solve``: the NNGP posterior mean and the t = inf gradient-flow mean on the last N - train
+  inputs, by conjugate gradients from the store (meanfield.dynamics.stored_posterior_mean,
+  stored_flow_mean), against the in-memory eigendecomposition (nngp_posterior, gradient_flow);
+  targets sin(3 x_0 sqrt(d)) + x_1 sqrt(d), seed 0.
 
 Each mode prints one JSON object per measurement.  Timings on a shared machine vary.
 """
@@ -160,6 +165,34 @@ def distributed(args) -> None:
               **compare(Path(d) / "k.zarr", ref)})
 
 
+def solve(args) -> None:
+    from meanfield.dynamics import gradient_flow, nngp_posterior, stored_flow_mean, stored_posterior_mean
+    from meanfield.scaleout import kernel_store
+
+    X, net, n = inputs(args.n), network(), args.train
+    y = np.sin(3 * X[:n, 0] * np.sqrt(DIM)) + X[:n, 1] * np.sqrt(DIM)
+    with tempfile.TemporaryDirectory(dir=args.dir) as d:
+        path = Path(d) / "k.zarr"
+        kernel_store(net, X, path, chunk=args.chunk)
+        ref = net.kernel(X)
+        t0 = time.perf_counter()
+        got = stored_posterior_mean(path, y, n, noise=args.noise)
+        t_cg = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        want = nngp_posterior(ref.nngp[:n, :n], y, ref.nngp[n:, :n], noise=args.noise).mean
+        t_mem = time.perf_counter() - t0
+        emit({"mode": "solve", "what": "nngp_posterior", "n": args.n, "train": n, "noise": args.noise,
+              "iterations": got.iterations, "cg_seconds": t_cg, "eigh_seconds": t_mem,
+              "rel_diff": float(np.max(np.abs(got.mean - want)) / np.max(np.abs(want)))})
+        t0 = time.perf_counter()
+        got = stored_flow_mean(path, y, n)
+        t_cg = time.perf_counter() - t0
+        want = gradient_flow(ref.ntk[:n, :n], y, np.inf, ntk_test_train=ref.ntk[n:, :n]).mean[0]
+        emit({"mode": "solve", "what": "gradient_flow_t_inf", "n": args.n, "train": n,
+              "iterations": got.iterations, "cg_seconds": t_cg,
+              "rel_diff": float(np.max(np.abs(got.mean - want)) / np.max(np.abs(want)))})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -176,10 +209,15 @@ def main() -> None:
     p = sub.add_parser("distributed")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--chunk", type=int, default=500)
+    p = sub.add_parser("solve")
+    p.add_argument("--n", type=int, default=4000)
+    p.add_argument("--train", type=int, default=3500)
+    p.add_argument("--chunk", type=int, default=1000)
+    p.add_argument("--noise", type=float, default=0.01)
     for p in sub.choices.values():
         p.add_argument("--dir", default=None, help="folder for the stores (default the system's temporary folder)")
     args = ap.parse_args()
-    {"equality": equality, "big": big, "memory": memory, "distributed": distributed}[args.mode](args)
+    {"equality": equality, "big": big, "memory": memory, "distributed": distributed, "solve": solve}[args.mode](args)
 
 
 if __name__ == "__main__":
