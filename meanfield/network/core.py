@@ -518,6 +518,12 @@ class Network(Layer):
             corr = np.array([k[1] / np.sqrt(np.outer(k[0], k[0])) for k in Ks])
         return Propagation(layers=tuple(names), q=q, correlation=corr, gradient=np.array(grads))
 
+    def gia_check(self) -> Any:
+        """TP II's Simple GIA Check for this network (MATH.md 5.3): see network.gia.gia_check."""
+        from .gia import gia_check
+
+        return gia_check(self)
+
     def sample(self, width: int, rng: Any = None, *, input_shape: tuple[int, ...] | None = None
                ) -> "FiniteNetwork":
         """A finite random network of this architecture (every hidden layer ``width`` channels,
