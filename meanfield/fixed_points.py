@@ -572,7 +572,7 @@ def _chaotic_c_star(act: Activation, q, sw, sb):
             w = gaussian.w_phi(act, q[i], q[i], c)
             return (sw[i] * w + sb[i]) / q[i] - c, sw[i] * gaussian.w_dphi(act, q[i], q[i], c)
 
-        return _newton_c(closed, n, np.zeros(n))
+        return _newton_sqrt(closed, n, np.zeros(n), iters=100)
     if not act.kinks and act.d1 is not None:
         return _series_c_star(act, q, sw, sb)
     elu = _elu_params(act)
@@ -584,15 +584,75 @@ def _chaotic_c_star(act: Activation, q, sw, sb):
             w, wd = gaussian.expect2_inner(fs, smooth, q[i], q[i], c, act.kinks)
             return (sw[i] * w + sb[i]) / q[i] - c, sw[i] * wd
 
-        # a start from the Gauss-Hermite series (a kink's coefficients converge only like
-        # k^(-5/4), ~1e-4 in c*), then the safeguarded Newton steps on the accurate W
-        x, basis = gaussian._hermite_basis(256, 256)
-        a2 = np.empty((n, 64))
-        for sl in gaussian._chunks(n, 256):
-            a2[sl] = (act.fn(np.sqrt(q[sl])[:, None] * x[None, :]) @ basis[:, :64]) ** 2
-        c0, _ = _series_newton(a2, q, sw, sb, np.zeros(n))
-        return _newton_c(inner, n, np.clip(np.nan_to_num(c0), 0.0, 1.0 - 1e-12), bracket=False)
+        c0 = _closure_start(act, q, sw, sb)
+        return _newton_sqrt(inner, n, np.nan_to_num(c0))
     return _newton_c(_expect2_map(act, q, sw, sb), n, np.zeros(n))
+
+
+def _newton_sqrt(hd, n, c0, iters: int = 40):
+    """Newton for kinked phi, on g = h / (1 - c) as a function of t = sqrt(1 - c).
+
+    A kink in phi' gives h(1 - e) = -(chi_1 - 1) e + A e^(3/2) + ... [D], so g is nearly linear
+    in t and c* is found in a few steps even at 1 - c* ~ 1e-10, where Newton in c crawls (g has
+    a square-root singularity at c = 1).  g > 0 means c < c*, that is t > t*; the bracket in t
+    starts at (0, 1] and a step that leaves it bisects.  Returns (c*, chi_c)."""
+    t = np.sqrt(np.clip(1.0 - np.asarray(c0, float), 0.0, 1.0))
+    t = np.where(t > 0, t, 0.5)
+    chic = np.full(n, np.nan)
+    lo, hi = np.zeros(n), np.ones(n)
+    done_c = np.full(n, np.nan)
+    idx = np.arange(n)
+    for _ in range(iters):
+        if idx.size == 0:
+            break
+        ti = t[idx]
+        ci = 1.0 - ti * ti
+        h, dh = hd(idx, ci)
+        chic[idx] = dh
+        g = h / (ti * ti)
+        hi[idx] = np.where(g > 0, ti, hi[idx])
+        lo[idx] = np.where(g < 0, ti, lo[idx])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = ti + g * ti / (2.0 * (dh - 1.0 + g))
+        out = ~((new > lo[idx]) & (new < hi[idx]))
+        new = np.where(out, 0.5 * (lo[idx] + hi[idx]), new)
+        t[idx] = new
+        # odd phi with sigma_b2 = 0: h(0) = 0 up to rounding, and c* = 0 (MATH.md 1.3)
+        zero = (ti == 1.0) & (h <= 1e-14)
+        new = np.where(zero, 1.0, new)
+        fin = ((np.abs(2.0 * ti * (new - ti)) <= 1e-14) & ~out) | (g == 0) | zero | (hi[idx] - lo[idx] <= 1e-15)
+        done_c[idx[fin]] = 1.0 - new[fin] * new[fin]
+        idx = idx[~fin]
+    return done_c, chic
+
+
+def _closure_start(act, q, sw, sb, n_coef: int = 256):
+    """A start for c* where the Hermite series converges slowly (kinks: a_k^2 ~ k^(-5/2)): the
+    first K = n_coef terms plus alpha c^K + beta c^2K, with alpha, beta chosen so that the model
+    keeps W(1) = V = (q - sigma_b2) / sigma_w2 and W'(1) = q V_phi'(q): then C(1) = 1 and
+    C'(1) = chi_1 hold, and the model has its root in [0, 1) like the true map."""
+    n = q.size
+    x, basis = gaussian._hermite_basis(n_coef, n_coef)
+    a2 = np.empty((n, n_coef))
+    for sl in gaussian._chunks(n, n_coef):
+        a2[sl] = (act.fn(np.sqrt(q[sl])[:, None] * x[None, :]) @ basis) ** 2
+    k = np.arange(n_coef)
+    m0 = (q - sb) / sw - a2.sum(axis=1)
+    m1 = q * gaussian.v_dphi(act, q) - (a2 * k).sum(axis=1)
+    beta = (m1 - n_coef * m0) / n_coef
+    alpha = m0 - beta
+    scale, sbq = sw / q, sb / q
+
+    def model(i, c):
+        pw = np.cumprod(np.broadcast_to(c[:, None], (c.size, n_coef)), axis=1)
+        ck1, ck = pw[:, -2], pw[:, -1]
+        w = a2[i, 0] + np.einsum("ij,ij->i", a2[i, 1:], pw[:, :-1]) + alpha[i] * ck + beta[i] * ck * ck
+        dw = (a2[i, 1] + np.einsum("ij,ij->i", a2[i, 2:] * k[None, 2:], pw[:, :-2])
+              + n_coef * ck1 * (alpha[i] + 2.0 * beta[i] * ck))
+        return scale[i] * w + sbq[i] - c, scale[i] * dw
+
+    c0, _ = _newton_sqrt(model, n, np.zeros(n))
+    return c0
 
 
 def _expect2_map(act, q, sw, sb):
@@ -603,14 +663,16 @@ def _expect2_map(act, q, sw, sb):
     return accurate
 
 
-def _newton_c(hd, n, c0, bracket=True, iters: int = 100):
+def _newton_c(hd, n, c0, bracket=True, iters: int = 100, deflate: bool = False):
     """Newton on h(c) = C(c) - c for n points at once, from c0; returns (c*, chi_c).
 
     ``hd(i, c)`` gives h and h' = chi_c - 1 at the points i.  With bracket=True c0 lies left of
     the root (h(c0) >= 0), where convexity makes the iterates increase to c*.  Otherwise the
     bracket [lo, hi] is kept from the signs seen (starting [0, 1)) and a step that leaves it is
-    replaced by bisection.  A point stops when its step is below 2 ulp of c, or when h is
-    resolved to rounding (the step stopped shrinking)."""
+    replaced by bisection.  A point stops when its Newton step is below 1e-14, or when h is
+    resolved to rounding (the step stopped shrinking).  deflate=True steps on h / (1 - c)
+    instead, which divides out the root at c = 1: near the edge of chaos c* and 1 are a
+    near-double root of h, where plain Newton only halves its error per step."""
     c = np.asarray(c0, float).copy()
     chic = np.full(n, np.nan)
     lo, hi = np.zeros(n), np.ones(n)
@@ -626,7 +688,11 @@ def _newton_c(hd, n, c0, bracket=True, iters: int = 100):
         lo[act_idx] = np.where(pos, ci, lo[act_idx])
         hi[act_idx] = np.where(h < 0, ci, hi[act_idx])
         with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(h == 0, 0.0, -h / (dh - 1.0))
+            if deflate:
+                g = h / (1.0 - ci)
+                step = np.where(h == 0, 0.0, -g * (1.0 - ci) / (dh - 1.0 + g))
+            else:
+                step = np.where(h == 0, 0.0, -h / (dh - 1.0))
         new = ci + step
         out = ~((new >= lo[act_idx]) & (new < hi[act_idx]))
         new = np.where(out, 0.5 * (lo[act_idx] + hi[act_idx]), new)
@@ -638,7 +704,8 @@ def _newton_c(hd, n, c0, bracket=True, iters: int = 100):
         # its steps: only steps that stop shrinking at all count)
         stuck = (np.abs(step) >= 0.9 * last[act_idx]) & (np.abs(h) <= 4e-15)
         c[act_idx] = np.where(stuck & ~out, ci, new)
-        done = (np.abs(new - ci) <= 4.5e-16 * np.maximum(np.abs(ci), 1e-300)) | (stuck & ~out) | (new == 0) & (ci == 0)
+        # after a Newton step of 1e-14 the error left is its square times h''/h': nothing
+        done = ((np.abs(new - ci) <= 1e-14) & ~out) | (stuck & ~out) | (new == 0) & (ci == 0)
         last[act_idx] = np.abs(step)
         act_idx = act_idx[~done]
     if act_idx.size:
