@@ -314,7 +314,11 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
             for wave in (todo_d, todo_u):
                 futs = [client.submit(_fold_tile, key, sid, i, j, pure=False, retries=3) for i, j in wave]
                 for f in as_completed(futs):
-                    f.result()
+                    # the tile is on disk once its task has finished: its value (1) is never
+                    # gathered, so a worker lost afterwards costs nothing; release it at once
+                    if f.status == "error":
+                        f.result()
+                    f.release()
                     tick()
         finally:
             client.close()

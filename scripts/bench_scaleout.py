@@ -141,16 +141,16 @@ def memory(args) -> None:
 
 
 def distributed(args) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     from meanfield.scaleout import kernel_store
 
     X, net = inputs(args.n), network()
     ref = net.kernel(X)
     with tempfile.TemporaryDirectory(dir=args.dir) as d, \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        pids = sorted(client.run(os.getpid).values())
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        # the nannies' worker processes (no second Client in this process: one is enough)
+        pids = sorted(w.process.pid for w in cluster.workers.values())
         killed: list[int] = []
 
         def progress(done: int, total: int) -> None:
