@@ -203,9 +203,13 @@ def _open_store(net, X: np.ndarray, store: Path, chunk: int, param: str, ntk: bo
                               "delete it or choose another --out")
         bad = [k for k in want if have.get(k) != want[k]]
         if bad:
-            raise DomainError(f"{str(store)!r} was made with a different {bad[0]} "
-                              f"({have.get(bad[0])!r}, now {want[bad[0]]!r}): refusing to resume; "
-                              "delete it or choose another --out")
+            k = bad[0]
+            if k.endswith("_sha256"):   # hashes shortened: the line names what differs
+                what, old, new = k[:-7], f"sha256 {str(have.get(k))[:12]}...", f"{want[k][:12]}..."
+            else:
+                what, old, new = k, repr(have.get(k)), repr(want[k])
+            raise DomainError(f"{str(store)!r} was made with a different {what} ({old}, now {new}): "
+                              "refusing to resume; delete it or choose another --out")
         return {**want, "store_id": have.get("store_id", "")}
     parent = store.parent if str(store.parent) else Path(".")
     if not parent.is_dir():

@@ -177,7 +177,7 @@ def test_refuses_to_resume_with_other_spec_inputs_version_or_chunk(tmp_path, mon
                       nw.activation("erf"), nw.dense(1.0))
     X2 = X.copy()
     X2[3, 2] += 1e-12
-    cases = [((other, X), {}, "spec_sha256"), ((net, X2), {}, "inputs_sha256"),
+    cases = [((other, X), {}, "spec (sha256 "), ((net, X2), {}, "inputs (sha256 "),
              ((net, X), {"chunk": 5}, "chunk"), ((net, X), {"parametrization": "standard"}, "parametrization"),
              ((net, X), {"ntk": False}, "ntk")]
     for args, kw, field in cases:
