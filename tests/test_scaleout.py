@@ -220,7 +220,7 @@ def test_bad_arguments_one_line(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 def test_core_package_never_imports_dask():
-    code = ("import meanfield, meanfield.network, meanfield.dynamics, meanfield.scaleout, sys; "
+    code = ("import meanfield, meanfield.network, meanfield.dynamics, meanfield.scaleout, meanfield.cli, sys; "
             "bad = [m for m in ('dask', 'distributed', 'zarr') if m in sys.modules]; "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
