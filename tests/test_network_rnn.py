@@ -177,6 +177,38 @@ def test_linear_backward_map_in_closed_form():
     np.testing.assert_allclose(G, np.broadcast_to(want, (2, 4, 4)), rtol=1e-14)
 
 
+TILED = {
+    "erf": ([nw.rnn("erf", **NTK4A), nw.dense(1.0)], (5, 4, 3)),
+    "dense-relu-mean": ([nw.dense(1.0, 0.1), nw.activation("relu"), nw.dense(1.0),
+                         nw.rnn("relu", 0.8, 1.5, 0.1, "mean"), nw.dense(1.0)], (5, 4, 3)),
+    "erf-mean-masked": ([nw.rnn("erf", **NTK4A, output="mean", masking=True), nw.dense(1.0)], (5, 4, 3)),
+    # no closed form: a 2-D quadrature per entry (small problems), or tables shared by the tiles
+    "tanh-first": ([nw.rnn("tanh", 1.2, 1.0, 0.1)], (3, 2, 2)),
+    "tanh-all-then-erf": ([nw.dense(1.0), nw.rnn("tanh", 1.2, 1.0, 0.1, "all"), nw.rnn("erf", 1.0, 1.0, 0.1),
+                           nw.dense(1.0)], (3, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name, param", [(n, p) for n in TILED for p in ("ntk", "standard")
+                                         if p == "ntk" or "tanh" not in n])
+def test_tiled_kernel_equals_the_whole_fold(name, param):
+    """Tiles of 2 inputs (and an X2 tile) against the whole (N T)^2 fold, as tests/test_network.py
+    checks the other layers."""
+    layers, shape = TILED[name]
+    x = RNG.standard_normal(shape)
+    if "masked" in name:
+        x[1, 2:] = 0.0
+        x[3, 3:] = 0.0
+    net = nw.serial(*layers, parametrization=param)
+    whole, tiled = net.kernel(x, block=10 ** 9), net.kernel(x, block=2)
+    for a, b in ((whole.nngp, tiled.nngp), (whole.ntk, tiled.ntk)):
+        assert np.max(np.abs(a - b)) <= 1e-14 * np.max(np.abs(a))
+    assert tiled.peak_bytes < whole.peak_bytes
+    x2 = x[:2] * 1.5 + 0.1
+    cross, both = net.kernel(x, x2, block=2), net.kernel(np.concatenate([x, x2]), block=10 ** 9)
+    assert np.max(np.abs(cross.ntk - both.ntk[:len(x), len(x):])) <= 1e-14 * np.max(np.abs(both.ntk))
+
+
 # ------------------------------------------------------------------------------------------
 # specs, refusals, the CLI
 # ------------------------------------------------------------------------------------------

@@ -67,8 +67,8 @@ class Rnn(Layer):
 
     name = "rnn"
     spec_key = "rnn"
-    #: folded untiled: a tile would need the step maps' method chosen for the whole kernel
-    tileable = False
+    #: every entry pairs two sequences only, so the kernel folds in tiles (Network.kernel)
+    tileable = True
 
     def __init__(self, fn: Any, sigma_w2: Any = 1.0, sigma_u2: Any = 1.0, sigma_b2: Any = None,
                  output: Any = "last", masking: Any = False):
@@ -129,6 +129,18 @@ class Rnn(Layer):
                               "masking, all-zero steps are padding)")
         return np.argsort(~valid, axis=1, kind="stable"), lengths
 
+    def _step_variances(self, q: np.ndarray) -> np.ndarray:
+        """Sigma^(t,t) of each input alone (the 1-D recursion), on its unmasked steps (N, T)."""
+        order, L = self._steps_of(q)
+        T = q.shape[1]
+        q_in = np.where(np.arange(T)[None, :] < L[:, None], np.take_along_axis(q, order, axis=1), 0.0)
+        Q = np.empty_like(q_in)
+        prev = np.zeros(q_in.shape[0])
+        for t in range(T):
+            Q[:, t] = self.sigma_w2 * prev + self.sigma_u2 * q_in[:, t] + self._sb
+            prev = gaussian.v_phi(self.act, Q[:, t])
+        return Q
+
     def _recursion(self, st: State):
         """The forward recursion on the sequences' unmasked steps (compressed to the front):
         C, Cd, Xi (R, T, C, T), the rows' step variances, and the compression."""
@@ -151,32 +163,31 @@ class Rnn(Layer):
         Kc = compress(K4) if self.masking else K4
         Tc = None if st.T is None else (compress(st.T.reshape(R, T, Cn, T)) if self.masking
                                         else st.T.reshape(R, T, Cn, T))
-        qrc = np.where(live_r, np.take_along_axis(qr, order_r, axis=1), 0.0)
-        qcc = np.where(live_c, np.take_along_axis(qc, order_c, axis=1), 0.0)
         sw, su, sb = self.sigma_w2, self.sigma_u2, self._sb
         act = self.act
         square = not st.tile
-
-        def diag_walk(q_in):   # Sigma^(t,t) of each input alone: the 1-D recursion
-            Q = np.empty_like(q_in)
-            prev = np.zeros(q_in.shape[0])
-            for t in range(T):
-                Q[:, t] = sw * prev + su * q_in[:, t] + sb
-                prev = gaussian.v_phi(act, Q[:, t])
-            return Q
-
-        Qr = diag_walk(qrc)
-        Qc = Qr if square else diag_walk(qcc)
+        Qr = self._step_variances(qr)
+        Qc = Qr if square else self._step_variances(qc)
         from ..kernels._layers import LayerMaps, diag_moments
 
         ntk = Tc is not None and act.d1 is not None
-        maps = None
+        maps, r_off, c_off = None, 0, 0
         if act.d1 is not None:
-            maps = LayerMaps(act, Qr.reshape(-1), Qc.reshape(-1), st.method, (R * T) * (Cn * T))
+            tape = st.tape
+            if st.tile and tape is not None and tape.pos > 0:
+                # one LayerMaps (one method, one set of tables over every input's step
+                # variances) for all tiles of this layer, as the activation layer does
+                def build(q_all):
+                    Q = self._step_variances(q_all.reshape(q_all.shape[0], T)).reshape(-1)
+                    return LayerMaps(act, Q, Q, st.method, st.total_entries)
+                maps = tape.shared(id(self), build)
+                r_off, c_off = tape.rows.start * T, tape.cols.start * T
+            else:
+                maps = LayerMaps(act, Qr.reshape(-1), Qc.reshape(-1), st.method, st.total_entries)
         E = np.zeros((R, T, Cn, T))
         Ed = np.zeros_like(E) if act.d1 is not None else None
         Xi = np.zeros_like(E) if ntk else None
-        cols = np.arange(Cn * T)
+        cols = c_off + np.arange(Cn * T)
         hidden = not st.finite
         for t in range(T):   # row t of every (t, r) plane needs row t - 1 only
             base = Kc[:, t] * su
@@ -185,13 +196,13 @@ class Rnn(Layer):
             S = base.copy()
             if t:
                 S[:, :, 1:] += sw * E[:, t - 1, :, :-1]
-            rows = ar * T + t
+            rows = r_off + ar * T + t
             M = S.reshape(R, Cn * T)
             diag = (ar, ar * T + t) if square else None
             if maps is None:   # no derivative: the NNGP alone
                 from ..kernels._layers import correlation
-                c = correlation(M, Qr.reshape(-1)[rows], Qc.reshape(-1))
-                e = np.asarray(gaussian.w_phi(act, Qr.reshape(-1)[rows][:, None], Qc.reshape(-1)[None, :], c), float)
+                q1, q2 = Qr[:, t], Qc.reshape(-1)
+                e = np.asarray(gaussian.w_phi(act, q1[:, None], q2[None, :], correlation(M, q1, q2)), float)
                 if square:
                     e[diag] = gaussian.v_phi(act, Qr[:, t])
             else:
