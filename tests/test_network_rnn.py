@@ -392,15 +392,19 @@ def test_kernels_match_a_wide_network(name):
 @pytest.mark.slow
 def test_backward_map_matches_a_wide_network():
     """The backward map's input-gradient covariance at each step against BPTT of random RNNs
-    with a N(0, 1) output gradient (G = 1 at the RNN's output), 5 standard errors."""
-    X = np.random.default_rng(3).standard_normal((2, 5, 64))
-    for output in ("last", "mean"):
-        net = nw.serial(nw.rnn("erf", **NTK4A, output=output))
-        from meanfield.network.core import initial_state
+    with a N(0, 1) output gradient (G = I at the RNN's output), 5 standard errors; "mean" also on
+    a masked sequence (its padding gets no gradient)."""
+    from meanfield.network.core import initial_state
 
+    X0 = np.random.default_rng(3).standard_normal((2, 5, 64))
+    Xm = X0.copy()
+    Xm[0, 3:] = 0.0
+    for output, masking, X in (("last", False, X0), ("mean", False, X0), ("all", False, X0), ("mean", True, Xm)):
+        net = nw.serial(nw.rnn("erf", **NTK4A, output=output, masking=masking))
         _, back = net.layers[0].fold(initial_state(X, "ntk", False, "auto"))
-        want = back(np.ones((2, 1, 1)))
-        R = 8
+        P = 5 if output == "all" else 1
+        want = back(np.broadcast_to(np.eye(P), (2, P, P)).copy())
+        R = 64   # many cheap networks: 8 leave the t-test too weak to see a 10% error
         emp = []
         for r in range(R):
             f = net.sample(512, rng=50 + r)
