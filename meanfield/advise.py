@@ -432,7 +432,13 @@ def advise(arch: str = "mlp", activation="tanh", depth: int = 10, **options):
     ``arch="resnet-full" | "resnet-reduced"``: meanfield.residual.advise_residual.
     """
     if arch not in ARCHES:
-        raise DomainError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHES)}")
+        from .residual import _ARCH_ALIASES
+
+        key = arch.strip().lower() if isinstance(arch, str) else None
+        if key != "mlp" and key not in _ARCH_ALIASES:
+            raise DomainError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHES)} "
+                              f"(aliases: {', '.join(sorted(set(_ARCH_ALIASES) - set(ARCHES)))})")
+        arch = "mlp" if key == "mlp" else _ARCH_ALIASES[key]
     if arch == "mlp":
         extra = set(options) - {"sigma_b2", "width", "sigma_b2_max", "jacobian_budget", "ntk"}
         if extra:

@@ -225,9 +225,9 @@ def iterate_cmd(
 
         emit(iterate(activation, sigma_w2, sigma_b2, depth, q0=q0, c0=c0), as_json)
         return
-    if arch not in ("resnet-full", "resnet-reduced"):
-        raise DomainError(f"unknown arch {arch!r}; choose mlp, resnet-full or resnet-reduced")
-    from .residual import iterate_residual
+    from .residual import _arch, iterate_residual
+
+    arch = _arch(arch)  # resnet-full / resnet-reduced and their aliases (resnet, frn, rrn, ...)
 
     kw = {k: v for k, v in (("sigma_v2", sigma_v2), ("sigma_a2", sigma_a2)) if v is not None}
     emit(iterate_residual(arch, activation, sigma_w2, sigma_b2, depth, p0=p0, c0=c0, every=every, **kw), as_json)

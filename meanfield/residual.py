@@ -54,7 +54,9 @@ from ._memory import check_memory, format_count
 from .maps import check_correlation, check_depth, check_variance
 
 ARCHS = ("resnet-full", "resnet-reduced")
-_ARCH_ALIASES = {"resnet-full": "resnet-full", "full": "resnet-full", "frn": "resnet-full",
+# "resnet" is the network algebra's name for the same block (network.presets.ARCHS)
+_ARCH_ALIASES = {"resnet-full": "resnet-full", "resnet": "resnet-full", "full": "resnet-full",
+                 "frn": "resnet-full",
                  "resnet-reduced": "resnet-reduced", "reduced": "resnet-reduced",
                  "rrn": "resnet-reduced"}
 

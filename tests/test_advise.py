@@ -230,3 +230,14 @@ def test_public_meanfield_advise_can_be_called_twice():
             "assert a.sigma_w2 == b.sigma_w2 == 2.0\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr.strip().splitlines()[-1:]
+
+
+def test_advise_accepts_the_algebras_arch_names():
+    """'resnet' (network.presets' name) and the other aliases mean resnet-full / -reduced."""
+    from meanfield.advise import advise
+
+    ref = advise("resnet-full", "tanh", 20)
+    for alias in ("resnet", "FRN", " full "):
+        assert advise(alias, "tanh", 20) == ref
+    with pytest.raises(DomainError, match="aliases: .*resnet"):
+        advise("transformer-xl", "tanh", 20)

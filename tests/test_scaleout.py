@@ -557,3 +557,20 @@ def test_cli_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dask" else real(name, *a))
     cli_error(cli(*base, "--what", "advise", "--depths", "3"), 2, "pip install 'meanfield[dask]'")
     assert not (tmp_path / "e.json").exists()
+
+
+@needs_dask
+def test_network_kernel_store_argument(tmp_path):
+    """Network.kernel(X, store=...) is kernel_store: the same tiles, the same values."""
+    from meanfield import scaleout
+
+    net = nw.serial(nw.dense(2.0, 0.1), nw.activation("relu"), nw.dense(1.0))
+    X = np.random.default_rng(3).standard_normal((10, 5))
+    res = net.kernel(X, store=tmp_path / "K.zarr", chunk=4)
+    k = net.kernel(X)
+    for name in ("nngp", "ntk"):
+        stored = np.asarray(scaleout.open_kernel(tmp_path / "K.zarr", name)[:])
+        np.testing.assert_allclose(stored, getattr(k, name), rtol=1e-14, atol=0)
+    assert res.n == 10
+    with pytest.raises(DomainError, match="X2, diagonals and block do not apply"):
+        net.kernel(X, X, store=tmp_path / "K2.zarr")

@@ -356,7 +356,8 @@ class Network(Layer):
 
     def kernel(self, X: Any, X2: Any = None, *, parametrization: str | None = None,
                ntk: bool = True, method: str = "auto", diagonals: bool = False,
-               block: int | None = None) -> "NetworkKernel":
+               block: int | None = None, store: Any = None, chunk: int = 4096,
+               scheduler: str | None = None) -> Any:
         """NNGP and NTK of the network's output on inputs X (and X2), MATH.md 4.1-4.4 and 5.2.
 
         X: (N, d) for dense networks, (N, s1, [s2,] channels) channels last for conv networks.
@@ -364,7 +365,19 @@ class Network(Layer):
         or (N, M, s1, s1', s2, s2', ...) otherwise (neural-tangents' layout).
         ``parametrization`` ("ntk" or "standard", default the network's): in the standard one the
         NTK is lim Theta_SP / n with learning rate eta_0 / n (MATH.md 4.2).
+        ``store="K.zarr"``: the Gram matrices go to a zarr store in ``chunk`` x ``chunk`` tiles
+        on dask (``scheduler``: a dask.distributed address), resumably, and a
+        :class:`meanfield.scaleout.StoredKernel` is returned (docs/scaleout.md; needs the
+        ``dask`` extra).
         """
+        if store is not None:
+            if X2 is not None or diagonals or block is not None:
+                raise DomainError("store= writes the square Gram matrix of X in tiles of `chunk` "
+                                  "inputs: X2, diagonals and block do not apply")
+            from ..scaleout import kernel_store
+
+            return kernel_store(self, X, store, chunk=chunk, scheduler=scheduler,
+                                parametrization=parametrization, ntk=ntk, method=method)
         param = self.parametrization if parametrization is None else parametrization
         if param not in PARAMETRIZATIONS:
             raise DomainError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {param!r}")
