@@ -182,15 +182,24 @@ TILED = {
     "dense-relu-mean": ([nw.dense(1.0, 0.1), nw.activation("relu"), nw.dense(1.0),
                          nw.rnn("relu", 0.8, 1.5, 0.1, "mean"), nw.dense(1.0)], (5, 4, 3)),
     "erf-mean-masked": ([nw.rnn("erf", **NTK4A, output="mean", masking=True), nw.dense(1.0)], (5, 4, 3)),
-    # no closed form: a 2-D quadrature per entry (small problems), or tables shared by the tiles
-    "tanh-first": ([nw.rnn("tanh", 1.2, 1.0, 0.1)], (3, 2, 2)),
-    "tanh-all-then-erf": ([nw.dense(1.0), nw.rnn("tanh", 1.2, 1.0, 0.1, "all"), nw.rnn("erf", 1.0, 1.0, 0.1),
-                           nw.dense(1.0)], (3, 2, 2)),
+    "gelu-all-then-erf": ([nw.dense(1.0), nw.rnn("gelu", 1.2, 1.0, 0.1, "all"), nw.rnn("erf", 1.0, 1.0, 0.1),
+                           nw.dense(1.0)], (4, 3, 2)),
 }
 
 
-@pytest.mark.parametrize("name, param", [(n, p) for n in TILED for p in ("ntk", "standard")
-                                         if p == "ntk" or "tanh" not in n])
+def test_rnn_without_closed_forms_folds_untiled():
+    """tanh's step maps are tables over the step variances: no tiles (rnn.Rnn.tileable)."""
+    from meanfield.network.core import tileable
+
+    assert tileable(nw.serial(nw.rnn("erf"), nw.dense(1.0)))
+    assert not tileable(nw.serial(nw.rnn("tanh"), nw.dense(1.0)))
+    x = RNG.standard_normal((3, 2, 2))
+    a = nw.serial(nw.rnn("tanh", 1.2, 1.0, 0.1)).kernel(x, block=1)
+    assert a.peak_bytes >= x.size ** 2 * 8 / x.shape[-1] ** 2   # the whole (N T)^2 state
+
+
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+@pytest.mark.parametrize("name", list(TILED))
 def test_tiled_kernel_equals_the_whole_fold(name, param):
     """Tiles of 2 inputs (and an X2 tile) against the whole (N T)^2 fold, as tests/test_network.py
     checks the other layers."""

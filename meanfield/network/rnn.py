@@ -67,8 +67,16 @@ class Rnn(Layer):
 
     name = "rnn"
     spec_key = "rnn"
-    #: every entry pairs two sequences only, so the kernel folds in tiles (Network.kernel)
-    tileable = True
+    @property
+    def tileable(self) -> bool:
+        """Every entry pairs two sequences only, so the kernel folds in tiles (Network.kernel),
+        where the step maps are closed forms (or q-free tables).  Otherwise they are tables over
+        the step variances, which the tiles could share only through the tape, and the tape has
+        no entry for the data an rnn reads as the first layer: one table per tile would cost
+        more than the untiled fold."""
+        from ..kernels._layers import has_closed_form
+
+        return has_closed_form(self.act)
 
     def __init__(self, fn: Any, sigma_w2: Any = 1.0, sigma_u2: Any = 1.0, sigma_b2: Any = None,
                  output: Any = "last", masking: Any = False):
