@@ -392,7 +392,10 @@ def summarise(res: dict) -> dict:
                                [(train(p, x["width"], cfg["lr"], s) or {}).get("feature_change") for x in rows])
                         for s in cfg["seeds"]]
             m, sd = _mean_sd(per_seed)
-            out["richness"][p] = {"rows": rows, "change_exponent": m, "change_exponent_sd": sd}
+            top = rows[-3:]
+            out["richness"][p] = {"rows": rows, "change_exponent": m, "change_exponent_sd": sd,
+                                  "change_exponent_top3": _slope([x["width"] for x in top],
+                                                                 [x["feature_change"] for x in top])}
     for p in cfg["transfer_parametrizations"]:
         loss = np.full((len(widths), len(cfg["lr_grid"])), np.nan)
         count = np.zeros(loss.shape, dtype=int)
@@ -445,7 +448,8 @@ def report(summary: dict) -> str:
     if summary.get("reference"):
         lines.append(f"(b) infinite-width Gram eigenvalue at init (NNGP): {summary['reference']}")
     for p, r in summary["richness"].items():
-        lines.append(f"(b) {p}: change exponent of x^L after training {r['change_exponent']} ± {r['change_exponent_sd']}")
+        lines.append(f"(b) {p}: change exponent of x^L after training {r['change_exponent']} ± {r['change_exponent_sd']}"
+                     f" (top 3 widths {r['change_exponent_top3']})")
         for row in r["rows"]:
             lines.append("    w={width:5d} loss {loss} (init {loss_init}) lam_min init {gram_min_eig_init} -> {gram_min_eig} "
                          "(sd {gram_min_eig_sd}), dx^L {feature_change}, train acc {train_acc}, test acc {test_acc}, "
