@@ -886,7 +886,7 @@ def _elu_smoothed(alpha: float, lam: float):
 
 __all__ = ["FixedPoint", "fixed_point", "solve_q_star", "QStar", "edge_of_chaos", "edge_of_chaos_curve",
            "EdgeOfChaos", "solve_grid", "FixedPointGrid", "c_star", "phase_of", "STATUS_MESSAGES",
-           "PhaseDiagram", "phase_diagram"]
+           "PhaseDiagram", "phase_diagram", "critical_line"]
 
 
 
@@ -943,20 +943,47 @@ def phase_diagram(activation, *, sigma_w2_max: float = 5.0, sigma_b2_max: float 
     sb_axis = np.linspace(0.0, sigma_b2_max, grid)
     sw, sb = np.meshgrid(sw_axis, sb_axis)
     res = solve_grid(act, sw, sb, with_c_star=with_xi_c, progress=progress)
-    eb = np.linspace(0.0, sigma_b2_max, 4 * grid)
     if act.d1 is None and act.closed_forms.get("vd") is None:
-        ew = np.full(eb.shape, np.nan)
+        eb = ew = np.zeros(0)
+    elif _homogeneous_k(act) is not None:
+        eoc = edge_of_chaos_curve(act, np.zeros(1))  # one critical point, (1/k, 0)
+        eb, ew = np.zeros(1), np.asarray(eoc.sigma_w2, float)
     else:
-        eoc = edge_of_chaos_curve(act, eb)
-        ew = np.where(np.isin(eoc.status, (OK, MARGINAL)), eoc.sigma_w2, np.nan)
-        # Keep the critical points whose q* is the one reached from unit-length inputs, like the
-        # rest of the diagram (gelu / silu have critical points with a tiny basin).
-        fin = np.isfinite(ew) & (eoc.status == OK)
-        if fin.any():
-            reach = solve_q_star(act, ew[fin], eb[fin], q0=1.0)
-            same = (reach.status == OK) & (np.abs(reach.q_star - eoc.q_star[fin]) <= 1e-6 * (1 + eoc.q_star[fin]))
-            sub = ew[fin]
-            sub[~same] = np.nan
-            ew[fin] = sub
+        eb, ew = critical_line(act, q0=1.0)
     return PhaseDiagram(act.name, sw_axis, sb_axis, res.chi_1, res.q_star, res.c_star, res.xi_c,
-                        res.status, eb, np.asarray(ew, float))
+                        res.status, np.asarray(eb, float), np.asarray(ew, float))
+
+
+# q* along the drawn critical line: 30 points per decade over [1e-8, 1e8]
+_LINE_Q = np.logspace(-8, 8, 481)
+
+
+def critical_line(activation, q0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The edge of chaos drawn parametrically in q* (MATH.md 1.6): sigma_w2(q) = 1 / V_phi'(q),
+    sigma_b2(q) = q - V_phi(q) / V_phi'(q), with no root finding.  Kept: points where sigma_b2
+    is resolved (|sigma_b2| >= 1e-6 q, as in :func:`edge_of_chaos_curve`) and >= 0, the length
+    map is stable (slope V_phi'(q)^(-1) dV_phi/dq < 1) and q* is the fixed point that inputs of
+    length q0 reach (no other crossing of the length map between q* and q0, on this q grid).
+    Returns (sigma_b2, sigma_w2) in order of q*, nan between separate pieces."""
+    act = get_activation(activation)
+    qg = _LINE_Q
+    v, vd, dv = (f(act, qg, "direct") for f in (gaussian.v_phi, gaussian.v_dphi, gaussian.dv_phi))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sw = 1.0 / vd
+        sb = qg - v / vd
+        slope = dv / vd
+    keep = np.isfinite(sw) & np.isfinite(sb) & (vd > 0) & (sb >= 0) & (np.abs(sb) >= _H_RESOLVED * qg) & (slope < 1)
+    # reached from q0: G(q') = sigma_w2 V(q') + sigma_b2 - q' keeps one sign strictly between
+    # q* and q0 (the grid's own points next to q* excluded: there G ~ (slope - 1)(q' - q*))
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = sw[:, None] * v[None, :] + sb[:, None] - qg[None, :]
+    lo = np.minimum(qg, q0)[:, None]
+    hi = np.maximum(qg, q0)[:, None]
+    near = np.abs(np.log(qg[None, :] / qg[:, None])) <= 1.5 * np.log(qg[1] / qg[0])
+    between = (qg[None, :] > lo) & (qg[None, :] < hi) & ~near
+    want = np.where(qg < q0, -1.0, 1.0)[:, None]  # q* below q0: the map pulls q0 down to it, and so on
+    wrong = between & ~(np.sign(g) == want)
+    keep &= ~wrong.any(axis=1)
+    sw = np.where(keep, sw, np.nan)
+    sb = np.where(keep, sb, np.nan)
+    return sb, sw
