@@ -107,3 +107,16 @@ def test_hermite_coefficients_of_a_polynomial_and_of_erf():
     # W(q, q, c) = sum a_k^2 c^k against the arcsine closed form at c = 0.6
     w = (a ** 2 * 0.6 ** np.arange(256)).sum(axis=1)
     assert np.allclose(w, gaussian.w_phi(act, q, q, 0.6), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("name, rel", [("tanh", 1e-11), ("erf", 1e-11), ("gelu", 1e-11), ("selu", 1e-8)])
+def test_critical_line_matches_edge_of_chaos(name, rel):
+    """The phase diagram's parametric line (no root finding) against edge_of_chaos (a root find
+    of h(q) = q - V/V' = sigma_b2) at the line's own sigma_b2 values."""
+    from meanfield.fixed_points import critical_line, edge_of_chaos
+
+    sb, sw = critical_line(name)
+    ok = np.flatnonzero(np.isfinite(sw) & (sb <= 2.0) & (sb >= 1e-6))
+    assert ok.size >= 20
+    for i in ok[:: max(1, ok.size // 8)]:
+        assert sw[i] == pytest.approx(edge_of_chaos(name, float(sb[i])).sigma_w2, rel=rel)
