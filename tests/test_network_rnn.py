@@ -231,7 +231,7 @@ def test_spec_round_trip_and_params():
     assert nw.from_spec(nw.to_spec(net)).to_spec() == SPEC
     ps = net.params(nw.Shape((5,), 3))
     assert [(p.name, p.role, p.fan_in) for p in ps] == [
-        ("0.recurrent", "hidden", None), ("0.input", "input", 3), ("0.bias", "hidden", None),
+        ("0.recurrent", "hidden", None), ("0.input", "input", 3), ("0.bias", "input", None),
         ("1.weight", "hidden", None)]
 
 
@@ -252,7 +252,9 @@ def test_spec_round_trip_and_params():
     (lambda: nw.from_spec([{"layer": "rnn", "fn": "erf", "lengths": [2, 3]}]),
      "layers[0].lengths: unknown key for a rnn layer"),
     (lambda: nw.serial(nw.rnn("erf", masking=True)).kernel(np.zeros((2, 3, 2))),
-     "rnn: input 0 has no step with a non-zero input vector"),
+     "rnn: an input sequence has no step with a non-zero input vector"),
+    (lambda: nw.serial(nw.rnn("erf", masking=True)).sample(4, rng=0).forward(np.ones((2, 3, 2)) * [[[1]], [[0]]]),
+     "rnn: input 1 has no step with a non-zero input vector"),
     (lambda: nw.serial(nw.rnn("erf")).kernel([np.ones((3, 2)), np.ones((2, 2))]), "X is not a numeric array"),
     (lambda: nw.pad_sequences([np.ones((3, 2)), np.array([[1.0, 2.0], [0.0, 0.0], [3.0, 1.0]])]),
      "seqs[1]: step 1 is all zeros"),

@@ -67,6 +67,7 @@ class Rnn(Layer):
 
     name = "rnn"
     spec_key = "rnn"
+
     @property
     def tileable(self) -> bool:
         """Every entry pairs two sequences only, so the kernel folds in tiles (Network.kernel),
@@ -113,7 +114,7 @@ class Rnn(Layer):
         out = [Param("recurrent", "weight", "hidden", None, self.sigma_w2, (None, None)),
                Param("input", "weight", role, shape.channels, self.sigma_u2, (shape.channels, None))]
         if self.sigma_b2 is not None:
-            out.append(Param("bias", "bias", "hidden", None, self.sigma_b2, (None,)))
+            out.append(Param("bias", "bias", role, None, self.sigma_b2, (None,)))
         return out
 
     def needs_derivative(self) -> list[str]:
@@ -131,10 +132,9 @@ class Rnn(Layer):
             return np.broadcast_to(np.arange(T), (N, T)), np.full(N, T)
         valid = q > 0
         lengths = valid.sum(axis=1)
-        if np.any(lengths == 0):
-            n = int(np.argmax(lengths == 0))
-            raise DomainError(f"rnn: input {n} has no step with a non-zero input vector (with "
-                              "masking, all-zero steps are padding)")
+        if np.any(lengths == 0):   # (rows of a tile here: apply names the input)
+            raise DomainError("rnn: an input sequence has no step with a non-zero input vector "
+                              "(with masking, all-zero steps are padding)")
         return np.argsort(~valid, axis=1, kind="stable"), lengths
 
     def _step_variances(self, q: np.ndarray) -> np.ndarray:
