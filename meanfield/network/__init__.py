@@ -18,10 +18,10 @@ from .core import (PARAMETRIZATIONS, FiniteNetwork, Layer, Network, NetworkKerne
 from .layers import (METHODS, ActivationLayer, AvgPool, Conv, Dense, Flatten, GlobalAvgPool,
                      Identity, LayerNorm, Repeat, Residual, activation, avg_pool, conv, dense,
                      flatten, global_avg_pool, identity, layer_norm, repeat, residual, serial)
-from .attention import Attention, attention
+from .attention import Attention, TiedAttention, attention
 from .batchnorm import BatchNorm, batch_norm
 from .rnn import Rnn, RnnSteps, pad_sequences, rnn, steps
-from .presets import ARCHS, arch_name, preset
+from .presets import ARCHS, arch_name, preset, transformer
 from .spec import from_spec, load_spec, to_spec
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "Identity", "Residual", "Repeat",
     "dense", "conv", "activation", "avg_pool", "global_avg_pool", "flatten", "layer_norm",
     "identity", "serial", "residual", "repeat", "from_spec", "load_spec", "to_spec",
-    "ARCHS", "arch_name", "preset",
-    "BatchNorm", "batch_norm", "Attention", "attention",
+    "ARCHS", "arch_name", "preset", "transformer",
+    "BatchNorm", "batch_norm", "Attention", "TiedAttention", "attention",
     "Rnn", "RnnSteps", "rnn", "steps", "pad_sequences",
 ]

@@ -36,6 +36,16 @@ does not concentrate, though its mean is still the NNGP).
 
 Refused (one line each): scaling "sqrt" with softmax, relu or abs (the kernel is an expectation
 over the logits' Gaussian with no closed form; NT refuses it too), and inputs without positions.
+
+**Tied attention** (``values = "input"``, :class:`TiedAttention`): TP II's transformer attention
+(MATH.md 5.5), where queries, keys and values are all the layer's input x (no projections, one
+head): logits L = x x' / C (C channels), A = mechanism(L), output A x, or (A + I) x with
+``skip``.  The logits converge to the input's own kernel block K_nn, so A_n = mechanism(K_nn) is
+deterministic, and with B = A (+ I): NNGP B K B', NTK B T B' (no weights of its own, and the
+logits' gradient vanishes in the limit), channel means B mu, backward B_n' G B_n.  A linear mix of
+the input's units, so its output is Gaussian (and fresh) when its input is.  The skip is part of
+the layer because a residual block around it would have a branch without a weight layer, whose
+cross term with the shortcut (A K + K A') the residual combinator does not compute.
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ from .layers import _variance, symmetrised
 
 MECHANISMS = ("softmax", "identity", "relu", "abs")
 SCALINGS = ("linear", "sqrt")
+VALUES = ("weights", "input")
+#: an argument of ``attention`` not given (None would let a JSON null through as a default)
+_UNSET: Any = object()
 
 
 def _mechanism(L: np.ndarray, mech: str, mask: np.ndarray | None) -> np.ndarray:
@@ -284,11 +297,117 @@ class Attention(Layer):
                 "sigma_v2": self.sigma_v2, "sigma_o2": self.sigma_o2, "causal": self.causal}
 
 
-def attention(heads: int = 1, mechanism: str = "softmax", scaling: str = "linear",
-              sigma_q2: float = 1.0, sigma_k2: float = 1.0, sigma_v2: float = 1.0,
-              sigma_o2: float = 1.0, causal: bool = False) -> Attention:
-    """Multi-head self-attention over positions (NT's GlobalSelfAttention; the module docstring)."""
-    return Attention(heads, mechanism, scaling, sigma_q2, sigma_k2, sigma_v2, sigma_o2, causal)
+class TiedAttention(Layer):
+    """Attention with queries = keys = values = the input, output (A [+ I]) x (MATH.md 5.5; the
+    module docstring has the maps)."""
+
+    name = "attention"
+    spec_key = "attention"
+
+    def __init__(self, mechanism: str = "softmax", causal: Any = False, skip: Any = False):
+        if not isinstance(mechanism, str) or mechanism.lower() not in MECHANISMS:
+            raise DomainError(f"mechanism: expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
+        self.mechanism = mechanism.lower()
+        for key, v in (("causal", causal), ("skip", skip)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise DomainError(f"{key}: expected true or false, got {v!r}")
+        self.causal, self.skip = bool(causal), bool(skip)
+
+    def out_shape(self, shape: Shape, where: str) -> Shape:
+        if not shape.spatial:
+            raise DomainError(f"{where}: attention needs inputs with positions, shape (N, T, "
+                              "channels); this layer's input has none")
+        if self.causal and len(shape.spatial) != 1:
+            raise DomainError(f"{where}.causal: a causal mask needs 1-D positions (N, T, channels), "
+                              f"got {len(shape.spatial)}-D positions")
+        # the output mixes each unit's own positions, so it stays Gaussian when the input is
+        return Shape(shape.spatial, shape.channels, gaussian=shape.gaussian and shape.law is None,
+                     fresh=shape.fresh)
+
+    def _mask(self, P: int) -> np.ndarray | None:
+        return np.tri(P, dtype=bool) if self.causal else None
+
+    def mixing(self, st: State) -> np.ndarray:
+        """B_n = A_n (+ I with skip), A_n = mechanism(K_nn): the limiting token mixing (N, P, P)."""
+        B = _mechanism(st.blocks(st.K), self.mechanism, self._mask(st.P))
+        if self.skip:
+            B = B + np.eye(st.P)
+        return B
+
+    def fold(self, st: State) -> tuple[State, Backward]:
+        N, P = st.N, st.P
+        B = self.mixing(st)
+
+        def mix(X):
+            return np.einsum("nst,ntmu,mvu->nsmv", B, X.reshape(N, P, N, P), B,
+                             optimize=True).reshape(st.K.shape)
+
+        K = mix(st.K)
+        T = None if st.T is None else mix(st.T)
+        mu = None if st.mu is None else \
+            np.einsum("nst,nt->ns", B, st.mu.reshape(N, P)).reshape(st.mu.shape)
+
+        def backward(G):
+            return np.einsum("nts,ntu,nuv->nsv", B, G, B, optimize=True)
+
+        return st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu), backward
+
+    # ---- the finite-width network: no parameters ----
+    def apply(self, p, x):
+        shape = x.shape
+        N, C = shape[0], shape[-1]
+        X = x.reshape(N, -1, C)
+        L = np.einsum("nsc,ntc->nst", X, X) / C
+        A = _mechanism(L, self.mechanism, self._mask(X.shape[1]))
+        y = A @ X
+        if self.skip:
+            y = y + X
+        return y.reshape(shape), (X, L, A, shape)
+
+    def vjp(self, p, cache, gy):
+        X, L, A, shape = cache
+        D = gy.reshape(X.shape)
+        gx = np.swapaxes(A, -1, -2) @ D
+        if self.skip:
+            gx = gx + D
+        # at finite width the weights A depend on x through the logits x x' / C
+        gA = np.einsum("nsc,ntc->nst", D, X)
+        gL = _mechanism_vjp(L, A, gA, self.mechanism, self._mask(X.shape[1])) / X.shape[-1]
+        gx = gx + (gL + np.swapaxes(gL, -1, -2)) @ X
+        return gx.reshape(shape)
+
+    def to_spec(self) -> dict:
+        return {"layer": "attention", "values": "input", "mechanism": self.mechanism,
+                "causal": self.causal, "skip": self.skip}
 
 
-__all__ = ["Attention", "attention", "MECHANISMS", "SCALINGS"]
+def attention(heads: Any = _UNSET, mechanism: str = "softmax", scaling: Any = _UNSET,
+              sigma_q2: Any = _UNSET, sigma_k2: Any = _UNSET, sigma_v2: Any = _UNSET,
+              sigma_o2: Any = _UNSET, causal: bool = False, values: str = "weights",
+              skip: Any = False) -> "Attention | TiedAttention":
+    """Self-attention over positions (MATH.md 5.5).  ``values = "weights"`` (default): NT's
+    GlobalSelfAttention with projections (heads default 1, scaling "linear", variances 1);
+    ``values = "input"``: the tied attention of TP II's transformer, no projections, output
+    A x, or (A + I) x with ``skip`` (the module docstring)."""
+    if not isinstance(values, str) or values.lower() not in VALUES:
+        raise DomainError(f"values: expected one of {', '.join(VALUES)}, got {values!r}")
+    if values.lower() == "input":
+        given = [k for k, v in (("heads", heads), ("sigma_q2", sigma_q2), ("sigma_k2", sigma_k2),
+                                ("sigma_v2", sigma_v2), ("sigma_o2", sigma_o2)) if v is not _UNSET]
+        if given:
+            raise DomainError(f"{given[0]}: attention with values 'input' has one head and no "
+                              "projections (queries, keys and values are the input), so it takes "
+                              "no heads or sigma_q2/k2/v2/o2")
+        if scaling is not _UNSET and (not isinstance(scaling, str) or scaling.lower() != "linear"):
+            raise DomainError(f"scaling: attention with values 'input' has logits x.x'/n "
+                              f"(scaling 'linear', MATH.md 5.5), got {scaling!r}")
+        return TiedAttention(mechanism, causal, skip)
+    if not isinstance(skip, (bool, np.bool_)) or skip:
+        raise DomainError(f"skip: only attention with values 'input' has a built-in skip (got "
+                          f"{skip!r}); put attention with projections in a residual block")
+    return Attention(1 if heads is _UNSET else heads, mechanism, "linear" if scaling is _UNSET else scaling,
+                     *(1.0 if v is _UNSET else v for v in (sigma_q2, sigma_k2, sigma_v2, sigma_o2)),
+                     causal)
+
+
+__all__ = ["Attention", "TiedAttention", "attention", "MECHANISMS", "SCALINGS", "VALUES"]

@@ -16,7 +16,8 @@ from ..activations import get_activation
 from ..errors import DomainError
 from ..maps import check_depth
 from .core import Network
-from .layers import activation, dense, residual
+from .attention import attention
+from .layers import activation, dense, global_avg_pool, layer_norm, residual
 
 ARCHS = ("mlp", "resnet", "resnet-reduced")
 ALIASES = {"resnet-full": "resnet", "frn": "resnet", "rrn": "resnet-reduced", "full": "resnet",
@@ -68,4 +69,21 @@ def preset(arch: str, activation_spec: Any, depth: int, *, sigma_w2: Any, sigma_
     return Network([dense(sigma_in2)] + blocks + [dense(sigma_o2)], parametrization)
 
 
-__all__ = ["ARCHS", "ALIASES", "arch_name", "preset"]
+def transformer(activation_spec: Any, depth: int, *, sigma_w2: Any, sigma_u2: Any = 1.0,
+                sigma_v2: float = 1.0, causal: bool = False, parametrization: str = "ntk") -> Network:
+    """TP II's single-head transformer (MATH.md 5.5) on (N, T, d) inputs: per block
+    k = U x (sigma_u2), y = Attn(k, k, k) + k (tied attention, logits k.k'/n, softmax),
+    z = LN(y), x = LN(W2 phi(W1 z) + z) (W1, W2: sigma_w2); then the mean over positions and a
+    readout of variance sigma_v2.  sigma_w2, sigma_u2: a scalar or one value per block; no
+    biases, LayerNorm without affine parameters and eps = 0; ``causal``: TP I's masked version."""
+    L = check_depth(depth)
+    act = get_activation(activation_spec)
+    sw, su = _per("sigma_w2", sigma_w2, L), _per("sigma_u2", sigma_u2, L)
+    layers = []
+    for k in range(L):
+        layers += [dense(su[k]), attention(values="input", skip=True, causal=causal), layer_norm(),
+                   residual([dense(sw[k]), activation(act), dense(sw[k])]), layer_norm()]
+    return Network(layers + [global_avg_pool(), dense(sigma_v2)], parametrization)
+
+
+__all__ = ["ARCHS", "ALIASES", "arch_name", "preset", "transformer"]

@@ -31,7 +31,8 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "residual": ("branch", "shortcut", "scale"),
     "repeat": ("n", "body"),
     "batch_norm": (),
-    "attention": ("heads", "mechanism", "scaling", "sigma_q2", "sigma_k2", "sigma_v2", "sigma_o2", "causal"),
+    "attention": ("heads", "mechanism", "scaling", "sigma_q2", "sigma_k2", "sigma_v2", "sigma_o2", "causal",
+                  "values", "skip"),
     "rnn": ("fn", "sigma_w2", "sigma_u2", "sigma_b2", "output", "masking"),
 }
 _REQUIRED = {"activation": ("fn",), "conv": ("filter",), "avg_pool": ("window",),
