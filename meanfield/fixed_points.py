@@ -743,39 +743,19 @@ def _series_nodes(act, q):
 
 def _series_newton(a2, q, sw, sb, start):
     """c* and chi_c of the truncated series C_K(c) = (sigma_w2 sum_{k<K} a_k^2 c^k + sigma_b2) / q
-    (a2: (n, K) squared coefficients).
-
-    The known root c = 1 is divided out: with q = sigma_w2 V + sigma_b2, (C(c) - c) / (1 - c) =
-    1 - D(c), D(c) = sum_j d_j c^j, d_j = (sigma_w2 / q) sum_{k>j} a_k^2 (non-negative, so D is
-    increasing and convex, D(1) = chi_1).  Newton on D(c) = 1 then converges quadratically even
-    where c* is close to 1 (a near-double root of C(c) - c, where plain Newton only halves its
-    error per step)."""
+    (a2: (n, K) squared coefficients), by :func:`_newton_sqrt` from ``start``."""
     n, n_coef = a2.shape
-    scale = (sw / q)[:, None]
-    d = scale * (np.cumsum(a2[:, ::-1], axis=1)[:, ::-1][:, 1:])  # d_j, j < K - 1
-    dd = d[:, 1:] * np.arange(1, n_coef - 1)[None, :]
-
-    def deflated(i, c):
-        pw = np.cumprod(np.broadcast_to(c[:, None], (c.size, n_coef - 1)), axis=1)
-        val = d[i, 0] + np.einsum("ij,ij->i", d[i, 1:], pw[:, :-1])
-        der = dd[i, 0] + np.einsum("ij,ij->i", dd[i, 1:], pw[:, :-2]) if n_coef > 2 else np.zeros(c.size)
-        # as h = C - c and h' = chi_c - 1 for _newton_c: h ~ (1 - c)(1 - D) has the same root
-        return 1.0 - val, 1.0 - der
-
-    c0, _ = _newton_c(deflated, n, start, bracket=False)
-    # D's coefficients carry the whole truncated tail (not damped by c^K), so the deflated root
-    # is only a start: C(c) - c itself, whose truncation error is c^K times the tail, polishes it
-    # (Newton is quadratic there once the start is well inside the near-double root's gap).
-    sbq = sb / q
+    scale, sbq = sw / q, sb / q
     k = np.arange(n_coef)
+    a2k = a2[:, 2:] * k[None, 2:]
 
     def direct(i, c):
         pw = np.cumprod(np.broadcast_to(c[:, None], (c.size, n_coef - 1)), axis=1)
         w = a2[i, 0] + np.einsum("ij,ij->i", a2[i, 1:], pw)
-        dw = a2[i, 1] + np.einsum("ij,ij->i", a2[i, 2:] * k[None, 2:], pw[:, :-1])
-        return scale[i, 0] * w + sbq[i] - c, scale[i, 0] * dw
+        dw = a2[i, 1] + np.einsum("ij,ij->i", a2k[i], pw[:, :-1])
+        return scale[i] * w + sbq[i] - c, scale[i] * dw
 
-    return _newton_c(direct, n, np.clip(np.nan_to_num(c0), 0.0, 1.0 - 1e-15), bracket=False)
+    return _newton_sqrt(direct, n, start)
 
 
 def _series_tail(a2):
@@ -818,13 +798,24 @@ def _series_c_star(act, q, sw, sb):
         if todo.size == 0:
             continue
         x, basis = gaussian._hermite_basis(int(nn), int(nn))
+        # The rule is symmetric and He_k(-x) = (-1)^k He_k(x): even k read phi(u) + phi(-u) at
+        # the positive nodes, odd k phi(u) - phi(-u), half the products of the full rule.
+        pos = x > 0
+        bp = basis[pos]
+        u = np.sqrt(q[todo])[:, None] * x[pos][None, :]
+        fp, fm = act.fn(u), act.fn(-u)
+        even, odd = fp + fm, fp - fm
+        del u, fp, fm
         start = np.zeros(todo.size)
-        fx = act.fn(np.sqrt(q[todo])[:, None] * x[None, :])  # phi at the nodes, for every K
         rows = np.arange(todo.size)
         for n_coef in sorted({min(64, nn), min(256, nn), nn}):
             if todo.size == 0:
                 break
-            a2 = (fx[rows] @ basis[:, :n_coef]) ** 2
+            a2 = np.empty((rows.size, n_coef))
+            full = rows.size == even.shape[0]
+            a2[:, 0::2] = (even if full else even[rows]) @ bp[:, 0:n_coef:2]
+            a2[:, 1::2] = (odd if full else odd[rows]) @ bp[:, 1:n_coef:2]
+            a2 **= 2
             ct, cht = _series_newton(a2, q[todo], sw[todo], sb[todo], start)
             e0, e1 = _series_tail(a2)
             scale = sw[todo] / q[todo]
