@@ -33,6 +33,8 @@ _DTYPES = {"float64": np.float64, "float32": np.float32}
 _WORK_ARRAYS = 14
 _MIN_WORK_BYTES = 8 * 2**20
 _MAX_WORK_BYTES = 128 * 2**20
+#: the largest tile side of the dense kernels (inputs); see kernel()
+_TILE_MAX = 1024
 #: "auto" tabulates the whole network (inputs of one length) from this many entries on
 _WHOLE_MIN_ENTRIES = 1 << 14
 #: the condition number is skipped above this size (an O(N^3) eigendecomposition)
@@ -386,8 +388,9 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     dtype : ``"float64"`` (default) or ``"float32"`` for the returned matrices (computation is
         always float64; float32 halves the memory).
     diagonals : also return every layer's kernel diagonal (``result.layers``).
-    block_rows : rows per block (default: from a memory budget of twice the output size, at
-        least 8 MiB and at most 128 MiB of working arrays).
+    block_rows : the side of the square tiles (inputs; default: from a memory budget of twice
+        the output size, at least 8 MiB and at most 128 MiB of working arrays per worker, and
+        at most 1024).  Symmetric kernels compute the tiles on and above the diagonal.
     workers : threads computing row blocks concurrently (numpy releases the GIL in its
         elementwise loops); default min(4, CPUs).  Each worker has its share of the memory budget.
     progress : called as ``progress(done, total)`` (entries) after every block.
@@ -470,51 +473,57 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     out_ntk = np.empty((N, M), dtype=dt)
     n_workers = _workers(workers)
     if block_rows is None:
+        # Square tiles of fixed side: each reads t columns of X and t^2 entries of work arrays,
+        # so the cost stays proportional to N^2 (row bands of a fixed budget / N made the
+        # band count, and the Gram products' re-reads of X, grow like N^2 / budget).
         budget = min(max(2 * out_nngp.nbytes * 2, _MIN_WORK_BYTES), _MAX_WORK_BYTES)
-        block_rows = max(1, int(budget // (_WORK_ARRAYS * 8 * M * n_workers)))
+        block_rows = max(1, min(_TILE_MAX, int(math.sqrt(budget / (_WORK_ARRAYS * 8 * n_workers)))))
     b = int(min(block_rows, N))
     starts = list(range(0, N, b))
+    cstarts = starts if sym else list(range(0, M, b))
+    tiles = [(r0, c0) for r0 in starts for c0 in cstarts if not sym or c0 >= r0]
     total = N * (N + 1) // 2 if sym else N * M
+    X2b = X if sym else X2a
 
-    def run(r0: int) -> int:
-        r1 = min(N, r0 + b)
-        rows = slice(r0, r1)
-        cols = slice(r0, N) if sym else slice(0, M)
-        G = X[rows] @ (X[cols] if sym else X2a).T
+    def run(tile: tuple[int, int]) -> int:
+        r0, c0 = tile
+        r1, c1 = min(N, r0 + b), min(M, c0 + b)
+        rows, cols = slice(r0, r1), slice(c0, c1)
+        G = X[rows] @ X2b[cols].T
         G /= d
-        diag = (np.arange(r1 - r0), np.arange(r1 - r0)) if sym else None
+        on_diag = sym and r0 == c0
+        diag = (np.arange(r1 - r0), np.arange(r1 - r0)) if on_diag else None
         nn, nt = block_model.block(G, maps, rows, cols, rd, diag)
-        if sym:  # upper triangle only; the diagonal square made exactly symmetric
-            sq = r1 - r0
+        if on_diag:  # the diagonal square made exactly symmetric
             for mat in (nn, nt):
-                upper = np.triu(mat[:, :sq])
-                mat[:, :sq] = upper + np.triu(upper, 1).T
+                upper = np.triu(mat)
+                mat[:] = upper + np.triu(upper, 1).T
         out_nngp[rows, cols] = nn
         out_ntk[rows, cols] = nt
-        return (r1 - r0) * (N - r0) - (r1 - r0) * (r1 - r0 - 1) // 2 if sym else (r1 - r0) * M
+        if sym and not on_diag:  # the mirror tile, while this one is in cache
+            out_nngp[cols, rows] = nn.T
+            out_ntk[cols, rows] = nt.T
+        if sym:
+            return (r1 - r0) * (r1 - r0 + 1) // 2 if on_diag else (r1 - r0) * (c1 - c0)
+        return (r1 - r0) * (c1 - c0)
 
     for m in maps:  # build the tables once, before the blocks share them
         if m.method == "table":
             _ = m.tab
     done = 0
-    if n_workers == 1 or len(starts) == 1:
-        for r0 in starts:
-            done += run(r0)
+    if n_workers == 1 or len(tiles) == 1:
+        for t in tiles:
+            done += run(t)
             if progress is not None:
                 progress(done, total)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            for k in pool.map(run, starts):
+            for k in pool.map(run, tiles):
                 done += k
                 if progress is not None:
                     progress(done, total)
-    if sym:  # mirror the upper triangle, one band at a time
-        for r0 in starts:
-            r1 = min(N, r0 + b)
-            out_nngp[r1:, r0:r1] = out_nngp[r0:r1, r1:].T
-            out_ntk[r1:, r0:r1] = out_ntk[r0:r1, r1:].T
 
     table_error = None if whole is None else whole.error_estimate
     for m in maps:
