@@ -85,7 +85,7 @@ class Config:
 
 
 QUICK = Config(data="synthetic", widths=(16, 32), base_width=16, seeds=(0, 1), n_train=24, n_test=8,
-               n_gram=8, batch=8, steps=6, lr=0.5, lr_grid=(0.25, 1.0), coord_n=16, coord_steps=2,
+               n_gram=8, batch=8, steps=6, lr=1.0, lr_grid=(0.25, 1.0), coord_n=16, coord_steps=2,
                coord_parametrizations=("mup", "sp"), rich_parametrizations=("mup",),
                transfer_parametrizations=("mup", "sp"))
 
