@@ -158,7 +158,10 @@ def _read_variances(mod: nn.Module, fan_in: int, where: str) -> tuple[float, flo
         ms, mean, k = _moments(t)
         if not math.isfinite(ms):
             raise DomainError(f"{where}: its {name} holds NaN or inf")
-        if k > 1 and abs(mean) > _ZERO_MEAN_Z * math.sqrt(max(ms - mean * mean, 0.0) / k) and abs(mean) > 1e-12:
+        # under mean 0 the sample mean has standard error rms / sqrt(k); a constant tensor
+        # (nn.init.constant_) is refused however few its entries
+        const = k > 1 and ms > 0 and bool((t.detach() == t.detach().reshape(-1)[0]).all())
+        if const or abs(mean) > _ZERO_MEAN_Z * math.sqrt(ms / k):
             raise DomainError(f"{where}: its {name} has mean {mean:.4g} (rms {math.sqrt(ms):.4g}); the "
                               "algebra's weights and biases have mean 0, so a shifted init is not "
                               "described")
@@ -249,9 +252,10 @@ class _Reader:
             with _describe_mode(model), torch.no_grad():
                 ShapeProp(self.gm).propagate(example_input)
         except Exception as exc:  # noqa: BLE001 - the model itself rejects the input
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            root = exc.__cause__ or exc      # ShapeProp wraps the module's own error
+            first = (str(root).strip().splitlines() or [type(root).__name__])[0]
             raise DomainError(f"example_input of shape {tuple(example_input.shape)}: the model fails "
-                              f"on it ({type(exc).__name__}: {first})") from None
+                              f"on it ({type(root).__name__}: {first})") from None
         self.notes: list[str] = []
         self.vals: dict[fx.Node, _Val] = {}
         self.called: dict[str, str] = {}
