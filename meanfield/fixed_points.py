@@ -622,6 +622,11 @@ def _newton_sqrt(hd, n, c0, iters: int = 40):
         new = np.where(zero, 1.0, new)
         fin = ((np.abs(2.0 * ti * (new - ti)) <= 1e-14) & ~out) | (g == 0) | zero | (hi[idx] - lo[idx] <= 1e-15)
         done_c[idx[fin]] = 1.0 - new[fin] * new[fin]
+        # h > 0 with h' > 0 does not happen for the convex map (h > 0 only left of c*, where it
+        # decreases): W's rounding is larger than h there, c* is closer to 1 than W resolves
+        # (c_star raises for these); left nan
+        lost = (h > 0) & (dh > 1.0) & ~fin
+        fin |= lost
         idx = idx[~fin]
     return done_c, chic
 
@@ -863,13 +868,19 @@ def _elu_smoothed(alpha: float, lam: float):
     from scipy import special as sps
 
     def smoothed(m, s):
+        s = np.ascontiguousarray(s)
         t = m / s
         x = t + s
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            e = np.where(x > 0, 0.5 * np.exp(-0.5 * t * t) * sps.erfcx(x / np.sqrt(2.0)),
-                         np.exp(np.minimum(m + 0.5 * s * s, 0.0)) * sps.ndtr(-x))
-        pt, pdf = sps.ndtr(t), np.exp(-0.5 * t * t) / np.sqrt(2.0 * np.pi)
-        return (lam * (m * pt + s * pdf) + lam * alpha * (e - sps.ndtr(-t)),
+        with np.errstate(under="ignore"):
+            g = np.exp(-0.5 * t * t)
+        big = x > 0
+        e = np.empty_like(t)
+        e[big] = 0.5 * g[big] * sps.erfcx(x[big] / np.sqrt(2.0))
+        sm = ~big
+        e[sm] = np.exp(m[sm] + 0.5 * s[sm] * s[sm]) * sps.ndtr(-x[sm])
+        pt = sps.ndtr(t)
+        # 1 - Phi(t) for Phi(-t): absolute error 1e-16 against terms of order one
+        return (lam * (m * pt + s * g / np.sqrt(2.0 * np.pi)) + lam * alpha * (e - (1.0 - pt)),
                 lam * pt + lam * alpha * e)
 
     return smoothed
