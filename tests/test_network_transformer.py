@@ -42,11 +42,14 @@ def _softmax_blocks(C, M, T, causal):
     return A
 
 
-def math_5_5(x, L, sw, su, sv, causal=False):
+def math_5_5(x, L, sw, su, sv, causal=False, standard=False):
     """NNGP and NTK of MATH.md 5.5's transformer: the forward table, the backward table, and
     Theta = sv/T^2 o C^{x^L} + sum_l (su D^k o C^{x^(l-1)} + sw D^g o C^z + sw D^h o V(C^g)),
     i.e. the TP II formula with each weight's term times its variance (raw N(0, 1) parameters,
-    the algebra's NTK parametrisation; MATH.md 5.4's conversion)."""
+    the algebra's NTK parametrisation).  ``standard``: lim Theta_SP / n, the TP II formula as it
+    stands (no variances) without U^1's term, whose fan-in is the data's (MATH.md 4.2).  Also
+    the gradient second moments, per block [D^k, D^y, D^z, D^h, D^x] (token means of each
+    sequence's diagonal), in the order of the layers' outputs."""
     M, T, d = x.shape
     F = x.reshape(M * T, d)
     I = np.eye(M * T)
@@ -68,18 +71,25 @@ def math_5_5(x, L, sw, su, sv, causal=False):
     def pair_sum(X):   # (X o Y)_ab = sum_ij X_aibj Y_aibj, with Y folded into X by the caller
         return X.reshape(M, T, M, T).sum(axis=(1, 3))
 
+    def diag(D):
+        return np.diag(D).reshape(M, T).mean(axis=1)
+
     nngp = sv * pair_sum(Cx) / T ** 2
-    ntk = sv * pair_sum(Cx) / T ** 2
+    cu, cw, cv = (1.0, 1.0, 1.0) if standard else (su, sw, sv)
+    ntk = cv * pair_sum(Cx) / T ** 2
     D = np.full((M * T, M * T), sv / T ** 2)
-    for Cx_prev, A, dz, Cz, V, Vd, dx in reversed(fwd):
+    grads = []
+    for l, (Cx_prev, A, dz, Cz, V, Vd, dx) in reversed(list(enumerate(fwd))):
         Dh = D * np.outer(dx, dx)
         Dg = sw * Dh * Vd
         Dz = sw * Dg + Dh
         Dy = Dz * np.outer(dz, dz)
         Dk = (A + I).T @ Dy @ (A + I)
-        ntk += pair_sum(su * Dk * Cx_prev + sw * Dg * Cz + sw * Dh * V)
+        ntk += pair_sum((0.0 if standard and l == 0 else cu) * Dk * Cx_prev
+                        + cw * Dg * Cz + cw * Dh * V)
+        grads = [diag(Dk), diag(Dy), diag(Dz), diag(Dh), diag(D)] + grads
         D = su * Dk
-    return nngp, ntk
+    return nngp, ntk, grads
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -87,9 +97,29 @@ def math_5_5(x, L, sw, su, sv, causal=False):
 def test_depth_2_relu_matches_math_5_5(sw, su, sv, causal):
     x = RNG.standard_normal((3, 4, 5))
     k = nw.transformer("relu", 2, sigma_w2=sw, sigma_u2=su, sigma_v2=sv, causal=causal).kernel(x)
-    nngp, ntk = math_5_5(x, 2, sw, su, sv, causal)
+    nngp, ntk, _ = math_5_5(x, 2, sw, su, sv, causal)
     np.testing.assert_allclose(k.nngp, nngp, rtol=1e-12, atol=0)
     np.testing.assert_allclose(k.ntk, ntk, rtol=1e-12, atol=0)
+
+
+def test_standard_parametrisation_is_the_tp2_formula_without_the_first_u():
+    """lim Theta_SP / n: every weight with a width's fan-in contributes D o C with no variance
+    (the TP II convention), U^1 (fan-in d) drops out."""
+    x = RNG.standard_normal((3, 4, 5))
+    net = nw.transformer("relu", 2, sigma_w2=1.3, sigma_u2=0.7, sigma_v2=2.5, parametrization="standard")
+    _, ntk, _ = math_5_5(x, 2, 1.3, 0.7, 2.5, standard=True)
+    np.testing.assert_allclose(net.kernel(x).ntk, ntk, rtol=1e-12, atol=0)
+
+
+def test_propagate_gradients_are_the_backward_table():
+    """propagate's gradient second moments (G = 1 at the output) at every layer's output are
+    MATH.md 5.5's D^k, D^y, D^z, D^h, D^x (token-averaged diagonals), block by block."""
+    x = RNG.standard_normal((3, 4, 5))
+    p = nw.transformer("relu", 2, sigma_w2=1.3, sigma_u2=0.7, sigma_v2=2.5).propagate(x)
+    *_, grads = math_5_5(x, 2, 1.3, 0.7, 2.5)
+    assert p.layers[:5] == ("dense", "attention", "layer_norm", "residual", "layer_norm")
+    np.testing.assert_allclose(p.gradient[:10], np.array(grads), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(p.gradient[10:], [np.full(3, 2.5), np.ones(3)], rtol=1e-15)
 
 
 def test_per_block_variances():
@@ -238,3 +268,28 @@ def test_finite_width_error_falls_like_inverse_sqrt_width():
         errs.append(np.mean([np.sqrt(np.mean((e - theory) ** 2)) / scale for e in emp]))
     slope = np.polyfit(np.log(widths), np.log(errs), 1)[0]
     assert -0.7 < slope < -0.3, f"slope {slope:.3f}, errors {errs}"
+
+
+def test_cli_kernel_of_a_transformer_spec(tmp_path):
+    """`meanfield kernel --net` takes the transformer's spec as it is; a bad tied-attention key is
+    one line, exit 2, nothing written."""
+    import json
+
+    net = nw.transformer("relu", 1, sigma_w2=2.0, sigma_u2=1.5)
+    spec = tmp_path / "net.json"
+    spec.write_text(json.dumps(nw.to_spec(net)))
+    x = RNG.standard_normal((3, 4, 2))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "K.npz"
+    res = tn._run("kernel", "--net", spec, "--x", tmp_path / "x.npy", "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    with np.load(out) as z:
+        assert np.array_equal(z["ntk"], net.kernel(x).ntk)
+    bad = nw.to_spec(net)
+    bad["layers"][1]["heads"] = 2
+    spec.write_text(json.dumps(bad))
+    out.unlink()
+    res = tn._run("kernel", "--net", spec, "--x", tmp_path / "x.npy", "--out", out)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "layers[1].heads:" in lines[0], res.stderr
+    assert not out.exists()
