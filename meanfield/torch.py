@@ -1947,6 +1947,8 @@ def empirical_ntk(
 
 # torch_mup imports this module, so its functions are re-exported on first use (PEP 562).
 _MUP = ("mup_", "check_parametrization", "coord_check")
+# the same for torch_graph (any traced model read into the network algebra)
+_GRAPH = ("to_network", "compare_model", "to_channels_last", "Layout", "ModelComparison")
 
 
 def __getattr__(name: str) -> Any:
@@ -1954,11 +1956,16 @@ def __getattr__(name: str) -> Any:
         from . import torch_mup
 
         return getattr(torch_mup, name)
+    if name in _GRAPH:
+        from . import torch_graph
+
+        return getattr(torch_graph, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     *_MUP,
+    *_GRAPH,
     "init_",
     "trace_structure",
     "Structure",
