@@ -31,6 +31,13 @@ def _relu_V(C):
             (np.pi - th) / (2 * np.pi))
 
 
+def _erf_V(C):
+    """V_erf and V_erf' in closed form (Williams 1997)."""
+    d = 1 + 2 * np.diag(C)
+    return (2 / np.pi * np.arcsin(2 * C / np.sqrt(np.outer(d, d))),
+            4 / np.pi / np.sqrt(np.outer(d, d) - 4 * C * C))
+
+
 def _softmax_blocks(C, M, T, causal):
     A = np.zeros_like(C)
     for a in range(M):
@@ -42,7 +49,7 @@ def _softmax_blocks(C, M, T, causal):
     return A
 
 
-def math_5_5(x, L, sw, su, sv, causal=False, standard=False):
+def math_5_5(x, L, sw, su, sv, causal=False, standard=False, V_phi=_relu_V):
     """NNGP and NTK of MATH.md 5.5's transformer: the forward table, the backward table, and
     Theta = sv/T^2 o C^{x^L} + sum_l (su D^k o C^{x^(l-1)} + sw D^g o C^z + sw D^h o V(C^g)),
     i.e. the TP II formula with each weight's term times its variance (raw N(0, 1) parameters,
@@ -62,7 +69,7 @@ def math_5_5(x, L, sw, su, sv, causal=False, standard=False):
         dz = 1 / np.sqrt(np.diag(Cy))
         Cz = Cy * np.outer(dz, dz)
         Cg = sw * Cz
-        V, Vd = _relu_V(Cg)
+        V, Vd = V_phi(Cg)
         S = sw * V + Cz
         dx = 1 / np.sqrt(np.diag(S))
         fwd.append((Cx, A, dz, Cz, V, Vd, dx))
@@ -93,11 +100,12 @@ def math_5_5(x, L, sw, su, sv, causal=False, standard=False):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("sw, su, sv", [(2.0, 1.5, 1.0), (1.3, 0.7, 2.5)])
-def test_depth_2_relu_matches_math_5_5(sw, su, sv, causal):
+@pytest.mark.parametrize("act, sw, su, sv", [("relu", 2.0, 1.5, 1.0), ("relu", 1.3, 0.7, 2.5),
+                                             ("erf", 1.3, 0.7, 2.5)])
+def test_depth_2_matches_math_5_5(act, sw, su, sv, causal):
     x = RNG.standard_normal((3, 4, 5))
-    k = nw.transformer("relu", 2, sigma_w2=sw, sigma_u2=su, sigma_v2=sv, causal=causal).kernel(x)
-    nngp, ntk, _ = math_5_5(x, 2, sw, su, sv, causal)
+    k = nw.transformer(act, 2, sigma_w2=sw, sigma_u2=su, sigma_v2=sv, causal=causal).kernel(x)
+    nngp, ntk, _ = math_5_5(x, 2, sw, su, sv, causal, V_phi={"relu": _relu_V, "erf": _erf_V}[act])
     np.testing.assert_allclose(k.nngp, nngp, rtol=1e-12, atol=0)
     np.testing.assert_allclose(k.ntk, ntk, rtol=1e-12, atol=0)
 
