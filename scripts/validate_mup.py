@@ -89,6 +89,11 @@ QUICK = Config(data="synthetic", widths=(16, 32), base_width=16, seeds=(0, 1), n
                coord_parametrizations=("mup", "sp"), rich_parametrizations=("mup",),
                transfer_parametrizations=("mup", "sp"))
 
+# muP's best learning rate on the main grid is its largest stable one (2, with 4 diverging):
+# half-octaves around it say whether that edge moves with width by less than a factor 2.
+FINE = replace(Config(), lr_grid=(2.0 ** 0.5, 2.0, 2.0 ** 1.5), coord_parametrizations=(),
+               rich_parametrizations=(), transfer_parametrizations=("mup",))
+
 
 # ------------------------------------------------------------------------------------------
 # data and model
@@ -272,7 +277,8 @@ def planned_runs(cfg: Config) -> list[tuple[str, tuple]]:
     plan: list[tuple[str, tuple]] = [(f"coord/{p}", ("coord", p)) for p in cfg.coord_parametrizations]
     plan += [(f"coord/{p}/targets-x4", ("coord", p, TARGET_SCALE))
              for p in cfg.coord_parametrizations if p in ("mup", "ntp")]
-    plan.append(("reference", ("reference",)))
+    if cfg.rich_parametrizations:
+        plan.append(("reference", ("reference",)))
     for seed in cfg.seeds:
         for p in cfg.rich_parametrizations:
             plan += [(_train_key(p, w, cfg.lr, seed), ("train", p, w, cfg.lr, seed)) for w in cfg.widths]
@@ -559,15 +565,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", action="store_true", help="plot the results file instead of measuring")
     ap.add_argument("--max-minutes", type=float, default=math.inf, help="stop (resumably) after this much CPU time")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run on synthetic data (results in /tmp)")
+    ap.add_argument("--fine", action="store_true",
+                    help="muP only, half-octave lrs around its best (docs/mup_results_fine.json; --plot prints, draws nothing)")
     args = ap.parse_args(argv)
-    cfg = QUICK if args.quick else replace(Config(), data=args.data)
-    out = args.out or ("/tmp/mup_results_quick.json" if args.quick else os.path.join(ROOT, "docs", "mup_results.json"))
+    cfg = QUICK if args.quick else replace(FINE if args.fine else Config(), data=args.data)
+    default = ("/tmp/mup_results_quick.json" if args.quick else
+               os.path.join(ROOT, "docs", "mup_results_fine.json" if args.fine else "mup_results.json"))
+    out = args.out or default
     try:
         if args.plot:
             with open(out) as fh:
                 res = json.load(fh)
             s = summarise(res)
             print(report(s))
+            if args.fine:
+                return 0
             for p in plot(s, "/tmp" if args.quick else args.figures):
                 print("wrote", p)
             return 0
