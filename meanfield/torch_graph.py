@@ -30,7 +30,6 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.fx.passes.shape_prop import ShapeProp
 
 from . import network as nw
 from .errors import DomainError
@@ -248,24 +247,26 @@ class _Reader:
             raise DomainError(f"torch.fx could not trace {type(model).__name__} ({type(exc).__name__}: "
                               f"{first}); to_network reads only models fx can trace (no "
                               "data-dependent control flow)") from None
+        n_in = sum(n.op == "placeholder" for n in self.gm.graph.nodes)
+        if n_in != 1:
+            raise DomainError(f"the model's forward takes {n_in} inputs; to_network reads models of "
+                              "one input tensor")
         try:
             with _describe_mode(model), torch.no_grad():
-                ShapeProp(self.gm).propagate(example_input)
+                self.shapes = _Run(self.gm, {}).shapes_of(example_input)
         except Exception as exc:  # noqa: BLE001 - the model itself rejects the input
-            root = exc.__cause__ or exc      # ShapeProp wraps the module's own error
-            first = (str(root).strip().splitlines() or [type(root).__name__])[0]
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DomainError(f"example_input of shape {tuple(example_input.shape)}: the model fails "
-                              f"on it ({type(root).__name__}: {first})") from None
+                              f"on it ({type(exc).__name__}: {first})") from None
         self.notes: list[str] = []
         self.vals: dict[fx.Node, _Val] = {}
         self.called: dict[str, str] = {}
 
     # -- helpers --
     def _tshape(self, n: fx.Node) -> tuple[int, ...]:
-        tm = n.meta.get("tensor_meta")
-        if tm is None or not hasattr(tm, "shape"):
+        if n not in self.shapes:
             raise DomainError(f"{_where(self.gm, n)}: its output is not one tensor")
-        return tuple(int(s) for s in tm.shape)
+        return self.shapes[n]
 
     def _push(self, n: fx.Node, v: _Val, layer: Layer, where: str, cf: bool | None = None,
               covers: frozenset | None = None, seq: tuple[_Entry, ...] | None = None) -> _Val:
@@ -297,10 +298,6 @@ class _Reader:
 
     # -- the walk --
     def read(self) -> tuple[Network, Layout]:
-        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
-            raise DomainError(f"the model's forward takes {len(placeholders)} inputs; to_network reads "
-                              "models of one input tensor")
         out_val = None
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
@@ -575,6 +572,8 @@ class _Reader:
         if weighted(rb) and (not weighted(ra) or len(rb) > len(ra)):
             ra, rb = rb, ra
         if not ra:
+            ra, rb = rb, ra
+        if not ra:
             raise DomainError(f"{where}: x + x is not a residual; not expressible")
         layer = nw.residual([e.layer for e in ra], [e.layer for e in rb] or None)
         start = a.seq[k - 1].shape if k else self.vals[self.inp].shape
@@ -664,17 +663,24 @@ def _walk(layer: Layer) -> Iterator[Layer]:
             yield from _walk(getattr(layer, k))
 
 
-class _Stats(fx.Interpreter):
-    """Runs the traced model and keeps, for the chosen nodes, each channel's mean square only
-    (the values themselves are freed as the interpreter goes)."""
+class _Run(fx.Interpreter):
+    """Runs the traced model and keeps every tensor's shape and, for the nodes in ``axes``, each
+    channel's mean square only (the values are freed as the interpreter goes)."""
 
     def __init__(self, gm: fx.GraphModule, axes: dict[fx.Node, int]):
         super().__init__(gm)
         self.axes = axes
         self.ms: dict[fx.Node, np.ndarray] = {}
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
+
+    def shapes_of(self, x: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
+        self.run(x)
+        return self.shapes
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            self.shapes[n] = tuple(int(s) for s in out.shape)
         if n in self.axes:
             t = out.detach().to(torch.float64)
             ax = self.axes[n]
@@ -699,7 +705,7 @@ def compare_model(model: nn.Module, x: torch.Tensor) -> ModelComparison:
     if len(entries) != len(flat):   # pragma: no cover - a nested serial inside an entry
         raise DomainError("compare_model: a traced layer holds several algebra layers")
     axes = {e.node: r.vals[e.node].channel_axis for e in entries}
-    interp = _Stats(r.gm, axes)
+    interp = _Run(r.gm, axes)
     with _describe_mode(model), torch.no_grad():
         interp.run(x)
     ms = [interp.ms[e.node] for e in entries]

@@ -243,6 +243,40 @@ def test_functional_forms_and_projection_shortcut():
     json.dumps(compare_model(Net(), x).to_dict())
 
 
+class Seq1d(nn.Module):
+    """Conv1d with circular padding, PReLU, a padded AvgPool, a strided conv, a .relu() method,
+    functional eval dropout, a view-flatten and Softplus."""
+
+    def __init__(self, c=256):
+        super().__init__()
+        self.c1 = nn.Conv1d(4, c, 3, padding=1, padding_mode="circular")
+        self.act = nn.PReLU(init=0.2)
+        self.pool = nn.AvgPool1d(3, stride=1, padding=1)
+        self.c2 = nn.Conv1d(c, c, 3, stride=2)
+        self.fc, self.sp, self.out = nn.Linear(c * 3, c), nn.Softplus(), nn.Linear(c, 2)
+
+    def forward(self, x):
+        h = self.pool(self.act(self.c1(x)))
+        h = F.dropout(self.c2(h).relu(), 0.5, training=False)
+        h = h.view(h.size(0), -1)
+        return self.out(self.sp(self.fc(h)))
+
+
+@pytest.mark.slow
+def test_more_forms_read_and_predicted():
+    torch.manual_seed(0)
+    model = _init(Seq1d(), 1.5, 0.05, seed=0)
+    x = torch.randn(8, 4, 8)
+    net, layout = to_network(model, x)
+    got = [(l.name, getattr(l, "padding", None), getattr(l, "strides", None)) for l in net.layers]
+    assert got == [("conv", "circular", (1,)), ("leaky_relu:0.2", None, None),
+                   ("avg_pool", "same", (1,)), ("conv", "valid", (2,)), ("relu", None, None),
+                   ("flatten", None, None), ("dense", None, None), ("softplus", None, None),
+                   ("dense", None, None)]
+    assert layout.modules[4:6] == (".relu()", ".view()")
+    _check_profile(compare_model(model, x), 0.15)
+
+
 # ------------------------------------------------------------------------------------------
 # refusals: one line, naming the module
 # ------------------------------------------------------------------------------------------
@@ -310,6 +344,57 @@ def test_refusals_name_the_module():
             return torch.cat([self.a(x), self.b(x)], dim=1)
 
     _refused(Cat(), z, "cat()", "not read")
+
+    class Dead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 4), nn.Linear(5, 4)
+
+        def forward(self, x):
+            self.b(x)
+            return self.a(x)
+
+    _refused(Dead(), z, "b (Linear)", "does not reach the model's output")
+
+    class Perm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(5, 4)
+
+        def forward(self, x):
+            return self.a(x).permute(1, 0)
+
+    _refused(Perm(), z, ".permute()")
+
+    class SelfAdd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(5, 4)
+
+        def forward(self, x):
+            h = self.a(x)
+            return h + torch.relu(h)     # branch and shortcut correlated: no weight in between
+
+    _refused(SelfAdd(), z, "add().branch", "must contain a dense or conv layer")
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(5, 4)
+
+        def forward(self, x, y):
+            return self.a(x)
+
+    _refused(TwoInputs(), z, "takes 2 inputs")
+
+
+def test_bad_input_prints_no_traceback(capfd):
+    with pytest.raises(DomainError, match="example_input of shape"):
+        to_network(nn.Sequential(nn.Linear(5, 4)), torch.randn(2, 6))
+    with pytest.raises(DomainError, match="example_input: expected a floating-point"):
+        to_network(nn.Sequential(nn.Linear(5, 4)), np.zeros((2, 5)))
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
 
 
 def test_compare_model_leaves_dropout_model_as_it_was():
