@@ -270,7 +270,14 @@ class _Reader:
 
     def _push(self, n: fx.Node, v: _Val, layer: Layer, where: str, cf: bool | None = None,
               covers: frozenset | None = None, seq: tuple[_Entry, ...] | None = None) -> _Val:
-        shape = layer.out_shape(v.shape, where)
+        try:
+            shape = layer.out_shape(v.shape, where)
+        except DomainError as err:
+            if not v.seq:
+                raise
+            prev = v.seq[-1]
+            raise DomainError(f"{err}; its input is the output of {_where(self.gm, prev.node)} "
+                              f"({prev.layer.name})") from None
         e = _Entry(layer, n, frozenset({n}) if covers is None else covers, shape)
         return _Val((v.seq if seq is None else seq) + (e,), shape, self._tshape(n),
                     v.cf if cf is None else cf)
@@ -350,11 +357,12 @@ class _Reader:
     def _node(self, n: fx.Node) -> _Val:
         where = _where(self.gm, n)
         if n.op == "call_module":
-            if n.target in self.called:
+            m = self.gm.get_submodule(n.target)
+            if n.target in self.called and any(True for _ in m.parameters()):
                 raise DomainError(f"{where}: called twice (shared weights); the algebra draws every "
                                   "layer's weights independently")
             self.called[n.target] = where
-            return self._module(n, self.gm.get_submodule(n.target), where)
+            return self._module(n, m, where)
         if n.op == "call_function" and n.target in _ADD:
             return self._add(n, where)
         if n.op == "call_function":
@@ -474,8 +482,7 @@ class _Reader:
     def _flatten(self, n: fx.Node, v: _Val, where: str) -> _Val:
         if len(v.tshape) <= 2:
             return self._same(n, v)
-        if not v.cf:
-            raise DomainError(f"{where}: flattening a channels-last tensor {v.tshape}; not read")
+        # the order of the flattened units does not enter the kernel, so either layout flattens
         return self._push(n, v, nw.flatten(), where, cf=True)
 
     def _reshape(self, n: fx.Node, v: _Val, where: str) -> _Val:
@@ -553,6 +560,10 @@ class _Reader:
         if len(args) != 2 or len(n.args) != 2 or n.kwargs.get("alpha", 1) != 1:
             raise DomainError(f"{where}: an addition of a constant or a scaled term; only a + b of "
                               "two traced tensors (a residual) is read")
+        for x in args:
+            if x not in self.vals:
+                raise DomainError(f"{where}: adds {x.name}, which is not computed from the input "
+                                  "(a parameter or constant tensor); not expressible")
         a, b = (self.vals[x] for x in args)
         if a.tshape != b.tshape:
             raise DomainError(f"{where}: adds tensors of shapes {a.tshape} and {b.tshape} (broadcast)")

@@ -212,9 +212,12 @@ def test_layout_and_helper():
     assert net.check(a).channels is None
     assert any("Dropout" in n and "identity" in n for n in layout.notes)
     json.dumps(layout.to_dict())
-    # a sequence read by a Linear first is already channels last
-    _, lay = to_network(nn.Sequential(nn.Linear(6, 8), nn.ReLU()), torch.randn(2, 4, 6))
+    # a sequence read by a Linear first is already channels last; flattening it is read too
+    # (the order of the units does not enter the kernel)
+    seq, lay = to_network(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)),
+                          torch.randn(2, 4, 6))
     assert not lay.channels_first and lay.permutation == (0, 1, 2)
+    assert [l.name for l in seq.layers] == ["dense", "relu", "flatten", "dense"]
     with pytest.raises(DomainError, match="shaped like"):
         layout.to_channels_last(torch.randn(2, 3))
 
@@ -386,6 +389,31 @@ def test_refusals_name_the_module():
             return self.a(x)
 
     _refused(TwoInputs(), z, "takes 2 inputs")
+
+    class AddParam(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.p = nn.Linear(5, 4), nn.Parameter(torch.zeros(4))
+
+        def forward(self, x):
+            return self.a(x) + self.p
+
+    _refused(AddParam(), z, "add(): adds p", "not computed from the input")
+
+    class BasicBlock(nn.Module):     # torchvision's shape: relu(bn2(conv2(relu(bn1(conv1 x)))) + x)
+        def __init__(self, c):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.c2, self.b2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.relu = nn.ReLU()    # called twice: allowed, it has no parameters
+
+        def forward(self, x):
+            out = self.b2(self.c2(self.relu(self.b1(self.c1(x)))))
+            out += x
+            return self.relu(out)
+
+    _refused(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BasicBlock(8)), torch.randn(2, 3, 4, 4),
+             "1.relu (ReLU)", "Gaussian", "its input is the output of 1: add() (residual)")
 
 
 def test_bad_input_prints_no_traceback(capfd):
