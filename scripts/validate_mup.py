@@ -31,6 +31,7 @@ Usage:
   nice -n 10 python scripts/validate_mup.py [--data mnist1d|digits] [--out docs/mup_results.json]
                                             [--max-minutes M] [--quick]
   python scripts/validate_mup.py --plot [--out docs/mup_results.json] [--figures figures]
+  nice -n 10 python scripts/validate_mup.py --fine      (muP at half-octave lrs; --fine --plot prints it)
 (--quick: a tiny smoke configuration on synthetic data, results in /tmp.)  Needs the
 ``validation`` extra (mnist1d or scikit-learn) for real data.
 """
