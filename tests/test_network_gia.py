@@ -86,3 +86,13 @@ def test_wide_networks_follow_the_correction_not_gia():
     assert all(0.6 < r < 1.4 for r in ratio[2:]), ratio
     slope = np.polyfit(np.log(widths), np.log(rms), 1)[0]
     assert -0.8 < slope < -0.3, slope
+
+
+def test_tied_attention_is_not_a_weight_layer():
+    """Tied attention (values = the input) has no weights: the dense before it is the last
+    weight layer, and the attention after it makes the output non-linear in it."""
+    net = nw.from_spec([{"layer": "dense", "sigma_w2": 1.0},
+                        {"layer": "attention", "values": "input", "skip": True}])
+    res = net.gia_check()
+    assert (res.holds, res.readout) == (False, "layers[0]")
+    assert "layers[1] (attention) comes after the readout" in res.reason

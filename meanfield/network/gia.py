@@ -26,6 +26,7 @@ import numpy as np
 from .. import gaussian
 from ..activations import get_activation
 from ..errors import DomainError
+from .attention import TiedAttention
 from .core import Layer, Network, Record
 
 # Layers that are linear in their input and carry no parameters: after the readout they keep
@@ -63,8 +64,10 @@ def gia_check(net: Network) -> GIACheck:
     linear in a readout of zero-mean weights used once (a dense or conv layer followed only by
     identity, pooling or flatten)."""
     layers = _walk(list(net.layers), "layers")
+    # tied attention (values = the input) has no weights of its own
     weighted = [i for i, (_, l) in enumerate(layers)
-                if l.name in _READOUTS or l.name in ("attention", "rnn", "residual")]
+                if l.name in _READOUTS or l.name in ("rnn", "residual")
+                or (l.name == "attention" and not isinstance(l, TiedAttention))]
     if not weighted:
         return GIACheck(False, None, "the network has no weight layer, so it has no readout and "
                         "no NTK; the check does not apply")
