@@ -45,7 +45,9 @@ def plot_phase_diagram(pd, ax=None, *, xi_levels=(3, 10, 30, 100)):
         ax.text(x[cols[len(cols) // 2]], y[len(y) // 2], "no fixed point\n(q diverges)", ha="center",
                 va="center", fontsize=9, color="0.2", bbox=dict(fc="white", ec="none", alpha=0.7))
     if pd.xi_c is not None:
-        xi = np.where(np.isfinite(pd.xi_c), pd.xi_c, 1e6)
+        # xi_c = inf (critical) is drawn as very large; where q* does not exist there is no
+        # xi_c at all (masked: no false contour along the grey region's edge)
+        xi = np.ma.masked_where(~finite, np.where(np.isfinite(pd.xi_c), pd.xi_c, 1e6))
         cs = ax.contour(x, y, xi, levels=list(xi_levels), colors="k", linewidths=0.7, linestyles="--")
         ax.clabel(cs, fmt=lambda v: rf"$\xi_c$={v:g}", fontsize=7)
     ok = np.isfinite(pd.eoc_sigma_w2)
