@@ -14,10 +14,13 @@ def check_output_path(path: "str | os.PathLike[str]") -> Path:
     """Refuse an output path whose folder does not exist (before any work is done)."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise DomainError(f"output folder does not exist: {str(parent)!r} (for {str(p)!r})")
-    if p.is_dir():
-        raise DomainError(f"output path is a folder, not a file: {str(p)!r}")
+    try:
+        if not parent.is_dir():
+            raise DomainError(f"output folder does not exist: {str(parent)!r} (for {str(p)!r})")
+        if p.is_dir():
+            raise DomainError(f"output path is a folder, not a file: {str(p)!r}")
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise DomainError(f"cannot write {str(p)[:200]!r}: {exc.strerror or exc}") from None
     return p
 
 

@@ -121,6 +121,10 @@ def handled(fn: Callable) -> Callable:
             fail(_one_line(exc), 1)
         except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
             fail(f"numerical failure: {_one_line(exc)}", 1)
+        except OSError as exc:
+            # a path the system refuses (name too long, /proc, no permission) is bad input
+            where = f" ({str(exc.filename)[:200]!r})" if exc.filename else ""
+            fail(f"{_one_line(exc.strerror or exc)}{where}", 2)
 
     return wrapper
 

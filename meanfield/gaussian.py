@@ -334,6 +334,8 @@ def _table(act: "Activation", name: str):
 
     x = np.arange(_TABLE_LOGQ[0], _TABLE_LOGQ[1] + _TABLE_STEP / 2, _TABLE_STEP)
     y = _QUAD[name](act, np.exp(x))
+    if not np.all(np.isfinite(y)):  # a moment past the float range (elu:-1e308): no table
+        return None
     return make_interp_spline(x, y, k=5)
 
 
@@ -355,7 +357,7 @@ def _tabulated(act: "Activation", name: str, q: np.ndarray, method: str) -> np.n
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.log(q)
         inside = (x >= _TABLE_LOGQ[0]) & (x <= _TABLE_LOGQ[1])
-        if inside.mean() > 0.5:
+        if inside.mean() > 0.5 and _table(act, name) is not None:
             out = np.empty(q.shape)
             out[inside] = _table(act, name)(x[inside])
             if (~inside).any():

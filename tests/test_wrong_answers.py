@@ -434,3 +434,45 @@ def test_linear_network_spectrum_edge_at_a_billion_layers():
     mpmath.mp.dps = 30
     want = float((mpmath.mpf(L) + 1) ** (L + 1) / mpmath.mpf(L) ** L)
     assert spectra.jacobian_spectrum("tanh", 1.0, 0.0, L).edge == pytest.approx(want, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Found by tests/test_cli_fuzz.py: each a traceback before
+# ------------------------------------------------------------------------------------------
+
+
+def _cli(argv):
+    from typer.testing import CliRunner
+
+    from meanfield.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in argv])
+
+
+def test_output_name_too_long_is_one_line(tmp_path):
+    np.save(tmp_path / "X.npy", np.ones((2, 2)))
+    res = _cli(["kernel", "--x", tmp_path / "X.npy", "--out", tmp_path / ("x" * 300 + ".npz"),
+                "-a", "relu", "--depth", "1", "--sigma-w2", "2"])
+    assert res.exit_code == 2 and (res.exception is None or isinstance(res.exception, SystemExit))
+    assert res.stderr.count("\n") == 1 and "File name too long" in res.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "X.npy"]
+
+
+def test_binary_network_spec_is_refused(tmp_path):
+    from meanfield.network import load_spec
+
+    (tmp_path / "net.json").write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(mf.DomainError, match="not a JSON text file"):
+        load_spec(tmp_path / "net.json")
+
+
+def test_moments_past_the_float_range_skip_the_table():
+    # elu with alpha = -1e308: E[phi^2] overflows for q of order 1; the spline table (built for
+    # arrays of >= 2048 q) must not raise on the non-finite values; the CLI then refuses or reports
+    from meanfield import gaussian
+
+    act = mf.get_activation("elu:-1e308")
+    q = np.geomspace(1e-3, 10.0, 4096)
+    # phi^2 ~ 1e616 x^2 for x < 0: every moment overflows, by either path
+    assert not np.isfinite(gaussian.v_phi(act, q[:10])).any()
+    assert not np.isfinite(gaussian.v_phi(act, q)).any()

@@ -116,6 +116,8 @@ def load_spec(path: "str | Path") -> Network:
         text = p.read_text()
     except OSError as exc:
         raise DomainError(f"cannot read network spec {str(p)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DomainError(f"{p}: not a JSON text file (its bytes are not UTF-8)") from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
