@@ -42,10 +42,16 @@ from .torch import (_DROPOUT, _METHOD_SPECS, _NEUTRAL_METHODS, _function_spec, _
 # ------------------------------------------------------------------------------------------
 
 
+def _numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, float)
+
+
 def to_channels_last(x: Any) -> np.ndarray:
     """A torch channels-first batch (N, C, *positions) as the algebra's channels-last float64
     array (N, *positions, C); (N, d) is returned unchanged (docs/architecture.md, Specs)."""
-    a = x.detach().to("cpu", torch.float64).numpy() if isinstance(x, torch.Tensor) else np.asarray(x, float)
+    a = _numpy(x)
     return np.moveaxis(a, 1, -1) if a.ndim >= 3 else a
 
 
@@ -67,7 +73,7 @@ class Layout:
 
     def to_channels_last(self, x: Any) -> np.ndarray:
         """x in the network's layout (the recorded permutation), float64 numpy."""
-        a = x.detach().to("cpu", torch.float64).numpy() if isinstance(x, torch.Tensor) else np.asarray(x, float)
+        a = _numpy(x)
         if a.ndim != len(self.permutation):
             raise DomainError(f"x has shape {tuple(a.shape)}; the model was read for inputs shaped "
                               f"like {self.input_shape}")
@@ -268,8 +274,7 @@ class _Reader:
             raise DomainError(f"{_where(self.gm, n)}: its output is not one tensor")
         return self.shapes[n]
 
-    def _push(self, n: fx.Node, v: _Val, layer: Layer, where: str, cf: bool | None = None,
-              covers: frozenset | None = None, seq: tuple[_Entry, ...] | None = None) -> _Val:
+    def _push(self, n: fx.Node, v: _Val, layer: Layer, where: str, cf: bool | None = None) -> _Val:
         try:
             shape = layer.out_shape(v.shape, where)
         except DomainError as err:
@@ -278,9 +283,8 @@ class _Reader:
             prev = v.seq[-1]
             raise DomainError(f"{err}; its input is the output of {_where(self.gm, prev.node)} "
                               f"({prev.layer.name})") from None
-        e = _Entry(layer, n, frozenset({n}) if covers is None else covers, shape)
-        return _Val((v.seq if seq is None else seq) + (e,), shape, self._tshape(n),
-                    v.cf if cf is None else cf)
+        e = _Entry(layer, n, frozenset({n}), shape)
+        return _Val(v.seq + (e,), shape, self._tshape(n), v.cf if cf is None else cf)
 
     def _same(self, n: fx.Node, v: _Val) -> _Val:
         return _Val(v.seq, v.shape, self._tshape(n), v.cf)
