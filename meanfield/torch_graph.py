@@ -185,11 +185,11 @@ def _affine_identity(mod: nn.Module, where: str, kind: str) -> None:
 
 
 def _torch_padding(where: str, spatial: tuple[int, ...], k: tuple[int, ...], s: tuple[int, ...],
-                   p: tuple[int, ...], mode: str = "zeros", ceil: bool = False) -> str:
+                   p: tuple[int, ...], mode: str = "zeros") -> str:
     """The algebra's padding whose windows are torch's (p on both ends of each dimension,
     stride s), or a refusal: 'same' pads the extra position at the end (TF convention), so it
     agrees with torch only where its padding before is p and the output counts agree."""
-    outs = [(n + 2 * pp - kk + ((ss - 1) if ceil else 0)) // ss + 1
+    outs = [(n + 2 * pp - kk) // ss + 1
             for n, kk, ss, pp in zip(spatial, k, s, p)]
     cands = ("valid", "circular" if mode == "circular" else "same")
     for pad in cands:
@@ -468,7 +468,11 @@ class _Reader:
         if any(p) and not m.count_include_pad:
             raise DomainError(f"{where}: count_include_pad=False is refused (the algebra counts "
                               "padded zeros in the divisor)")
-        pad = _torch_padding(where, v.spatial, k, s, p, "zeros", bool(m.ceil_mode))
+        if m.ceil_mode and any((a + 2 * pp - kk) % ss for a, kk, ss, pp in zip(v.spatial, k, s, p)):
+            # torch's extra ceil-mode window is averaged over its clipped part only
+            raise DomainError(f"{where}: ceil_mode=True adds a partial window here; the algebra's "
+                              "pooling has none")
+        pad = _torch_padding(where, v.spatial, k, s, p, "zeros")
         return self._push(n, v, nw.avg_pool(list(k), list(s), pad), where)
 
     def _adaptive(self, n: fx.Node, out: tuple, v: _Val, where: str) -> _Val:

@@ -307,6 +307,8 @@ def test_refusals_name_the_module():
              "2 (Conv2d)", "groups=2")
     _refused(nn.Sequential(nn.Conv2d(3, 4, 3, dilation=2)), x, "0 (Conv2d)", "dilation")
     _refused(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1)), x, "0 (Conv2d)", "TF")
+    _refused(nn.Sequential(nn.Conv2d(3, 4, 1), nn.AvgPool2d(3, ceil_mode=True)), x,
+             "1 (AvgPool2d)", "ceil_mode")
     z = torch.randn(2, 5)
     _refused(nn.Sequential(nn.Linear(5, 4), Swish()), z, "1: mul()", "not guessed")
     _refused(nn.Sequential(nn.Linear(5, 4), nn.Mish()), z, "1 (Mish)", "not read")
