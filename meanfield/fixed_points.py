@@ -560,8 +560,8 @@ def _chaotic_c_star(act: Activation, q, sw, sb):
 
     h(c) = C(c) - c is convex on [0, 1] (W_phi(q, q, c) = sum_k a_k^2 c^k has non-negative
     coefficients), h(0) = (sigma_w2 E[phi]^2 + sigma_b2) / q >= 0 and h(1) = 0 with h'(1) =
-    chi_1 - 1 > 0, so c* is the one root in [0, 1) and Newton's method from the left converges to
-    it monotonically (docs/theory.md, "the chaotic c*").  W and E[phi' phi'] come from the
+    chi_1 - 1 > 0, so c* is the one root in [0, 1), found by :func:`_newton_sqrt` for all points
+    at once (docs/theory.md 2.1).  W and E[phi' phi'] come from the
     closed forms where the activation has them, else from the Hermite series (smooth phi),
     else from expect2's outer rule with the inner expectation in closed form (elu, selu), else
     from expect2 itself; the series falls back to expect2 where it does not converge."""
@@ -586,7 +586,7 @@ def _chaotic_c_star(act: Activation, q, sw, sb):
 
         c0 = _closure_start(act, q, sw, sb)
         return _newton_sqrt(inner, n, np.nan_to_num(c0))
-    return _newton_c(_expect2_map(act, q, sw, sb), n, np.zeros(n))
+    return _newton_sqrt(_expect2_map(act, q, sw, sb), n, np.zeros(n))
 
 
 def _newton_sqrt(hd, n, c0, iters: int = 40):
@@ -602,7 +602,7 @@ def _newton_sqrt(hd, n, c0, iters: int = 40):
     lo, hi = np.zeros(n), np.ones(n)
     done_c = np.full(n, np.nan)
     last = np.full(n, np.inf)  # the previous step, in c
-    prev_c, prev_chic = np.full(n, np.nan), np.full(n, np.nan)
+    prev_t, prev_chic = np.full(n, np.nan), np.full(n, np.nan)
     idx = np.arange(n)
     for _ in range(iters):
         if idx.size == 0:
@@ -625,15 +625,16 @@ def _newton_sqrt(hd, n, c0, iters: int = 40):
         d = np.abs(2.0 * ti * (new - ti))
         # Quadratic convergence seen (e_{n+1} ~ C e_n^2 with C ~ d_n / d_{n-1}^2): the error
         # left after this step is ~ d_n^3 / d_{n-1}^2, so no confirming pass is needed.
-        # chi_c, read at c_n, is carried to c_{n+1} along the secant through the last two
-        # iterates (error ~ the third derivative of C times d_{n-1} d_n).
+        # chi_c, read at t_n, is carried to t_{n+1} along the secant in t through the last two
+        # iterates (in t, not c: next to a kink chi_c(c) has a sqrt(1 - c) term, linear in t).
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            settled = np.isfinite(last[idx]) & (d <= 1e-9) & (d ** 3 <= 1e-16 * last[idx] ** 2)
-            slope = (dh - prev_chic[idx]) / (ci - prev_c[idx])
+            settled = (np.isfinite(last[idx]) & (d <= 1e-9) & (d ** 3 <= 1e-16 * last[idx] ** 2)
+                       & (np.abs(new - ti) <= 1e-6 * ti))
+            slope = (dh - prev_chic[idx]) / (ti - prev_t[idx])
             settled &= np.isfinite(slope)
-        chic[idx] = np.where(settled & ~out, dh + slope * (1.0 - new * new - ci), dh)
+        chic[idx] = np.where(settled & ~out, dh + slope * (new - ti), dh)
         last[idx] = np.where(out, np.inf, d)
-        prev_c[idx], prev_chic[idx] = ci, dh
+        prev_t[idx], prev_chic[idx] = ti, dh
         fin = (((d <= 1e-14) | settled) & ~out) | (g == 0) | zero | (hi[idx] - lo[idx] <= 1e-15)
         done_c[idx[fin]] = 1.0 - new[fin] * new[fin]
         # h > 0 with h' > 0 does not happen for the convex map (h > 0 only left of c*, where it
@@ -680,56 +681,6 @@ def _expect2_map(act, q, sw, sb):
         return (sw[i] * w + sb[i]) / q[i] - c, sw[i] * gaussian.w_dphi(act, q[i], q[i], c)
 
     return accurate
-
-
-def _newton_c(hd, n, c0, bracket=True, iters: int = 100, deflate: bool = False):
-    """Newton on h(c) = C(c) - c for n points at once, from c0; returns (c*, chi_c).
-
-    ``hd(i, c)`` gives h and h' = chi_c - 1 at the points i.  With bracket=True c0 lies left of
-    the root (h(c0) >= 0), where convexity makes the iterates increase to c*.  Otherwise the
-    bracket [lo, hi] is kept from the signs seen (starting [0, 1)) and a step that leaves it is
-    replaced by bisection.  A point stops when its Newton step is below 1e-14, or when h is
-    resolved to rounding (the step stopped shrinking).  deflate=True steps on h / (1 - c)
-    instead, which divides out the root at c = 1: near the edge of chaos c* and 1 are a
-    near-double root of h, where plain Newton only halves its error per step."""
-    c = np.asarray(c0, float).copy()
-    chic = np.full(n, np.nan)
-    lo, hi = np.zeros(n), np.ones(n)
-    last = np.full(n, np.inf)
-    act_idx = np.arange(n)
-    for _ in range(iters):
-        if act_idx.size == 0:
-            break
-        ci = c[act_idx]
-        h, dh = hd(act_idx, ci)
-        chic[act_idx] = dh
-        pos = h > 0
-        lo[act_idx] = np.where(pos, ci, lo[act_idx])
-        hi[act_idx] = np.where(h < 0, ci, hi[act_idx])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if deflate:
-                g = h / (1.0 - ci)
-                step = np.where(h == 0, 0.0, -g * (1.0 - ci) / (dh - 1.0 + g))
-            else:
-                step = np.where(h == 0, 0.0, -h / (dh - 1.0))
-        new = ci + step
-        out = ~((new >= lo[act_idx]) & (new < hi[act_idx]))
-        new = np.where(out, 0.5 * (lo[act_idx] + hi[act_idx]), new)
-        if bracket:
-            # at c = 0 with h(0) <= 0 (odd phi, sigma_b2 = 0: h(0) = 0 up to rounding) c* = 0
-            new = np.where((ci == 0) & (h <= 0), 0.0, new)
-        # rounding-limited: h at its noise floor and the steps no longer shrinking
-        # (near the edge of chaos c* and c = 1 are a near-double root, where Newton first halves
-        # its steps: only steps that stop shrinking at all count)
-        stuck = (np.abs(step) >= 0.9 * last[act_idx]) & (np.abs(h) <= 4e-15)
-        c[act_idx] = np.where(stuck & ~out, ci, new)
-        # after a Newton step of 1e-14 the error left is its square times h''/h': nothing
-        done = ((np.abs(new - ci) <= 1e-14) & ~out) | (stuck & ~out) | (new == 0) & (ci == 0)
-        last[act_idx] = np.abs(step)
-        act_idx = act_idx[~done]
-    if act_idx.size:
-        c[act_idx] = np.nan
-    return c, chic
 
 
 # Gauss-Hermite node counts tried for the series, and the resolution rule: the smallest count
@@ -851,7 +802,7 @@ def _series_c_star(act, q, sw, sb):
     rest = np.concatenate(rest)
     if rest.size:
         qa, swa, sba = q[rest], sw[rest], sb[rest]
-        c[rest], chic[rest] = _newton_c(_expect2_map(act, qa, swa, sba), rest.size, np.zeros(rest.size))
+        c[rest], chic[rest] = _newton_sqrt(_expect2_map(act, qa, swa, sba), rest.size, np.zeros(rest.size))
     return c, chic
 
 
