@@ -242,7 +242,7 @@ def _best_trainable(act: Activation, depth: int, sb: float, why: str) -> tuple[f
         idx = np.flatnonzero(reach)
         i = int(idx[np.argmin(grid.q_star[idx])])
         return float(sw_axis[i]), head + ("with xi_c >= depth and the smallest q*, so that the trainability bound "
-                                          "6 xi_c >= depth (MATH.md 1.7) holds with a margin of 6"), ""
+                                          "6 xi_c >= depth (docs/theory.md §A1.7) holds with a margin of 6"), ""
     idx = np.flatnonzero(usable)
     i = int(idx[np.nanargmax(xi[idx])])
     if i + 1 < sw_axis.size and not usable[i + 1]:
@@ -264,8 +264,8 @@ def _best_trainable(act: Activation, depth: int, sb: float, why: str) -> tuple[f
                 hi = mid
         if found is not None:
             return found, head + ("with xi_c >= depth, next to where the length map's fixed point ceases to exist, "
-                                  "so that 6 xi_c >= depth (MATH.md 1.7) holds with a margin of 6"), ""
-    return float(sw_axis[i]), head + "with the largest xi_c (MATH.md 1.7: trainable up to ~6 xi_c layers)", (
+                                  "so that 6 xi_c >= depth (docs/theory.md §A1.7) holds with a margin of 6"), ""
+    return float(sw_axis[i]), head + "with the largest xi_c (docs/theory.md §A1.7: trainable up to ~6 xi_c layers)", (
         f"no sigma_w2 reaches xi_c >= depth = {depth} for {act.name} at sigma_b2 = {sb:g}: the largest is xi_c = "
         f"{xi[i]:.3g}, trainable depth ~6 xi_c = {6 * xi[i]:.3g}{' < depth' if 6 * xi[i] < depth else ''}")
 
@@ -311,7 +311,7 @@ def _weight_advice(act: Activation, sw: float, sb: float, depth: int, q_star: fl
         near = ("near dynamical isometry" if o.relative_variance < budget else
                 f"the smaller spread, though not isometry at this depth (above the Jacobian budget {budget:g})")
         reason = (f"orthogonal weights: the law of phi'(h)^2 is concentrated (mu2/mu1^2 - 1 = {excess:.3g}), so "
-                  f"they give {near}: {shares}, {gain:.3g}x smaller (MATH.md 6.2)")
+                  f"they give {near}: {shares}, {gain:.3g}x smaller (docs/theory.md §A6.2)")
     else:
         weights = "gaussian"
         why = (f"{act.name} is positively homogeneous, so the law of phi'(h)^2 is the same at every q* "
@@ -319,7 +319,7 @@ def _weight_advice(act: Activation, sw: float, sb: float, depth: int, q_star: fl
                f"at q* = {g.q_star:.3g} the law of phi'(h)^2 is spread (mu2/mu1^2 - 1 = {excess:.3g})")
         reason = (f"Gaussian weights (orthogonal ones do not give isometry): {why} and the spectrum spreads "
                   f"with depth with either ensemble: {shares} ({gain:.3g}x, below the "
-                  f"{_ORTHOGONAL_MIN_GAIN:g}x that makes them worth it) (MATH.md 6.2)")
+                  f"{_ORTHOGONAL_MIN_GAIN:g}x that makes them worth it) (docs/theory.md §A6.2)")
     return _weight_fields(g, o, gain, weights, reason)
 
 

@@ -346,11 +346,11 @@ def kernel(
     depth: Optional[int] = typer.Option(None, "--depth", "-L", help="Hidden layers (mlp; a linear readout follows) or residual blocks (resnet)."),
     sigma_w2: Optional[float] = typer.Option(None, "--sigma-w2", help="Weight variance times fan-in (sigma_w^2), every dense layer (presets)."),
     sigma_b2: float = typer.Option(0.0, "--sigma-b2", help="Bias variance (sigma_b^2), every dense layer (presets)."),
-    arch: str = typer.Option("mlp", "--arch", help="Preset: mlp, resnet (full residual blocks, MATH.md 4.3) or resnet-reduced."),
+    arch: str = typer.Option("mlp", "--arch", help="Preset: mlp, resnet (full residual blocks, docs/theory.md §A4.3) or resnet-reduced."),
     x2: Optional[Path] = typer.Option(None, "--x2", help="Second inputs (.npy, same per-input shape): the kernels are then N x M."),
     sigma_v2: float = typer.Option(1.0, "--sigma-v2", help="resnet: branch output weight variance."),
     sigma_a2: float = typer.Option(0.0, "--sigma-a2", help="resnet: branch bias variance."),
-    parametrization: Optional[str] = typer.Option(None, "--parametrization", help="ntk, or standard (the NTK divided by the width; MATH.md 4.2); default ntk, or the spec's."),
+    parametrization: Optional[str] = typer.Option(None, "--parametrization", help="ntk, or standard (the NTK divided by the width; docs/theory.md §A4.2); default ntk, or the spec's."),
     dtype: str = typer.Option("float64", "--dtype", help="float64 or float32 for the written arrays."),
     diagonals: bool = typer.Option(False, "--diagonals", help="Presets: also write every layer's kernel diagonal (layer_nngp, layer_ntk, layer_q)."),
     chunk: Optional[int] = typer.Option(None, "--chunk", help=".zarr --out: inputs per tile (default 4096); a tile is chunk x chunk entries."),
@@ -539,7 +539,7 @@ def sweep_cmd(
 def propagate_cmd(
     net: Path = typer.Option(..., "--net", help="A network spec (JSON file: a list of layers, docs/architecture.md)."),
     x: Path = typer.Option(..., "--x", help="Inputs: a .npy file, N x d (or N x s1 [x s2] x channels for conv networks)."),
-    steps: bool = typer.Option(False, "--steps", help="Per-step diagnostics of the network's first rnn layer instead (q^t, the correlation of inputs 0 and 1 at each step, the gradient through time), MATH.md 5.4."),
+    steps: bool = typer.Option(False, "--steps", help="Per-step diagnostics of the network's first rnn layer instead (q^t, the correlation of inputs 0 and 1 at each step, the gradient through time), docs/theory.md §A5.4."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Per-layer diagnostics of a network on the given inputs: q (mean squared output), the
@@ -653,7 +653,7 @@ def spectrum_cmd(
     points: int = typer.Option(0, "--points", help="Also print the density at this many eigenvalues of J J^T spread over the support (0: none)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Spectrum of J J^T for the input-output Jacobian at the fixed point q* (free probability, MATH.md 6.2): moments, variance, edge, atoms, density."""
+    """Spectrum of J J^T for the input-output Jacobian at the fixed point q* (free probability, docs/theory.md §A6.2): moments, variance, edge, atoms, density."""
     from .spectra import jacobian_spectrum
 
     if out is not None:

@@ -530,7 +530,12 @@ def solve_grid(activation, sigma_w2, sigma_b2, *, with_c_star: bool = False, q0:
     1 / (1 - chi_c) (docs/theory.md, "the chaotic c*").
     """
     act = get_activation(activation)
-    sw, sb = np.broadcast_arrays(np.asarray(sigma_w2, float), np.asarray(sigma_b2, float))
+    sw, sb = np.asarray(sigma_w2, float), np.asarray(sigma_b2, float)
+    try:
+        sw, sb = np.broadcast_arrays(sw, sb)
+    except ValueError:
+        raise DomainError(f"sigma_w2 (shape {sw.shape}) and sigma_b2 (shape {sb.shape}) do not broadcast "
+                          "together; for a grid of two axes pass np.meshgrid(sigma_w2, sigma_b2)") from None
     res = solve_q_star(act, sw, sb, q0)
     ok = np.isin(res.status, (OK, ZERO, MARGINAL))
     q = np.where(ok, res.q_star, np.nan)

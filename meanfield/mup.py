@@ -581,7 +581,7 @@ def depth_mup(depth: int, optimizer: str = "sgd", *, activation=None, sigma_w2: 
              "a bounded factor over all blocks instead of exponentially in depth"]
     if opt == "adam":
         notes.append("the Adam learning-rate exponent -1/2 is not confirmed against the paper's text "
-                     "(MATH.md 7.2 [?])")
+                     "(docs/theory.md §A7.2 [?])")
     pred: dict = {}
     if activation is not None:
         # residual sits beside mup in the import order; imported here, only when asked for

@@ -131,7 +131,7 @@ class _Kernel:
                 self.c_d = alpha * alpha * float(special.c_alpha(alpha - 1.0))
             else:
                 self.grad_reason = (f"gradients are infinite for {act.name}: V_phi'(q) = "
-                                    f"E[phi'(h)^2] diverges for alpha <= 1/2 (MATH.md 2.5)")
+                                    f"E[phi'(h)^2] diverges for alpha <= 1/2 (docs/theory.md §A2.5)")
         elif self._is_leaky():
             self.kind = "leaky"
             self.slope = -float(cf["w"](np.array(1.0), np.array(1.0), np.array(-1.0)))
@@ -156,8 +156,8 @@ class _Kernel:
     @property
     def description(self) -> str:
         return {
-            "leaky": "arc-cosine kernel (closed form, MATH.md 3.1)",
-            "alpha": "alpha-ReLU kernel (meanfield.special, MATH.md 2.7)",
+            "leaky": "arc-cosine kernel (closed form, docs/theory.md §A3.1)",
+            "alpha": "alpha-ReLU kernel (meanfield.special, docs/theory.md §A2.7)",
             "closed": "closed-form kernel of the registry",
             "table": "table of gaussian.w_phi (scripts/make_residual_tables.py), error < 1e-9",
             "sigmoid-table": "tanh table of gaussian.w_phi, sigmoid(x) = (1 + tanh(x/2))/2",
@@ -335,7 +335,7 @@ def _check_reduced_mean(prm: _Params, activation) -> None:
     if np.any(np.abs(mean) > 1e-10 * np.maximum(scale, 1e-300)):
         raise DomainError(
             f"resnet-reduced with {act.name}: E[phi] != 0, so x^l = phi(h^l) + x^(l-1) drifts by the mean "
-            f"of phi every layer and the reduced-network recursion (MATH.md 2.3) does not hold; it is exact "
+            f"of phi every layer and the reduced-network recursion (docs/theory.md §A2.3) does not hold; it is exact "
             f"for zero-mean (odd) activations such as tanh or erf; use --arch resnet-full for {act.name}")
 
 
@@ -1118,7 +1118,7 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         e_star, mu = _tanh_fixed_point(sv, sa)
         kp, dp = _local(logp, L)
         pe = _entry("polynomial", "p^l ~ C l^k", 1.0, kp, B, float(T.p[-1]) / L,
-                    source="MATH.md 2.4.1 [D][V]", uncertainty=_unc(dp), fit_range=rng,
+                    source="docs/theory.md §A2.4 (1) [D][V]", uncertainty=_unc(dp), fit_range=rng,
                     note="p^l = B l - 4 sigma_v2 sqrt(l) / (sigma_w sqrt(2 pi B)) + ..., B = "
                          "sigma_v2 + sigma_a2; the local exponent approaches 1 like l^-1/2")
         c_chi = TANH_CHI_CONSTANT * sv * math.sqrt(sw) / math.sqrt(B)
@@ -1129,13 +1129,13 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         M = np.stack([np.sqrt(ls), np.log(ls), np.ones(3)], axis=1)
         fc = float(np.linalg.solve(M, np.array([C_at(int(v)) for v in ls]))[0])
         ce = _entry("sub-exponential", "log(chi^0/chi^L) ~ C L^k", 0.5, kc, c_chi, fc,
-                    source="MATH.md 2.4.2 [D][V]", uncertainty=_unc(dc), fit_range=rng,
+                    source="docs/theory.md §A2.4 (2) [D][V]", uncertainty=_unc(dc), fit_range=rng,
                     note="C = (4/3) sqrt(2/pi) sigma_v2 sigma_w / sqrt(sigma_v2 + sigma_a2); "
                          "the O(1) offset makes the local exponent approach 1/2 like L^-1/2; "
                          "fitted_constant: C of C sqrt(L) + D log L + E through L/4, L/2, L")
-        ee, Te = _cosine_entry(traj, L, e_star, -mu, "MATH.md 2.4.3 [D][V]", every, sa > 0,
+        ee, Te = _cosine_entry(traj, L, e_star, -mu, "docs/theory.md §A2.4 (3) [D][V]", every, sa > 0,
                                two_term=0.5 if sa > 0 else None)
-        se = _poly_entry(Te, L, 1.0, 2.0 * B * (1.0 - e_star), "s^l ~ C l^k", "MATH.md 2.4.3 [D]",
+        se = _poly_entry(Te, L, 1.0, 2.0 * B * (1.0 - e_star), "s^l ~ C l^k", "docs/theory.md §A2.4 (3) [D]",
                          "C = 2 (sigma_v2 + sigma_a2) (1 - e*); 1 - e^l approaches 1 - e* like "
                          "l^-mu, which sets the finite-depth error", key="log_s",
                          omega=min(mu, 0.5))
@@ -1145,7 +1145,7 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         A = (1.0 - a) * ca * sv * sw ** a
         k = 1.0 / (1.0 - a)
         mu = (1.0 - jd) / (1.0 - a)
-        pe = _poly_entry(T, L, k, A ** k, "p^l ~ C l^k", "MATH.md 2.5 [D][V]",
+        pe = _poly_entry(T, L, k, A ** k, "p^l ~ C l^k", "docs/theory.md §A2.5 [D][V]",
                          "k = 1/(1 - alpha), C = A^k, A = (1 - alpha) c_alpha sigma_v2 sigma_w^(2 "
                          "alpha); corrections O(1/l) from p^0, sigma_b2, sigma_a2", omega=1.0)
         if grads:
@@ -1155,49 +1155,49 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
             kr = _slope(C_at(L), C_at(L // 2), L, L // 2)
             kr1 = _slope(C_at(L // 2), C_at(L // 4), L // 2, L // 4)
             ce = _entry("polynomial", "chi^0/chi^L ~ C L^R", R, kr, None, None,
-                        source="MATH.md 2.5 [D][V]", uncertainty=_unc(kr - kr1, 1.0),
+                        source="docs/theory.md §A2.5 [D][V]", uncertainty=_unc(kr - kr1, 1.0),
                         fit_range=rng, note="R = alpha^2 / ((1 - alpha)(2 alpha - 1)), "
                         "independent of the variances; minimum 4 at alpha = 2/3")
         else:
             ce = _infinite_entry(K)
-        ee, Te = _cosine_entry(traj, L, e_star, -mu, "MATH.md 2.5 [D][V]", every, True,
+        ee, Te = _cosine_entry(traj, L, e_star, -mu, "docs/theory.md §A2.5 [D][V]", every, True,
                                alpha_jd=jd)
         se = _poly_entry(Te, L, k, 2.0 * (1.0 - e_star) * A ** k, "s^l ~ C l^k",
-                         "MATH.md 2.5 [D]", "C = 2 (1 - e*) A^(1/(1 - alpha)); fitted on the "
+                         "docs/theory.md §A2.5 [D]", "C = 2 (1 - e*) A^(1/(1 - alpha)); fitted on the "
                          "trajectory started near e* (see e)", key="log_s", omega=min(mu, 1.0))
     elif reg == "relu":
         kap = sv * sw / 2.0
         rate = math.log1p(kap)
         pe = _exp_entry(T, L, rate, "log p^l ~ C l^k (C: growth rate per layer)",
-                        "MATH.md 2.5 (alpha = 1) [D][V]",
+                        "docs/theory.md §A2.5 (alpha = 1) [D][V]",
                         "p^l = Theta((1 + sigma_v2 sigma_w2/2)^l)")
         ce = _exp_entry(None, L, rate, "log(chi^0/chi^L) ~ C L^k (C: rate per layer)",
-                        "MATH.md 2.5 (alpha = 1) [D][V]",
+                        "docs/theory.md §A2.5 (alpha = 1) [D][V]",
                         "exact: chi^0/chi^L = (1 + sigma_v2 sigma_w2 / 2)^L", C_at=C_at)
         kk = kap / (1.0 + kap) * 2.0 * math.sqrt(2.0) / (3.0 * math.pi)
         x = lambda l: float(T.one_minus_e[idx[l]])  # noqa: E731
         kx, dx = _local(lambda l: math.log(x(l)), L)
         ee = _entry("polynomial", "1 - e^l ~ C l^k", -2.0, kx, 4.0 / kk ** 2, x(L) * L * L,
-                    fixed_point=1.0, source="MATH.md 2.5 (alpha = 1) [D][V]",
+                    fixed_point=1.0, source="docs/theory.md §A2.5 (alpha = 1) [D][V]",
                     uncertainty=_unc(dx, 1.0), fit_range=rng,
                     note="C = 4/k^2, k = kappa/(1 + kappa) 2 sqrt(2)/(3 pi), kappa = sigma_v2 "
                          "sigma_w2 / 2; corrections O(log l / l)")
         se = _exp_entry(T, L, rate, "log s^l ~ C l^k (C: growth rate per layer)",
-                        "MATH.md 2.5 (alpha = 1) [D]", "s^l = 2 p^l (1 - e^l) ~ (1 + kappa)^l l^-2",
+                        "docs/theory.md §A2.5 (alpha = 1) [D]", "s^l = 2 p^l (1 - e^l) ~ (1 + kappa)^l l^-2",
                         key="log_s")
     elif reg == "alpha>1":
         a = K.alpha
         ca, e_star, jd = _alpha_constants(a)
-        pe = _dexp_entry(T, a, "log p^l ~ C alpha^l", "MATH.md 2.5 (alpha > 1) [D] [?]")
-        ce = _dexp_entry(T, a, "log(chi^0/chi^L) ~ C alpha^L", "MATH.md 2.5 (alpha > 1) [D] [?]",
+        pe = _dexp_entry(T, a, "log p^l ~ C alpha^l", "docs/theory.md §A2.5 (alpha > 1) [D] [?]")
+        ce = _dexp_entry(T, a, "log(chi^0/chi^L) ~ C alpha^L", "docs/theory.md §A2.5 (alpha > 1) [D] [?]",
                          key="C")
         ee = _exp_cosine_entry(T, e_star, jd)
-        se = _dexp_entry(T, a, "log s^l ~ C alpha^l", "MATH.md 2.5 (alpha > 1) [D]", key="log_s")
+        se = _dexp_entry(T, a, "log s^l ~ C alpha^l", "docs/theory.md §A2.5 (alpha > 1) [D]", key="log_s")
         notes.append(f"log p^l leaves float range after layer {top} (double-exponential growth): "
                      f"the fits use depth {L}")
     else:
         pe, ce, ee, se = _fitted_only(T, L, K, traj, every, grads, C_at)
-        notes.append(f"MATH.md gives no law for {K.name}: the entries are fitted only")
+        notes.append(f"no depth law is known for {K.name} (docs/theory.md §A2.4, §A2.5): the entries are fitted only")
     if not grads:
         ce = _infinite_entry(K)
     return Exponents(activation=K.name, arch=prm.arch, sigma_w2=sw, sigma_b2=sb, sigma_v2=sv,
@@ -1278,14 +1278,14 @@ def _exp_cosine_entry(T, e_star, jd) -> dict:
         unc = abs(s2 - s1) / abs(rate)
         rng = [l0, l2]
     return _entry("exponential", "log|e^l - e*| ~ C l^k (C: rate per layer)", 1.0, fitted, rate,
-                  fitted_rate, fixed_point=e_star, source="MATH.md 2.5 (alpha > 1) [D]",
+                  fitted_rate, fixed_point=e_star, source="docs/theory.md §A2.5 (alpha > 1) [D]",
                   note="e^l -> e* like Jbar'(e*)^l, the vanilla kernel map's rate; "
                        "uncertainty: relative change of the rate across the fit range",
                   fit_range=rng, uncertainty=unc)
 
 
 def _infinite_entry(K: _Kernel) -> dict:
-    return _entry("infinite", "chi^0/chi^L", None, None, source="MATH.md 2.5 [D]",
+    return _entry("infinite", "chi^0/chi^L", None, None, source="docs/theory.md §A2.5 [D]",
                   note=K.grad_reason or "gradients are infinite")
 
 
@@ -1600,7 +1600,7 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         meaning = "G = log(chi^0/chi^L), the gradient explosion from output to input, in nats"
         notes.append(
             "two limits of the tanh gradient law: q^L >> 1 (large budgets) gives the closed form "
-            "sigma_w = G sqrt(B) / (1.0638 sigma_v2 sqrt(L)) of MATH.md 2.8; for L >> G e^G the "
+            "sigma_w = G sqrt(B) / (1.0638 sigma_v2 sqrt(L)) of docs/theory.md §A2.8; for L >> G e^G the "
             f"branch stays nearly linear and sigma_v2 sigma_w2 L -> G (here sigma_v2 sigma_w2 = "
             f"{G / L:.4g}); both scale like 1/L, the solve on the recursion covers the crossover")
         if which == "sigma_w2":
@@ -1642,7 +1642,7 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
             notes.append("alpha > 1: p^l and chi grow double-exponentially once sigma_v2 c_alpha "
                          "q^alpha exceeds p; the budget keeps the branches small")
         else:
-            notes.append(f"MATH.md gives no closed-form law for {K.name}; the budget is met "
+            notes.append(f"no closed-form depth law is known for {K.name} (docs/theory.md §A2.4, §A2.5); the budget is met "
                          "numerically")
     if which is not None:
         guess = asym if asym else 1.0 / L

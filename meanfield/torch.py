@@ -763,7 +763,7 @@ def trace_structure(model: nn.Module) -> Structure:
             regions.append((where, r))
             if r.dropout:
                 notes.append(
-                    f"dropout {where}: the advice assumes none (MATH.md 1.8 shortens xi_c)"
+                    f"dropout {where}: the advice assumes none (docs/theory.md §A1.8 shortens xi_c)"
                 )
         act = _same_activation(g, regions) if regions else get_activation("linear")
         return _check_covered(model, Structure(
@@ -1763,7 +1763,7 @@ def compare(
         import warnings
 
         msg = (f"the model is in train mode with active dropout ({', '.join(active)}): the measurement "
-               f"includes dropout's masks but the prediction assumes eval mode (no dropout; MATH.md 1.8 "
+               f"includes dropout's masks but the prediction assumes eval mode (no dropout; docs/theory.md §A1.8 "
                f"has the maps with dropout, which raise q and bound xi_c); call model.eval() to compare "
                f"like with like")
         warnings.warn(msg, UserWarning, stacklevel=2)

@@ -476,3 +476,14 @@ def test_moments_past_the_float_range_skip_the_table():
     # phi^2 ~ 1e616 x^2 for x < 0: every moment overflows, by either path
     assert not np.isfinite(gaussian.v_phi(act, q[:10])).any()
     assert not np.isfinite(gaussian.v_phi(act, q)).any()
+
+
+def test_solve_grid_axes_that_do_not_broadcast_say_what_to_pass():
+    sw, sb = np.linspace(0.5, 3, 5), np.linspace(0, 1, 3)
+    with pytest.raises(mf.DomainError, match=r"shape \(5,\).*shape \(3,\).*np\.meshgrid"):
+        mf.solve_grid("tanh", sw, sb)
+    # the meshgrid form is the grid: each point is the fixed point of its own (sigma_w2, sigma_b2)
+    W, B = np.meshgrid(sw, sb)
+    g = mf.solve_grid("tanh", W, B)
+    assert g.q_star.shape == (3, 5)
+    assert g.q_star[2, 1] == pytest.approx(mf.fixed_point("tanh", sw[1], sb[2]).q_star, rel=1e-9)

@@ -400,7 +400,7 @@ def attention(heads: Any = _UNSET, mechanism: str = "softmax", scaling: Any = _U
                               "no heads or sigma_q2/k2/v2/o2")
         if scaling is not _UNSET and (not isinstance(scaling, str) or scaling.lower() != "linear"):
             raise DomainError(f"scaling: attention with values 'input' has logits x.x'/n "
-                              f"(scaling 'linear', MATH.md 5.5), got {scaling!r}")
+                              f"(scaling 'linear', docs/theory.md §A5.5), got {scaling!r}")
         return TiedAttention(mechanism, causal, skip)
     if not isinstance(skip, (bool, np.bool_)) or skip:
         raise DomainError(f"skip: only attention with values 'input' has a built-in skip (got "

@@ -254,7 +254,7 @@ def _law_of(S: np.ndarray, G: np.ndarray) -> BatchNormLaw:
 
 def _no_backward(G: np.ndarray) -> np.ndarray:
     raise DomainError("batch_norm: gradients through batch statistics are not implemented (they "
-                      "couple the whole batch, MATH.md 5.6), so propagate's gradient diagnostics "
+                      "couple the whole batch, docs/theory.md §A5.6), so propagate's gradient diagnostics "
                       "are unavailable for this network")
 
 
