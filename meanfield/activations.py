@@ -5,7 +5,7 @@ A spec is what a user types: ``tanh``, ``relu``, ``leaky_relu:0.1``, ``alpha_rel
 :class:`Activation`, or any vectorised Python callable into an Activation.
 
 Closed forms (the ``closed_forms`` mapping, keys ``v``, ``vd``, ``dv``, ``vdd``, ``w``, ``wd``;
-see meanfield.gaussian for their meaning) come from MATH.md section 3: the arc-cosine family
+see meanfield.gaussian for their meaning) come from docs/theory.md §A3: the arc-cosine family
 (Cho & Saul 2009) for relu / leaky_relu / abs / step / alpha_relu, Williams' arcsine kernel for
 erf, and characteristic functions for sin / cos.  Everything else is integrated by
 meanfield.gaussian, split at the activation's kinks.
@@ -83,7 +83,7 @@ def _k0(c):
 
 
 def _k1(c):
-    """E[relu(u) relu(v)] for unit variances: (sin th + (pi - th) cos th) / (2 pi) (MATH.md 3.1)."""
+    """E[relu(u) relu(v)] for unit variances: (sin th + (pi - th) cos th) / (2 pi) (docs/theory.md §A3.1)."""
     c = np.clip(c, -1.0, 1.0)
     th = _theta(c)
     sin = np.sqrt(np.clip((1.0 - c) * (1.0 + c), 0.0, None))
@@ -212,7 +212,7 @@ def _cos_forms() -> dict:
 
 
 def _alpha_forms(alpha: float) -> dict:
-    """max(0, x)^alpha: V = c_a q^a, W = (q1 q2)^(a/2) W_a(c) (MATH.md 2.5, 2.7)."""
+    """max(0, x)^alpha: V = c_a q^a, W = (q1 q2)^(a/2) W_a(c) (docs/theory.md §A2.5, 2.7)."""
     from . import special
 
     ca = float(special.c_alpha(alpha))
@@ -492,7 +492,7 @@ def _piecewise_linear_through_0(fn: Fn) -> tuple[float, float] | None:
 
 
 def _two_slopes(b: float, m: float) -> dict:
-    """Kernels of phi = b relu(x) + m relu(-x) (MATH.md 3.1): W = sqrt(q1 q2) [(b^2 + m^2) K1(c) +
+    """Kernels of phi = b relu(x) + m relu(-x) (docs/theory.md §A3.1): W = sqrt(q1 q2) [(b^2 + m^2) K1(c) +
     2 b m K1(-c)], E[phi' phi'] = (b^2 + m^2) K0(c) - 2 b m K0(-c)."""
     s2, bm = b * b + m * m, b * m
     k = 0.5 * s2

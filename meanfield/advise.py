@@ -4,12 +4,12 @@ Vanilla MLPs (``arch="mlp"``): the edge of chaos (Schoenholz et al. 2017), with 
 variance chosen by a depth-aware rule (docs/theory.md, "Advice for vanilla MLPs"):
 
 1. chi_1(q*) = 1, so the correlation depth scale xi_c is infinite and the trainable-depth
-   bound L <= 6 xi_c (MATH.md 1.7) holds at every depth.
+   bound L <= 6 xi_c (docs/theory.md §A1.7) holds at every depth.
 2. Among the points of the critical line, take the largest sigma_b2 <= ``sigma_b2_max`` (0.05,
    the bias of Schoenholz 2017's phase diagrams) whose input-output Jacobian stays well
    conditioned at this depth: the nonlinearity's share of the spread of the squared singular
    values, L (mu_2 / mu_1^2 - 1) with mu_k = E[phi'(sqrt(q*) z)^(2k)] (Pennington, Schoenholz
-   & Ganguli 2017; MATH.md 6.2), must stay below ``jacobian_budget`` (default 1).  Deeper
+   & Ganguli 2017; docs/theory.md §A6.2), must stay below ``jacobian_budget`` (default 1).  Deeper
    networks therefore get a smaller bias variance and a smaller q*, i.e. a more linear regime.
    ReLU-like (positively homogeneous) activations have a single critical point, He's (2, 0).
 3. At the advised point, the spectrum of J J^T for Gaussian and orthogonal weights
@@ -78,7 +78,7 @@ class Diagnostics:
     chi_1: float | None
     phase: str | None
     xi_c: float | None  # None: infinite
-    trainable_depth: float | None  # 6 xi_c (MATH.md 1.7); None: unbounded
+    trainable_depth: float | None  # 6 xi_c (docs/theory.md §A1.7); None: unbounded
     correlation_out: float | None  # c^L of two inputs with c^0 = 0.5
     log10_gradient_ratio: float | None  # log10 prod_l chi_1(q^l): gradient norm ratio input/output
     note: str = ""
@@ -135,7 +135,7 @@ class Advice:
     correlation_out: float | None
     log10_gradient_ratio: float | None
     jacobian_nonlinearity_spread: float
-    # the squared singular values of the input-output Jacobian (MATH.md 6.2, meanfield.spectra):
+    # the squared singular values of the input-output Jacobian (docs/theory.md §A6.2, meanfield.spectra):
     # variance m2 - m1^2 and upper edge for each weight ensemble; None where there is no spectrum
     jacobian_variance_gaussian: float | None
     jacobian_variance_orthogonal: float | None
@@ -157,7 +157,7 @@ class Advice:
 
 
 def _jacobian_excess(act: Activation, q) -> np.ndarray:
-    """mu_2 / mu_1^2 - 1, mu_k = E[phi'(sqrt q z)^(2k)] (MATH.md 6.2)."""
+    """mu_2 / mu_1^2 - 1, mu_k = E[phi'(sqrt q z)^(2k)] (docs/theory.md §A6.2)."""
     mu1 = gaussian.v_dphi(act, q)
     d1 = act.d1
     mu2 = gaussian.expect1(lambda u: d1(u) ** 4, q, act.kinks)
@@ -223,7 +223,7 @@ def _choose_sigma_b2(act: Activation, depth: int, sigma_b2_max: float, jacobian_
 
 def _best_trainable(act: Activation, depth: int, sb: float, why: str) -> tuple[float, str, str]:
     """(sigma_w2, rule, note) where no critical point exists at this sigma_b2: along the sigma_w2
-    axis, the point with xi_c >= depth (MATH.md 1.7's 6 xi_c >= depth, with a margin of 6) and
+    axis, the point with xi_c >= depth (docs/theory.md §A1.7's 6 xi_c >= depth, with a margin of 6) and
     the smallest q*; where none reaches it, the largest xi_c, and the note says the depth is
     beyond the trainable depth 6 xi_c."""
     sw_axis = np.logspace(-2, 3, 401)
@@ -279,7 +279,7 @@ _ORTHOGONAL_MIN_GAIN = 10.0
 def _weight_advice(act: Activation, sw: float, sb: float, depth: int, q_star: float, budget: float,
                    homogeneous: bool) -> dict:
     """The Advice fields on the Jacobian's spectrum for Gaussian and orthogonal weights and the
-    recommended ensemble (MATH.md 6.2): orthogonal where its variance L (mu2/mu1^2 - 1) is below
+    recommended ensemble (docs/theory.md §A6.2): orthogonal where its variance L (mu2/mu1^2 - 1) is below
     the Jacobian budget (near-isometry) or at most 1/10 of the Gaussian L (mu2/mu1^2)."""
     from .spectra import WEIGHTS, jacobian_spectrum
 

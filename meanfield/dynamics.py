@@ -1,7 +1,7 @@
 """What the NTK predicts for training: linearised gradient flow, NNGP inference, trainability.
 
 Infinite-width networks trained by gradient flow on the squared loss behave like their
-linearisation (Lee et al. 2019; MATH.md 4.5).  With Theta = NTK(X, X) on the training set and
+linearisation (Lee et al. 2019; docs/theory.md §A4.5).  With Theta = NTK(X, X) on the training set and
 K the NNGP kernel, the outputs at time t are Gaussian over random initialisations with
 
     mean_t(x) = Theta(x, X) Theta^{-1} (I - exp(-eta Theta t)) Y
@@ -11,9 +11,9 @@ K the NNGP kernel, the outputs at time t are Gaussian over random initialisation
 everything evaluated through one eigendecomposition Theta = V diag(lambda) V^T, with
 (1 - exp(-eta lambda t)) / lambda computed by expm1 (finite for lambda -> 0 at finite t).
 
-Conventions (MATH.md section 9, items 3-4):
+Conventions (docs/theory.md §A9, items 3-4):
 
-* ``loss="sum"`` (default): L = 1/2 ||f(X) - Y||^2, as in MATH.md 4.5.  ``loss="mean"``:
+* ``loss="sum"`` (default): L = 1/2 ||f(X) - Y||^2, as in docs/theory.md §A4.5.  ``loss="mean"``:
   L = 1/(2N) ||f(X) - Y||^2 (Lee et al.'s averaged loss), which is the same flow with
   eta -> eta / N.
 * The NTK is the one of :func:`meanfield.kernels.kernel` (NTK parametrisation: derivatives
@@ -158,7 +158,7 @@ def _require_invertible(e: _Eig, rcond: float, what: str) -> None:
 
 @dataclass(frozen=True)
 class GradientFlow:
-    """Mean and covariance of the network outputs at times ``t`` (MATH.md 4.5).
+    """Mean and covariance of the network outputs at times ``t`` (docs/theory.md §A4.5).
 
     Always one leading time axis, even for a scalar t.
     ``mean`` has shape (len(t), M) (or (len(t), M, k) for k outputs) on the test inputs,
@@ -212,7 +212,7 @@ def gradient_flow(ntk_train: Any, y_train: Any, t: Any = np.inf, *, ntk_test_tra
                   nngp_train: Any = None, nngp_test_train: Any = None, nngp_test: Any = None,
                   learning_rate: float = 1.0, diag_reg: float = 0.0, loss: str = "sum",
                   rcond: float = 1e-12) -> GradientFlow:
-    """Infinite-ensemble mean and covariance of gradient-flow training (MATH.md 4.5).
+    """Infinite-ensemble mean and covariance of gradient-flow training (docs/theory.md §A4.5).
 
     ``ntk_train`` (N x N) and ``y_train`` (N or N x k) are required; ``ntk_test_train``
     (M x N) gives test means; the three NNGP blocks (train N x N, test-train M x N, test M x M)
@@ -293,7 +293,7 @@ class LossCurve:
 def training_loss(ntk_train: Any, y_train: Any, t: Any, *, nngp_train: Any = None,
                   learning_rate: float = 1.0, diag_reg: float = 0.0, loss: str = "sum"
                   ) -> LossCurve:
-    """Expected training loss at times t from the NTK eigendecomposition (MATH.md 4.5)."""
+    """Expected training loss at times t from the NTK eigendecomposition (docs/theory.md §A4.5)."""
     Th = _matrix("ntk_train", ntk_train, square=True)
     N = Th.shape[0]
     Y, _ = _targets(y_train, N)
@@ -338,7 +338,7 @@ class Posterior:
 
 def nngp_posterior(nngp_train: Any, y_train: Any, nngp_test_train: Any, nngp_test: Any = None,
                    *, noise: float = 0.0, diag_reg: float = 0.0, rcond: float = 1e-12) -> Posterior:
-    """Posterior of f ~ GP(0, K) given y = f(X) + N(0, noise) (MATH.md 4.5, last layer trained /
+    """Posterior of f ~ GP(0, K) given y = f(X) + N(0, noise) (docs/theory.md §A4.5, last layer trained /
     Bayesian inference): mean = K_xX (K + noise I)^{-1} y, cov = K_xx - K_xX (K + noise I)^{-1} K_Xx.
     ``noise`` is the observation noise variance."""
     K = _matrix("nngp_train", nngp_train, square=True)
@@ -527,7 +527,7 @@ def _stored_solve(store: Any, name: str, y_train: Any, n_train: int | None, nois
 def stored_posterior_mean(store: Any, y_train: Any, n_train: int | None = None, *, noise: float = 0.0,
                           diag_reg: float = 0.0, rtol: float = 1e-12, maxiter: int | None = None,
                           tile: int | None = None) -> StoredSolve:
-    """The NNGP posterior mean K_xX (K + noise I)^{-1} y (MATH.md 4.5; :func:`nngp_posterior`)
+    """The NNGP posterior mean K_xX (K + noise I)^{-1} y (docs/theory.md §A4.5; :func:`nngp_posterior`)
     from a Gram matrix too large for memory: ``store`` is a kernel store written by
     :func:`meanfield.scaleout.kernel_store` on the training inputs followed by the test inputs
     (its ``nngp`` array), or any sliceable N x N array (a zarr array).  The first ``n_train``
@@ -543,7 +543,7 @@ def stored_posterior_mean(store: Any, y_train: Any, n_train: int | None = None, 
 def stored_flow_mean(store: Any, y_train: Any, n_train: int | None = None, *, diag_reg: float = 0.0,
                      rtol: float = 1e-12, maxiter: int | None = None, tile: int | None = None
                      ) -> StoredSolve:
-    """The gradient-flow mean at t = inf, Theta_xX Theta^{-1} y (MATH.md 4.5; :func:`gradient_flow`),
+    """The gradient-flow mean at t = inf, Theta_xX Theta^{-1} y (docs/theory.md §A4.5; :func:`gradient_flow`),
     from the ``ntk`` array of a kernel store (or any sliceable N x N array), by the conjugate
     gradients of :func:`stored_posterior_mean`.  The learning rate and the loss normalisation do
     not change the t = inf mean."""

@@ -78,7 +78,7 @@ class QStar:
 
 
 def solve_q_star(activation, sigma_w2, sigma_b2, q0: float = 1.0) -> QStar:
-    """q* for arrays of (sigma_w2, sigma_b2) (MATH.md 1.2), broadcast together; see module docs."""
+    """q* for arrays of (sigma_w2, sigma_b2) (docs/theory.md §A1.2), broadcast together; see module docs."""
     act = get_activation(activation)
     sw, sb = np.broadcast_arrays(check_variance("sigma_w2", sigma_w2), check_variance("sigma_b2", sigma_b2))
     q0 = float(check_variance("q0", q0))
@@ -197,7 +197,7 @@ def _inf_to_none(x: float) -> float | None:
 
 @dataclass(frozen=True)
 class FixedPoint:
-    """The stable fixed point of a vanilla network and the diagnostics at it (MATH.md 1.2-1.5).
+    """The stable fixed point of a vanilla network and the diagnostics at it (docs/theory.md §A1.2-1.5).
 
     xi_q / xi_c are ``inf`` where the depth scale diverges (to_dict writes them as null).
     ``c_star`` is the stable correlation fixed point; ``chi_c`` the C-map slope there.
@@ -232,7 +232,7 @@ def phase_of(chi1) -> np.ndarray:
 
 
 def _depth_scale(slope: float) -> float:
-    """xi = -1 / log|slope| (MATH.md 1.4); inf at |slope| = 1."""
+    """xi = -1 / log|slope| (docs/theory.md §A1.4); inf at |slope| = 1."""
     a = abs(slope)
     if a == 0:
         return 0.0
@@ -243,7 +243,7 @@ def _depth_scale(slope: float) -> float:
 
 def c_star(activation, q_star: float, sigma_w2: float, sigma_b2: float,
            chi1: float | None = None, bivariate: str = "accurate") -> float:
-    """The stable fixed point of the C-map at q* (MATH.md 1.3): 1 in the ordered phase, the
+    """The stable fixed point of the C-map at q* (docs/theory.md §A1.3): 1 in the ordered phase, the
     root of C(c) = c in [-1, 1) in the chaotic phase."""
     act = get_activation(activation)
     if chi1 is None:
@@ -303,7 +303,7 @@ def _cmap(act, c, q, sw, sb, bivariate):
 
 
 def fixed_point(activation, sigma_w2: float, sigma_b2: float, q0: float = 1.0) -> FixedPoint:
-    """q*, c*, chi_1, chi_c, xi_q, xi_c and the phase at (sigma_w2, sigma_b2) (MATH.md 1.2-1.4).
+    """q*, c*, chi_1, chi_c, xi_q, xi_c and the phase at (sigma_w2, sigma_b2) (docs/theory.md §A1.2-1.4).
 
     Raises NoFixedPoint, with the reason, where the length map has no stable fixed point
     reachable from q0.
@@ -361,7 +361,7 @@ def _no_q_reason(act: Activation, sw: float, sb: float, st: int, q0: float) -> s
 
 @dataclass(frozen=True)
 class EdgeOfChaos:
-    """Points (sigma_w2, sigma_b2) with chi_1(q*) = 1 and q* there (MATH.md 1.3, 1.6)."""
+    """Points (sigma_w2, sigma_b2) with chi_1(q*) = 1 and q* there (docs/theory.md §A1.3, 1.6)."""
 
     activation: str
     sigma_b2: np.ndarray | float
@@ -378,7 +378,7 @@ class EdgeOfChaos:
 
 
 def edge_of_chaos_curve(activation, sigma_b2) -> EdgeOfChaos:
-    """Vectorised edge of chaos: for each sigma_b2 the sigma_w2 with chi_1(q*) = 1 (MATH.md 1.6).
+    """Vectorised edge of chaos: for each sigma_b2 the sigma_w2 with chi_1(q*) = 1 (docs/theory.md §A1.6).
 
     Uses the parametric form of the critical line, sigma_w2(q) = 1 / V_phi'(q) and
     sigma_b2(q) = q - V_phi(q) / V_phi'(q), solved for q by a bracketing root finder.  The root
@@ -451,7 +451,7 @@ _H_RESOLVED = 1e-6
 
 def _extrapolate_small_q(act, qg, h, good, attracting0, sbf, qs, status) -> None:
     """Critical points below the resolved part of the line, 0 < sigma_b2 < h(q_r) with q_r the
-    smallest q > 0 where h is resolved (derived, MATH.md 1.6).  For phi analytic at 0 with
+    smallest q > 0 where h is resolved (derived, docs/theory.md §A1.6).  For phi analytic at 0 with
     phi(0) = 0, h(q) = (q V'(q) - V(q)) / V'(q) is a power series whose q term cancels: h =
     q^m (a + b q + c q^2 + ...), m = 3 for odd phi (tanh: a = 4/3), m = 2 otherwise.  m is read
     as the integer log-slope of the first two resolved points, a, b, c fitted to three, and
@@ -561,7 +561,7 @@ def solve_grid(activation, sigma_w2, sigma_b2, *, with_c_star: bool = False, q0:
 
 
 def _chaotic_c_star(act: Activation, q, sw, sb):
-    """The stable c* < 1 and chi_c there at chaotic points (chi_1 > 1; MATH.md 1.3), 1-D arrays.
+    """The stable c* < 1 and chi_c there at chaotic points (chi_1 > 1; docs/theory.md §A1.3), 1-D arrays.
 
     h(c) = C(c) - c is convex on [0, 1] (W_phi(q, q, c) = sum_k a_k^2 c^k has non-negative
     coefficients), h(0) = (sigma_w2 E[phi]^2 + sigma_b2) / q >= 0 and h(1) = 0 with h'(1) =
@@ -624,7 +624,7 @@ def _newton_sqrt(hd, n, c0, iters: int = 40):
         out = ~((new > lo[idx]) & (new < hi[idx]))
         new = np.where(out, 0.5 * (lo[idx] + hi[idx]), new)
         t[idx] = new
-        # odd phi with sigma_b2 = 0: h(0) = 0 up to rounding, and c* = 0 (MATH.md 1.3)
+        # odd phi with sigma_b2 = 0: h(0) = 0 up to rounding, and c* = 0 (docs/theory.md §A1.3)
         zero = (ti == 1.0) & (h <= 1e-14)
         new = np.where(zero, 1.0, new)
         d = np.abs(2.0 * ti * (new - ti))
@@ -899,7 +899,7 @@ class PhaseDiagram:
 def phase_diagram(activation, *, sigma_w2_max: float = 5.0, sigma_b2_max: float = 2.0, grid: int = 200,
                   sigma_w2_min: float | None = None, with_xi_c: bool = True, progress=None) -> PhaseDiagram:
     """chi_1(q*) over a grid x grid lattice of (sigma_w2, sigma_b2), the edge-of-chaos curve, and
-    (optionally) xi_c (MATH.md 1.3-1.6).  One vectorised solve; ``progress(done, total)`` is called
+    (optionally) xi_c (docs/theory.md §A1.3-1.6).  One vectorised solve; ``progress(done, total)`` is called
     while the chaotic phase's c* is solved."""
     act = get_activation(activation)
     if isinstance(grid, bool) or int(grid) != grid or grid < 2:
@@ -931,7 +931,7 @@ _LINE_Q = np.logspace(-8, 8, 481)
 
 
 def critical_line(activation, q0: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """The edge of chaos drawn parametrically in q* (MATH.md 1.6): sigma_w2(q) = 1 / V_phi'(q),
+    """The edge of chaos drawn parametrically in q* (docs/theory.md §A1.6): sigma_w2(q) = 1 / V_phi'(q),
     sigma_b2(q) = q - V_phi(q) / V_phi'(q), with no root finding.  Kept: points where sigma_b2
     is resolved (|sigma_b2| >= 1e-6 q, as in :func:`edge_of_chaos_curve`) and >= 0, the length
     map is stable (slope V_phi'(q)^(-1) dV_phi/dq < 1) and q* is the fixed point that inputs of

@@ -21,7 +21,7 @@ Two rules, both vectorised over arrays of variances and correlations:
   1 - W/V at q = 4.5e7, 1 - c = 1e-6 is then within 1e-12 of mpmath (5.5e-2 without).
   expect1 also splits at |u| = 32, for exponential tails (sigmoid at q = 7e4: 5e-10 -> 1e-16).
 
-The moments that the maps need (MATH.md section 0, "V/W transforms") are defined once, below,
+The moments that the maps need (docs/theory.md §A0, "V/W transforms") are defined once, below,
 with closed forms taken from the Activation when it carries them:
 
     v_phi(q)        = E[phi(sqrt q z)^2]                 (V_phi)
@@ -391,7 +391,7 @@ _QUAD = {"v": _quad_v, "vd": _quad_vd, "dv": _quad_dv}
 
 
 def v_phi(act: "Activation", q, method: str = "auto") -> np.ndarray:
-    """V_phi(q) = E[phi(sqrt(q) z)^2] (MATH.md section 0)."""
+    """V_phi(q) = E[phi(sqrt(q) z)^2] (docs/theory.md §A0)."""
     q = np.asarray(q, dtype=float)
     if _use_closed(act, "v", method):
         with np.errstate(all="ignore"):
@@ -400,7 +400,7 @@ def v_phi(act: "Activation", q, method: str = "auto") -> np.ndarray:
 
 
 def v_dphi(act: "Activation", q, method: str = "auto") -> np.ndarray:
-    """V_phi'(q) = E[phi'(sqrt(q) z)^2] (MATH.md section 0); sigma_w2 * V_phi'(q*) = chi_1."""
+    """V_phi'(q) = E[phi'(sqrt(q) z)^2] (docs/theory.md §A0); sigma_w2 * V_phi'(q*) = chi_1."""
     q = np.asarray(q, dtype=float)
     if _use_closed(act, "vd", method):
         with np.errstate(all="ignore"):
@@ -412,7 +412,7 @@ def v_dphi(act: "Activation", q, method: str = "auto") -> np.ndarray:
 def dv_phi(act: "Activation", q, method: str = "auto") -> np.ndarray:
     """dV_phi/dq = E[z phi(sqrt q z) phi'(sqrt q z)] / sqrt(q): the length map's slope / sigma_w2.
 
-    Written with phi and phi' only, so it holds for activations with kinks (MATH.md 1.2/1.4:
+    Written with phi and phi' only, so it holds for activations with kinks (docs/theory.md §A1.2/1.4:
     chi_1 + sigma_w2 E[phi'' phi] for smooth phi).  At q = 0 it is phi'(0)^2 + phi(0) phi''(0).
     """
     q = np.asarray(q, dtype=float)
@@ -437,7 +437,7 @@ def _at_zero_slope(act: "Activation") -> float:
 
 
 def e_ddphi_phi(act: "Activation", q, method: str = "auto") -> np.ndarray:
-    """E[phi''(sqrt q z) phi(sqrt q z)] (MATH.md 1.2), = dV/dq - V_phi' by Gaussian integration by
+    """E[phi''(sqrt q z) phi(sqrt q z)] (docs/theory.md §A1.2), = dV/dq - V_phi' by Gaussian integration by
     parts; for kinked activations this includes the delta terms of phi''."""
     q = np.asarray(q, dtype=float)
     if _use_closed(act, "vdd", method):
@@ -450,7 +450,7 @@ def e_ddphi_phi(act: "Activation", q, method: str = "auto") -> np.ndarray:
 
 
 def w_phi(act: "Activation", q1, q2, c, method: str = "auto") -> np.ndarray:
-    """W_phi(q1, q2, c) = E[phi(u) phi(v)], Var u = q1, Var v = q2, corr c (MATH.md section 0)."""
+    """W_phi(q1, q2, c) = E[phi(u) phi(v)], Var u = q1, Var v = q2, corr c (docs/theory.md §A0)."""
     if _use_closed(act, "w", method):
         with np.errstate(all="ignore"):
             return _nan_guard(act.closed_forms["w"](np.asarray(q1, float), np.asarray(q2, float),
@@ -459,7 +459,7 @@ def w_phi(act: "Activation", q1, q2, c, method: str = "auto") -> np.ndarray:
 
 
 def w_dphi(act: "Activation", q1, q2, c, method: str = "auto") -> np.ndarray:
-    """E[phi'(u) phi'(v)] = dW_phi/dq12 (Price identity, MATH.md section 0)."""
+    """E[phi'(u) phi'(v)] = dW_phi/dq12 (Price identity, docs/theory.md §A0)."""
     if _use_closed(act, "wd", method):
         with np.errstate(all="ignore"):
             return _nan_guard(act.closed_forms["wd"](np.asarray(q1, float), np.asarray(q2, float),
@@ -862,7 +862,7 @@ def _hermite_basis(n_coef: int, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 def hermite_coefficients(f: Callable[[np.ndarray], np.ndarray], q, n_coef: int,
                          n_nodes: int | None = None) -> np.ndarray:
     """a_k(q) = E[f(sqrt(q) z) He_k(z)] / sqrt(k!) for k < n_coef, shape q.shape + (n_coef,)
-    (MATH.md 1.3 and section 0: W_phi(q, q, c) = sum_k a_k^2 c^k).
+    (docs/theory.md §A1.3 and section 0: W_phi(q, q, c) = sum_k a_k^2 c^k).
 
     One Gauss-Hermite rule of n_nodes (default 5/4 n_coef) for all q: a matrix product.  Exact
     to rounding where f(sqrt(q) z)'s own coefficients beyond n_nodes are negligible, which holds

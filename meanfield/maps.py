@@ -1,6 +1,6 @@
 """Mean-field maps of vanilla deep networks (Poole et al. 2016; Schoenholz et al. 2017).
 
-Conventions (MATH.md section 0): variances, fan-in normalisation W ~ N(0, sigma_w2 / N),
+Conventions (docs/theory.md §A0): variances, fan-in normalisation W ~ N(0, sigma_w2 / N),
 b ~ N(0, sigma_b2); q is the pre-activation second moment, c the correlation of two inputs.
 All functions broadcast over numpy arrays and return float64 arrays (0-d for scalars).
 """
@@ -66,18 +66,18 @@ def _show(arr: np.ndarray) -> str:
 
 
 def length_map(activation, q, sigma_w2, sigma_b2) -> np.ndarray:
-    """Length map q^l = sigma_w2 V_phi(q^{l-1}) + sigma_b2 (MATH.md 1.2)."""
+    """Length map q^l = sigma_w2 V_phi(q^{l-1}) + sigma_b2 (docs/theory.md §A1.2)."""
     act = _act(activation)
     return sigma_w2 * gaussian.v_phi(act, q) + np.asarray(sigma_b2, dtype=float)
 
 
 def length_map_slope(activation, q, sigma_w2) -> np.ndarray:
-    """d q^l / d q^{l-1} = sigma_w2 dV_phi/dq = chi_1 + sigma_w2 E[phi'' phi] (MATH.md 1.2)."""
+    """d q^l / d q^{l-1} = sigma_w2 dV_phi/dq = chi_1 + sigma_w2 E[phi'' phi] (docs/theory.md §A1.2)."""
     return np.asarray(sigma_w2, dtype=float) * gaussian.dv_phi(_act(activation), q)
 
 
 def covariance_map(activation, q1, q2, q12, sigma_w2, sigma_b2) -> np.ndarray:
-    """q_ab^l = sigma_w2 W_phi(q_aa, q_bb, q_ab) + sigma_b2 (MATH.md 1.3), in covariance units."""
+    """q_ab^l = sigma_w2 W_phi(q_aa, q_bb, q_ab) + sigma_b2 (docs/theory.md §A1.3), in covariance units."""
     q1, q2, q12 = (np.asarray(a, dtype=float) for a in (q1, q2, q12))
     with np.errstate(invalid="ignore", divide="ignore"):
         den = np.sqrt(q1 * q2)
@@ -86,7 +86,7 @@ def covariance_map(activation, q1, q2, q12, sigma_w2, sigma_b2) -> np.ndarray:
 
 
 def correlation_map(activation, c, q, sigma_w2, sigma_b2) -> np.ndarray:
-    """Next-layer correlation of two inputs of equal length q (MATH.md 1.3):
+    """Next-layer correlation of two inputs of equal length q (docs/theory.md §A1.3):
 
     C(c) = (sigma_w2 W_phi(q, q, q c) + sigma_b2) / (sigma_w2 V_phi(q) + sigma_b2).
     At q = q* this is the C-map; C(1) = 1 exactly.
@@ -104,12 +104,12 @@ def correlation_map(activation, c, q, sigma_w2, sigma_b2) -> np.ndarray:
 
 
 def chi_1(activation, q, sigma_w2) -> np.ndarray:
-    """chi_1 = sigma_w2 E[phi'(sqrt(q) z)^2] (MATH.md 1.3): slope of the C-map at c = 1."""
+    """chi_1 = sigma_w2 E[phi'(sqrt(q) z)^2] (docs/theory.md §A1.3): slope of the C-map at c = 1."""
     return np.asarray(sigma_w2, dtype=float) * gaussian.v_dphi(_act(activation), q)
 
 
 def chi_c(activation, q, c, sigma_w2) -> np.ndarray:
-    """chi_c = sigma_w2 E[phi'(u) phi'(v)] at lengths q, correlation c (MATH.md 1.3, Price identity)."""
+    """chi_c = sigma_w2 E[phi'(u) phi'(v)] at lengths q, correlation c (docs/theory.md §A1.3, Price identity)."""
     return np.asarray(sigma_w2, dtype=float) * gaussian.w_dphi(_act(activation), q, q, c)
 
 
@@ -130,7 +130,7 @@ class Trajectory:
 
 
 class _Layer:
-    """One layer of the length and correlation maps (MATH.md 1.2-1.3) for two inputs of equal
+    """One layer of the length and correlation maps (docs/theory.md §A1.2-1.3) for two inputs of equal
     length: ``step(q, c, remaining)`` gives (q^{l+1}, c^{l+1}).  Once the length has converged to
     working precision every further layer applies the same C-map: a Chebyshev table of
     W(q*, q*, .) (exact to ~1e-15 for smooth phi) then replaces one 2-D quadrature per layer."""
@@ -159,13 +159,13 @@ class _Layer:
         return q_next, c_next
 
     def chi(self, q: float) -> float:
-        """The per-layer gradient factor sigma_w2 E[phi'(sqrt(q) z)^2] (MATH.md 1.5)."""
+        """The per-layer gradient factor sigma_w2 E[phi'(sqrt(q) z)^2] (docs/theory.md §A1.5)."""
         return float(self.sw * gaussian.v_dphi(self.act, q))
 
 
 def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
             c0: float = 0.5) -> Trajectory:
-    """Iterate the length and correlation maps (MATH.md 1.2-1.3) for ``depth`` layers.
+    """Iterate the length and correlation maps (docs/theory.md §A1.2-1.3) for ``depth`` layers.
 
     q0 and c0 are the first layer's pre-activation length and the two inputs' correlation;
     q[l], c[l] are the values after l further layers.  Both inputs have the same length.
@@ -214,7 +214,7 @@ class DepthState:
     depth: int
     q: float
     c: float
-    log10_gradient_ratio: float  # log10 prod_{l < depth} sigma_w2 E[phi'(h^l)^2] (MATH.md 1.5)
+    log10_gradient_ratio: float  # log10 prod_{l < depth} sigma_w2 E[phi'(h^l)^2] (docs/theory.md §A1.5)
     layers_iterated: int
     method: str
 
@@ -229,7 +229,7 @@ _MAX_DEPTH = 1e300
 def propagate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
               c0: float = 0.5, *, exact_layers: int = EXACT_LAYERS) -> DepthState:
     """q^L, c^L and log10 of the gradient norm ratio prod_l chi(q^l) after ``depth`` layers
-    (MATH.md 1.2, 1.3, 1.5), for any depth at a bounded cost: at most ``exact_layers`` layers
+    (docs/theory.md §A1.2, 1.3, 1.5), for any depth at a bounded cost: at most ``exact_layers`` layers
     are iterated one by one; see :class:`DepthState` for what happens after that."""
     act = _act(activation)
     sw = float(check_variance("sigma_w2", sigma_w2))

@@ -1,7 +1,7 @@
 """abc-parametrizations, their infinite-width regimes, and muP tables (numpy only).
 
 The setting is Yang & Hu 2021 ("Feature learning in infinite-width neural networks", Tensor
-Programs IV; MATH.md 7.1): an MLP with L hidden layers of width n and a fixed input dimension d,
+Programs IV; docs/theory.md §A7.1): an MLP with L hidden layers of width n and a fixed input dimension d,
 
     h^1 = W^1 xi,   x^l = phi(h^l),   h^{l+1} = W^{l+1} x^l,   f = W^{L+1} x^L,
 
@@ -64,7 +64,7 @@ into the weight (TP V Table 3 form): weight variance (n/n_0)^{-2(a+b)}, learning
 
 Depth (`depth_mup`): Depth-muP (Yang, Yu, Zhu, Hayou 2023, TP VI; Bordelon et al. 2023)
 multiplies each residual branch by L^{-1/2}; the learning rate is not scaled with depth for SGD
-and scaled by L^{-1/2} for Adam [? MATH.md 7.2 could not confirm the Adam exponent].
+and scaled by L^{-1/2} for Adam [? docs/theory.md §A7.2 could not confirm the Adam exponent].
 
 Comparisons of exponents use the tolerance `TOL` (exponents are usually multiples of 1/2).
 """
@@ -137,7 +137,7 @@ class Condition:
 
 @dataclass(frozen=True)
 class DepthScaling:
-    """Depth-muP for a residual network of ``depth`` blocks (TP VI; MATH.md 7.2)."""
+    """Depth-muP for a residual network of ``depth`` blocks (TP VI; docs/theory.md §A7.2)."""
 
     depth: int
     optimizer: str
@@ -316,7 +316,7 @@ def _fmt(x: float) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def _named_exponents(name: str, depth: int, optimizer: str) -> np.ndarray:
-    """(a, b, c) per layer of a named parametrization (MATH.md 7.1 table; TP V Table 3 for Adam)."""
+    """(a, b, c) per layer of a named parametrization (docs/theory.md §A7.1 table; TP V Table 3 for Adam)."""
     L = depth
     # the report holds a LayerScaling and its conditions per layer: ~300 bytes each (measured)
     check_memory((L + 1) * 512, f"an abc table of {format_count(L + 1)} layers", "ask for fewer layers")
@@ -565,10 +565,10 @@ def depth_mup(depth: int, optimizer: str = "sgd", *, activation=None, sigma_w2: 
     """Depth-muP: residual branch multiplier depth^{-1/2}; learning rate times depth^{-1/2} for Adam only.
 
     Yang, Yu, Zhu, Hayou 2023 (TP VI) and Bordelon et al. 2023, for residual blocks of one
-    layer each (MATH.md 7.2).  The Adam exponent is flagged [?] in MATH.md.
+    layer each (docs/theory.md §A7.2).  The Adam exponent is flagged [?] in MATH.md.
 
     With ``activation``: what it predicts at initialisation for full residual blocks
-    x + V phi(W x + b) (meanfield.residual, MATH.md 2.3) with the multiplier folded into V
+    x + V phi(W x + b) (meanfield.residual, docs/theory.md §A2.3) with the multiplier folded into V
     (branch variance sigma_v2 / depth): log(p^L / p^0), log(chi^0 / chi^L) and the output cosine
     of two inputs at cosine 1/2, next to meanfield's own depth advice for sigma_v2 at this depth
     and sigma_w2 (`advise_residual`, default budget).  For ReLU both scale as 1/depth: the

@@ -76,7 +76,7 @@ __all__ = ["plot_phase_diagram"]
 def plot_jacobian_spectrum(spec, ax=None, *, samples=None, n: int = 300, log: bool = True, label=None,
                            color=None, bins: int = 60):
     """Density of the squared singular values of the input-output Jacobian (a
-    meanfield.spectra.Spectrum, MATH.md 6.2), optionally over a histogram of empirical
+    meanfield.spectra.Spectrum, docs/theory.md §A6.2), optionally over a histogram of empirical
     eigenvalues of J J^T (``samples``).  ``log``: the density of log10(lambda), which shows every
     depth on one axis; atoms are drawn as vertical markers with their mass."""
     plt = _plt()

@@ -1,6 +1,6 @@
-"""Residual networks on the edge of chaos (Yang & Schoenholz 2017; MATH.md section 2).
+"""Residual networks on the edge of chaos (Yang & Schoenholz 2017; docs/theory.md §A2.3).
 
-Two architectures of width N -> infinity, with fan-in normalised weights (MATH.md 2.1):
+Two architectures of width N -> infinity, with fan-in normalised weights (docs/theory.md §A2.1):
 
 * ``resnet-reduced`` (RRN):  h^l = W^l x^{l-1} + b^l,  x^l = phi(h^l) + x^{l-1};
 * ``resnet-full``    (FRN):  h^l = W^l x^{l-1} + b^l,  x^l = V^l phi(h^l) + x^{l-1} + a^l,
@@ -8,7 +8,7 @@ Two architectures of width N -> infinity, with fan-in normalised weights (MATH.m
 W ~ N(0, sigma_w2/N), V ~ N(0, sigma_v2/N), b ~ N(0, sigma_b2), a ~ N(0, sigma_a2).  The RRN is
 the FRN with sigma_v2 = 1, sigma_a2 = 0.
 
-What is computed (MATH.md 2.3, exact mean-field recurrences, gradient independence for chi):
+What is computed (docs/theory.md §A2.3, exact mean-field recurrences, gradient independence for chi):
 
     q^l = sigma_w2 p^{l-1} + sigma_b2,        p^l = p^{l-1} + sigma_v2 V_phi(q^l) + sigma_a2,
     s^l = s^{l-1} + 2 sigma_v2 [V_phi(q^l) - W_phi(q^l, q^l, c^l)],
@@ -268,7 +268,7 @@ def _kernel(activation) -> _Kernel:
         name, params = parse_spec(activation)
         if name == "alpha_relu":
             alpha = float(params[0])
-    elif act.name == "step":  # the step is alpha_relu:0 (MATH.md 2.5 with alpha = 0)
+    elif act.name == "step":  # the step is alpha_relu:0 (docs/theory.md §A2.5 with alpha = 0)
         alpha = 0.0
     elif act.name.startswith("alpha_relu:"):
         v = act.closed_forms["v"]
@@ -322,7 +322,7 @@ def _check_reduced_mean(prm: _Params, activation) -> None:
 
     x^l = phi(h^l) + x^{l-1} adds phi's mean to every coordinate, so x drifts by
     m^l = m^{l-1} + E phi(h^l) and p^l gains the cross term 2 m^{l-1} E phi(h^l), which the
-    recursion of MATH.md 2.3 (reduced = full with sigma_v2 = 1, sigma_a2 = 0) omits; wide random
+    recursion of docs/theory.md §A2.3 (reduced = full with sigma_v2 = 1, sigma_a2 = 0) omits; wide random
     networks confirm the drift (relu, L = 20: p ~ 2.6e6 measured against 3.7e3 from the
     recursion).  In the full form V phi(h) has mean zero, so the recursion there is exact.
     """
@@ -344,7 +344,7 @@ def _log0(v: float) -> float:
 
 
 class _Model:
-    """Increments of (u, x, C) at one layer, vectorised over layers (MATH.md 2.3)."""
+    """Increments of (u, x, C) at one layer, vectorised over layers (docs/theory.md §A2.3)."""
 
     def __init__(self, kernel: _Kernel, prm: _Params):
         self.K = kernel
@@ -368,7 +368,7 @@ class _Model:
         return du, lv, lg, lq
 
     def dC(self, lq: np.ndarray) -> np.ndarray:
-        """log(1 + sigma_v2 sigma_w2 V_phi'(q^l)) (MATH.md 2.3, backward)."""
+        """log(1 + sigma_v2 sigma_w2 V_phi'(q^l)) (docs/theory.md §A2.3, backward)."""
         if self.lsvsw == -math.inf:
             return np.zeros_like(lq)
         return np.logaddexp(0.0, self.lsvsw + self.K.lvd(lq))
@@ -753,7 +753,7 @@ def _exp_or_nan(la: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ResidualTrajectory:
-    """Mean-field quantities of a residual network, layer by layer (MATH.md 2.2-2.3).
+    """Mean-field quantities of a residual network, layer by layer (docs/theory.md §A2.2-2.3).
 
     Every per-layer field is an array over ``layers`` (index 0 = the input).  ``chi`` is
     chi^l / chi^L, so ``chi[0]`` is the gradient explosion chi^0/chi^L; ``q[0]`` is NaN (q^0 is
@@ -850,10 +850,10 @@ def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, de
                      sigma_v2: float = 1.0, sigma_a2: float = 0.0, p0: float = 1.0,
                      c0: float = 0.5, every: int = 1, gradients: bool | None = None,
                      cosine: bool = True, method: str = "auto") -> ResidualTrajectory:
-    """Iterate the residual-network recurrences of MATH.md 2.3 for ``depth`` layers.
+    """Iterate the residual-network recurrences of docs/theory.md §A2.3 for ``depth`` layers.
 
     Two inputs with ``p0`` = <(x^0_i)^2> each and cosine ``c0``.  Returns p^l, q^l, e^l, s^l,
-    chi^l/chi^L and the per-parameter gradient norms of MATH.md 2.3 (normalised by chi^L) at
+    chi^l/chi^L and the per-parameter gradient norms of docs/theory.md §A2.3 (normalised by chi^L) at
     layers 0, every, 2 every, ..., depth.  ``gradients=None`` computes chi where it is finite
     and reports it as missing (with a note) where it is infinite (alpha_relu with alpha <= 1/2,
     the step); ``gradients=True`` raises DomainError there.  ``cosine=False`` skips e and s
@@ -939,12 +939,12 @@ def _trajectory(prm: _Params, K: _Kernel, depth: int, every: int, p0: float, c0:
 
 
 # --------------------------------------------------------------------------------------------
-# Laws and exponents (MATH.md 2.4-2.6)
+# Laws and exponents (docs/theory.md §A2.4-2.6)
 # --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Exponents:
-    """Asymptotic laws of p^l, e^l, s^l and chi^0/chi^L, analytic next to fitted (MATH.md 2.6).
+    """Asymptotic laws of p^l, e^l, s^l and chi^0/chi^L, analytic next to fitted (docs/theory.md §A2.6).
 
     Each of ``p``, ``e``, ``s``, ``chi`` is a dict with ``law`` (polynomial, sub-exponential,
     exponential, double-exponential, infinite), ``form`` (the formula the exponent belongs to),
@@ -1033,7 +1033,7 @@ def _regime(K: _Kernel) -> str:
 
 
 def _tanh_fixed_point(sv: float, sa: float) -> tuple[float, float]:
-    """e* (root of sigma_v2 ((2/pi) asin e - e) + sigma_a2 (1 - e)) and mu (MATH.md 2.4.3)."""
+    """e* (root of sigma_v2 ((2/pi) asin e - e) + sigma_a2 (1 - e)) and mu (docs/theory.md §A2.4 (3))."""
     from scipy.optimize import brentq
     B = sv + sa
     if sa == 0.0:
@@ -1046,7 +1046,7 @@ def _tanh_fixed_point(sv: float, sa: float) -> tuple[float, float]:
 
 
 def _alpha_constants(alpha: float):
-    """c_alpha, e*_alpha, Jbar'(e*) (MATH.md 2.5; meanfield.special)."""
+    """c_alpha, e*_alpha, Jbar'(e*) (docs/theory.md §A2.5; meanfield.special)."""
     from . import special
     ca = float(special.c_alpha(alpha))
     es = float(special.alpha_relu_fixed_point(alpha))
@@ -1060,7 +1060,7 @@ def _alpha_constants(alpha: float):
 def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
               sigma_b2: float = 0.0, sigma_v2: float = 1.0, sigma_a2: float = 0.0,
               fit_depth: int | None = None) -> Exponents:
-    """The depth laws of a residual network (MATH.md 2.4-2.6) next to fits from the recursion.
+    """The depth laws of a residual network (docs/theory.md §A2.4-2.6) next to fits from the recursion.
 
     ``fit_depth`` is the depth of the fits (default 10^6 where the kernel is fast, less for
     super-exponential laws, which leave float range, and for activations integrated by
@@ -1434,7 +1434,7 @@ def _max_depth(K: _Kernel, prm: _Params, cap: int = 10 ** 6) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Depth-dependent advice (MATH.md 2.8)
+# Depth-dependent advice (docs/theory.md §A2.8)
 # --------------------------------------------------------------------------------------------
 
 #: Default budget in nats.  Schoenholz et al. (2017) find vanilla networks trainable up to a depth
@@ -1447,7 +1447,7 @@ DEFAULT_BUDGET = 6.0
 
 @dataclass(frozen=True)
 class ResidualAdvice:
-    """Depth-dependent initialisation of a residual network (MATH.md 2.8), with the predicted
+    """Depth-dependent initialisation of a residual network (docs/theory.md §A2.8), with the predicted
     diagnostics at the advised point and at common initialisations for comparison."""
 
     arch: str
@@ -1535,7 +1535,7 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
                     sigma_v2: float | None = None, sigma_a2: float | None = None,
                     sigma_w2: float | None = None, width: int | None = None,
                     budget: float | None = None) -> ResidualAdvice:
-    """Depth-dependent variances for a residual network (MATH.md 2.8).
+    """Depth-dependent variances for a residual network (docs/theory.md §A2.8).
 
     tanh: the gradient explosion log(chi^0/chi^L) equals the budget G (nats); asymptotically
     sigma_w = G sqrt(sigma_v2 + sigma_a2) / (1.0638 sigma_v2 sqrt(L)).  relu: (1 + sigma_v2

@@ -253,7 +253,7 @@ def kernel_store(net, X: Any, store: "str | os.PathLike[str]", *, chunk: int = 4
                  scheduler: str | None = None, parametrization: str | None = None,
                  ntk: bool = True, method: str = "auto", workers: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> StoredKernel:
-    """The NNGP and NTK Gram matrices of ``net`` on X (MATH.md 4.1-4.4, docs/architecture.md
+    """The NNGP and NTK Gram matrices of ``net`` on X (docs/theory.md §A4.1-4.4, docs/architecture.md
     "Tiles") written to the zarr store ``store`` (arrays ``nngp``, ``ntk``, ``x``) in
     ``chunk`` x ``chunk`` tiles, upper triangle computed, both triangles stored.
 
@@ -422,7 +422,7 @@ def sweep(what: str, activations: "list[str]", depths: "list[int] | None" = None
     """Advice (``what="advise"``: every activation x depth, ``options`` passed to
     :func:`meanfield.advise.advise`, e.g. ``arch``, ``sigma_b2``, ``budget``) or phase diagrams
     (``what="phase-diagram"``: every activation, ``options`` passed to
-    :func:`meanfield.fixed_points.phase_diagram`, e.g. ``grid``, ``with_xi_c``), MATH.md 1.3-1.6
+    :func:`meanfield.fixed_points.phase_diagram`, e.g. ``grid``, ``with_xi_c``), docs/theory.md §A1.3-1.6
     and 2.x, as independent jobs on dask: local worker processes by default (``processes=False``:
     threads; one worker: this process), or the dask.distributed cluster at ``scheduler`` (or
     ``$DASK_SCHEDULER_ADDRESS``).

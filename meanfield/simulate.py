@@ -4,7 +4,7 @@ Everything here samples; nothing computes a Gaussian integral.  The mean-field s
 ``maps``, ``residual`` and ``kernels``; the tests compare the two with tolerances taken from the
 standard errors reported here (independent networks, never neurons, are the samples).
 
-* :func:`simulate_mlp` -- two inputs through a deep vanilla network (MATH.md §1.1-1.5).
+* :func:`simulate_mlp` -- two inputs through a deep vanilla network (docs/theory.md §A1.1-1.5).
 * :func:`simulate_resnet` -- two inputs through a reduced or full residual network (§2.1-2.3).
 * :func:`empirical_ntk`, :func:`empirical_nngp` -- kernels of finite networks (§4.1-4.3).
 * :func:`inputs_on_sphere` -- inputs with x.x/d = 1 and prescribed overlaps.
@@ -254,7 +254,7 @@ def _chunk_size(method: str, n_nets: int, width: int, depth: int, mats_per_layer
 
 def _mlp_forward(phi: Fn, layers: Sequence, biases: Sequence[np.ndarray], H: np.ndarray
                  ) -> list[np.ndarray]:
-    """[h^0, h^1, ...] with h^{l+1} = W^{l+1} phi(h^l) + b^{l+1} (MATH.md §1.1)."""
+    """[h^0, h^1, ...] with h^{l+1} = W^{l+1} phi(h^l) + b^{l+1} (docs/theory.md §A1.1)."""
     Hs = [H]
     for layer, b in zip(layers, biases):
         H = layer.forward(_call(phi, H)) + b
@@ -265,7 +265,7 @@ def _mlp_forward(phi: Fn, layers: Sequence, biases: Sequence[np.ndarray], H: np.
 def _mlp_backward(dphi: Fn, layers: Sequence, Hs: Sequence[np.ndarray], D: np.ndarray
                   ) -> list[np.ndarray]:
     """[delta^0, delta^1, ...] from delta^top = D with delta^l = phi'(h^l) (W^{l+1})^T delta^{l+1}
-    (MATH.md §1.5); ``Hs`` holds h^l for the rows of D."""
+    (docs/theory.md §A1.5); ``Hs`` holds h^l for the rows of D."""
     Ds = [D]
     for layer, H in zip(reversed(layers), reversed(Hs[:-1])):
         D = _call(dphi, H) * layer.backward(D)
@@ -277,7 +277,7 @@ def _resnet_forward(phi: Fn, Ws: Sequence, bs: Sequence[np.ndarray], Vs: Sequenc
                     as_: Sequence[np.ndarray] | None, X: np.ndarray
                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """([x^0..x^L], [h^1..h^L]) with h^l = W^l x^{l-1} + b^l and x^l = V^l phi(h^l) + x^{l-1} + a^l
-    (full, MATH.md §2.1) or x^l = phi(h^l) + x^{l-1} (reduced: ``Vs is None``)."""
+    (full, docs/theory.md §A2.1) or x^l = phi(h^l) + x^{l-1} (reduced: ``Vs is None``)."""
     Xs, Hs = [X], []
     for l, (W, b) in enumerate(zip(Ws, bs)):
         H = W.forward(X) + b
@@ -448,7 +448,7 @@ class EmpiricalKernel(_Record):
 def simulate_mlp(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *,
                  width: int, q0: float, c0: float, n_nets: int = 32, seed: Seed = None,
                  method: str = "conditional") -> MLPSimulation:
-    """Sample q^l, c^l (length and correlation maps, MATH.md §1.2-1.3) and the gradient second
+    """Sample q^l, c^l (length and correlation maps, docs/theory.md §A1.2-1.3) and the gradient second
     moment q~^l (§1.5) in ``n_nets`` independent random networks of the given ``width``.
 
     Two first-layer pre-activations h^0(a), h^0(b) are drawn exactly Gaussian with coordinate
@@ -490,7 +490,7 @@ def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: in
                     width: int, p0: float, c0: float, n_nets: int = 32, seed: Seed = None,
                     method: str = "conditional") -> ResNetSimulation:
     """Sample the residual-network quantities p, q, gamma, lambda, e, s, chi and the parameter
-    gradients of MATH.md §2.2-2.3 in ``n_nets`` independent random networks.
+    gradients of docs/theory.md §A2.2-2.3 in ``n_nets`` independent random networks.
 
     x^0(a), x^0(b) are drawn exactly Gaussian with coordinate variance ``p0`` and correlation
     ``c0``; then ``depth`` blocks of §2.1: h^l = W^l x^{l-1} + b^l and x^l = V^l phi(h^l) +
@@ -566,7 +566,7 @@ class _Net:
     ``gain2`` maps each parameter group to the factor its gradient term carries in the NTK:
     sigma^2/fan_in (weights) or sigma^2 (biases) for the NTK parametrisation, where the
     trained raw parameters are N(0, 1), and 1 for the standard parametrisation, where the
-    fan-in-scaled weights are trained directly (MATH.md §0, §4.2).
+    fan-in-scaled weights are trained directly (docs/theory.md §A0, §4.2).
     """
 
     def __init__(self, arch, phi, dphi, rng, n_nets, d, width, depth, n_out, var, std_param,
@@ -613,7 +613,7 @@ class _Net:
 
     def ntk(self, X: np.ndarray, rows: tuple[slice, slice]) -> np.ndarray:
         """NTK of the scalar output between the rows ``rows[0]`` and ``rows[1]`` of X, as the sum
-        over layers of gain2 * (input Gram) * (delta Gram) + bias terms (MATH.md §4.2)."""
+        over layers of gain2 * (input Gram) * (delta Gram) + bias terms (docs/theory.md §A4.2)."""
         phi, dphi = self.phi, self.dphi
 
         def gram(A):
@@ -674,7 +674,7 @@ def empirical_ntk(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: 
                   width: int, parametrization: str = "ntk", seed: Seed = None,
                   method: str = "dense") -> EmpiricalKernel:
     """NTK sum_theta df(x)/dtheta df(x')/dtheta of ONE random network with scalar output,
-    from hand-derived per-example backward vectors (MATH.md §4.2 factorisation).
+    from hand-derived per-example backward vectors (docs/theory.md §A4.2 factorisation).
 
     ``arch="mlp"`` (§4.1): ``depth`` hidden layers, then a linear readout with the same
     sigma_w2, sigma_b2; the first layer sees x.x'/d.  Its infinite-width limit is Theta^{L+1}.

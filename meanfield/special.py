@@ -3,20 +3,20 @@
 For phi_alpha(x) = max(0, x)**alpha (alpha = 0 is the step Theta(x)) and unit-variance Gaussians
 (u, v) with correlation c this module computes, in float64 and vectorised over c,
 
-* ``c_alpha(alpha)``: c_alpha = E[phi(z)^2] (MATH.md §2.5)
-* ``alpha_relu_kernel(alpha, c)``: W_alpha(c) = E[phi(u) phi(v)] (MATH.md §2.7(2), §3.1)
-* ``alpha_relu_normalized(alpha, c)``: Jbar_alpha(c) = W_alpha(c) / c_alpha (MATH.md §2.5)
-* ``alpha_relu_dkernel(alpha, c)``: dW_alpha/dc = alpha^2 W_{alpha-1}(c) (MATH.md §0, §2.7(3))
-* ``alpha_relu_dnormalized(alpha, c)``: Jbar'_alpha(c) (MATH.md §2.5)
+* ``c_alpha(alpha)``: c_alpha = E[phi(z)^2] (docs/theory.md §A2.5)
+* ``alpha_relu_kernel(alpha, c)``: W_alpha(c) = E[phi(u) phi(v)] (docs/theory.md §A2.7 (2), §3.1)
+* ``alpha_relu_normalized(alpha, c)``: Jbar_alpha(c) = W_alpha(c) / c_alpha (docs/theory.md §A2.5)
+* ``alpha_relu_dkernel(alpha, c)``: dW_alpha/dc = alpha^2 W_{alpha-1}(c) (docs/theory.md §A0, §2.7(3))
+* ``alpha_relu_dnormalized(alpha, c)``: Jbar'_alpha(c) (docs/theory.md §A2.5)
 * ``alpha_relu_fixed_point(alpha)``: e*_alpha, the fixed point of Jbar_alpha in (0, 1) (§2.5)
 
 and mpmath references (``alpha_relu_kernel_mp``, ``alpha_relu_kernel_quad2d_mp``,
 ``bessel_k0_representation``, ``three_term_recurrence``) that express the identities of
-MATH.md §2.7 and serve as independent checks.
+docs/theory.md §A2.7 and serve as independent checks.
 
 Numerical method of the float64 functions (details in ``alpha_relu_kernel``'s docstring)
 -------------------------------------------------------------------------------------
-Integrating the K0 representation MATH.md §2.7(2) term by term (Gradshteyn–Ryzhik 6.621.3) and
+Integrating the K0 representation docs/theory.md §A2.7 (2) term by term (Gradshteyn–Ryzhik 6.621.3) and
 applying Euler's transformation gives the Gauss form used here (derived for this module and
 checked against the K0 integral, the c^2-hypergeometric form §2.7(4), the angular integral §2.7(5)
 and direct 2-D quadrature to 25+ digits):
@@ -38,7 +38,7 @@ With s = alpha + 1/2, z = (1+c)/2 and w = (1-c)/2:
 * Both series are evaluated through Chebyshev-economised polynomials on their interval
   (z or w in [0, 1/2], about 20-30 terms instead of 45-80; built once per alpha), so a value costs
   one or two short Horner loops plus a few elementary functions (pow, log, expm1).
-* alpha in {0, 1, 2, 3}: Cho–Saul arc-cosine closed forms (MATH.md §3.1), with
+* alpha in {0, 1, 2, 3}: Cho–Saul arc-cosine closed forms (docs/theory.md §A3.1), with
   pi - theta = pi - 2 arcsin(sqrt((1-c)/2)) (c >= 0) or 2 arcsin(sqrt((1+c)/2)) (c < 0) and
   sin(theta) = sqrt((1-c)(1+c)) (no arccos cancellation at either end), for c >= -1/2
   (alpha = 1, 2), c >= -1/4 (alpha = 3), all c (alpha = 0).  Closer to c = -1 the closed forms
@@ -409,7 +409,7 @@ _CS_LOWER = {0: -1.0, 1: -0.5, 2: -0.5, 3: -0.25}
 
 
 def _cho_saul_normalized(n: int, c: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Jbar_n(c) = J_n(theta) / (2 pi c_n)  (MATH.md §3.1), with pi - theta computed without
+    """Jbar_n(c) = J_n(theta) / (2 pi c_n)  (docs/theory.md §A3.1), with pi - theta computed without
     cancellation at both ends (2 arcsin sqrt((1+c)/2)) and sin(theta) = sqrt((1-c)(1+c))."""
     x = 1.0 - np.abs(c)
     ang = 2.0 * np.arcsin(np.sqrt(0.5 * x))  # theta (c >= 0) or pi - theta (c < 0)
@@ -467,7 +467,7 @@ def _by_alpha(alpha: ArrayLike, c: ArrayLike, fn) -> Any:
 
 
 def c_alpha(alpha: ArrayLike) -> Any:
-    """c_alpha = E[max(0, z)^(2 alpha)] = 2^(alpha-1) Gamma(alpha+1/2) / sqrt(pi)  (MATH.md §2.5).
+    """c_alpha = E[max(0, z)^(2 alpha)] = 2^(alpha-1) Gamma(alpha+1/2) / sqrt(pi)  (docs/theory.md §A2.5).
 
     Broadcasts over alpha; raises DomainError for alpha <= -1/2.
     """
@@ -478,7 +478,7 @@ def c_alpha(alpha: ArrayLike) -> Any:
 
 
 def alpha_relu_normalized(alpha: ArrayLike, c: ArrayLike) -> Any:
-    """Jbar_alpha(c) = W_alpha(c) / c_alpha, the normalised alpha-ReLU kernel (MATH.md §2.5).
+    """Jbar_alpha(c) = W_alpha(c) / c_alpha, the normalised alpha-ReLU kernel (docs/theory.md §A2.5).
 
     Computed directly (not as a ratio), by the method described in ``alpha_relu_kernel``.
     Jbar(1) = 1, Jbar(-1) = 0; NaN in c gives NaN.
@@ -489,8 +489,8 @@ def alpha_relu_normalized(alpha: ArrayLike, c: ArrayLike) -> Any:
 def alpha_relu_kernel(alpha: ArrayLike, c: ArrayLike) -> Any:
     """W_alpha(c) = E[phi(u) phi(v)], phi(x) = max(0, x)^alpha, unit variances, correlation c.
 
-    MATH.md §2.7(2) (K0 representation), §2.7(4) (hypergeometric form), §3.1 (integer alpha).
-    For general variances multiply by (q11 q22)^(alpha/2) (MATH.md §2.7(7)).
+    docs/theory.md §A2.7 (2) (K0 representation), §2.7(4) (hypergeometric form), §3.1 (integer alpha).
+    For general variances multiply by (q11 q22)^(alpha/2) (docs/theory.md §A2.7 (7)).
 
     Method (relative error <= 2e-15 measured against 30-digit mpmath over c in [-1, 1]):
 
@@ -532,7 +532,7 @@ def _dkernel_1d(alpha: float, c: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def alpha_relu_dkernel(alpha: ArrayLike, c: ArrayLike) -> Any:
-    """dW_alpha/dc = alpha^2 W_{alpha-1}(c) = E[phi'(u) phi'(v)] (Price identity, MATH.md §0,
+    """dW_alpha/dc = alpha^2 W_{alpha-1}(c) = E[phi'(u) phi'(v)] (Price identity, docs/theory.md §A0,
     §2.7(3); §3.1 for integer alpha).
 
     * alpha > 1/2: finite on [-1, 1]; at c = 1 it equals alpha^2 c_{alpha-1} = alpha^2 c_alpha /
@@ -556,7 +556,7 @@ def alpha_relu_dkernel(alpha: ArrayLike, c: ArrayLike) -> Any:
 
 
 def alpha_relu_dnormalized(alpha: ArrayLike, c: ArrayLike) -> Any:
-    """Jbar'_alpha(c) = dJbar_alpha/dc = alpha^2/(2 alpha - 1) Jbar_{alpha-1}(c)  (MATH.md §2.5).
+    """Jbar'_alpha(c) = dJbar_alpha/dc = alpha^2/(2 alpha - 1) Jbar_{alpha-1}(c)  (docs/theory.md §A2.5).
 
     The formula holds for alpha > 1/2 (Jbar'_alpha(1) = alpha^2/(2 alpha - 1)); for
     -1/2 < alpha <= 1/2, alpha != 0 this returns alpha_relu_dkernel / c_alpha (+inf at c = 1).
@@ -605,7 +605,7 @@ def _one_minus_normalized(alpha: float, x: float) -> float:
 
 
 def alpha_relu_fixed_point(alpha: float) -> float:
-    """e*_alpha: the fixed point of Jbar_alpha in (0, 1)  (MATH.md §2.5; table B2).
+    """e*_alpha: the fixed point of Jbar_alpha in (0, 1)  (docs/theory.md §A2.5; table B2).
 
     Jbar_alpha is a power series in c with non-negative coefficients summing to 1, hence convex on
     [0, 1] with Jbar(0) > 0 and Jbar(1) = 1; so a fixed point in (0, 1) exists and is unique iff
@@ -675,7 +675,7 @@ def _w_gauss_mp(a, c):
 
 
 def _w_series_mp(a, c, dps):
-    """MATH.md §2.7(4), second line (2F1 in c^2); extra precision against its cancellation."""
+    """docs/theory.md §A2.7 (4), second line (2F1 in c^2); extra precision against its cancellation."""
     mp = _mp()
     extra = 10
     if c < 0:
@@ -692,7 +692,7 @@ def _w_series_mp(a, c, dps):
 
 
 def _w_angular_mp(a, c):
-    """MATH.md §2.7(5): 2^a Gamma(a+1)/(2 pi) int_{theta-pi/2}^{pi/2} (cos t cos(t-theta))^a dt."""
+    """docs/theory.md §A2.7 (5): 2^a Gamma(a+1)/(2 pi) int_{theta-pi/2}^{pi/2} (cos t cos(t-theta))^a dt."""
     mp = _mp()
     th = mp.acos(c)
     def f(t):
@@ -708,9 +708,9 @@ def alpha_relu_kernel_mp(alpha: Any, c: Any, dps: int = 30, method: str = "gauss
     method:
       "gauss"   (default) the Gauss form (G) of the module docstring, via mpmath.hyp2f1 (which
                 treats z -> 1 and the logarithmic cases itself, with extra precision);
-      "k0"      the K0 integral representation, MATH.md §2.7(2) (slow: seconds);
-      "series"  the c^2-hypergeometric form, MATH.md §2.7(4);
-      "angular" the angular integral, MATH.md §2.7(5).
+      "k0"      the K0 integral representation, docs/theory.md §A2.7 (2) (slow: seconds);
+      "series"  the c^2-hypergeometric form, docs/theory.md §A2.7 (4);
+      "angular" the angular integral, docs/theory.md §A2.7 (5).
     c = 1 gives c_alpha, c = -1 gives 0. Like every mpmath function here, it works at
     max(dps + 5, mpmath.mp.dps) digits (never below the ambient precision, so mpmath.diff and
     friends can be applied to it) and returns an mpf with that many digits.
@@ -738,7 +738,7 @@ def alpha_relu_kernel_mp(alpha: Any, c: Any, dps: int = 30, method: str = "gauss
 
 
 def bessel_k0_representation(alpha: Any, c: Any, dps: int = 30) -> Any:
-    """MATH.md §2.7(2): W_alpha(c) = (1-c^2)^(alpha+1/2)/(2 pi) int_0^inf y^alpha e^(c y) K0(y) dy,
+    """docs/theory.md §A2.7 (2): W_alpha(c) = (1-c^2)^(alpha+1/2)/(2 pi) int_0^inf y^alpha e^(c y) K0(y) dy,
     for |c| < 1, evaluated with mpmath quadrature (tanh-sinh, with breakpoints at the decay
     length 1/(1-c)). Slow (seconds at 30 digits)."""
     mp = _mp()
@@ -792,7 +792,7 @@ def alpha_relu_kernel_quad2d_mp(alpha: Any, c: Any, dps: int = 20) -> Any:
 
 
 def three_term_recurrence(alpha: ArrayLike, c: ArrayLike, dps: int | None = None) -> Any:
-    """Right-hand side of the recurrence in the exponent (MATH.md §2.7(3)):
+    """Right-hand side of the recurrence in the exponent (docs/theory.md §A2.7 (3)):
 
         W_{alpha+1}(c) = (2 alpha + 1) c W_alpha(c) + alpha^2 (1 - c^2) W_{alpha-1}(c),
 

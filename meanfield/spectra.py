@@ -1,4 +1,4 @@
-"""Random-matrix laws and the spectra of deep-network Jacobians (MATH.md section 6).
+"""Random-matrix laws and the spectra of deep-network Jacobians (docs/theory.md §A6.1).
 
 Section 6.1 (closed forms):
 
@@ -11,7 +11,7 @@ Section 6.1 (closed forms):
 
 Section 6.2 (Pennington, Schoenholz & Ganguli 2017, 2018): the eigenvalues of ``J J^T`` for the
 input-output Jacobian ``J = D^L W^L ... D^1 W^1`` of a deep vanilla network at the fixed point
-``q*`` of its length map (MATH.md 1.2), ``D^l = diag(phi'(h^l))``.  The layers are
+``q*`` of its length map (docs/theory.md §A1.2), ``D^l = diag(phi'(h^l))``.  The layers are
 asymptotically free, so S-transforms multiply:
 
     S_{JJ^T}(m) = [S_{WW^T}(m) S_{D^2}(m)]^L,
@@ -47,7 +47,7 @@ from .fixed_points import fixed_point
 from .maps import check_depth, check_variance
 
 WEIGHTS = ("gaussian", "orthogonal")
-# s1 of S_{WW^T}(z) = sigma_w2^{-1} (1 + s1 z + ...) (MATH.md 6.2)
+# s1 of S_{WW^T}(z) = sigma_w2^{-1} (1 + s1 z + ...) (docs/theory.md §A6.2)
 S1 = {"gaussian": -1.0, "orthogonal": 0.0}
 # float64 overflows past exp(709): moments beyond that have no finite value to report
 _LOG_MAX = 700.0
@@ -63,7 +63,7 @@ def _k_max(k_max: Any) -> int:
 
 def semicircle_density(x: Any, sigma2: float = 1.0) -> np.ndarray:
     """Wigner semicircle density ``sqrt(4 sigma2 - x^2) / (2 pi sigma2)`` on ``|x| <= 2 sigma``
-    (MATH.md 6.1), for ``A = sigma (G + G^T) / sqrt(2n)``; zero outside, NaN in -> NaN out."""
+    (docs/theory.md §A6.1), for ``A = sigma (G + G^T) / sqrt(2n)``; zero outside, NaN in -> NaN out."""
     s2 = float(check_variance("sigma2", sigma2, positive=True))
     x = np.asarray(x, dtype=float)
     with np.errstate(invalid="ignore"):
@@ -72,7 +72,7 @@ def semicircle_density(x: Any, sigma2: float = 1.0) -> np.ndarray:
 
 
 def semicircle_moments(k_max: int, sigma2: float = 1.0) -> np.ndarray:
-    """Moments ``E x^k``, k = 1..k_max, of the semicircle (MATH.md 6.1): 0 for odd k,
+    """Moments ``E x^k``, k = 1..k_max, of the semicircle (docs/theory.md §A6.1): 0 for odd k,
     ``Catalan(k/2) sigma2^(k/2)`` for even k."""
     from scipy.special import comb
 
@@ -90,7 +90,7 @@ def _mp_edges(ratio: float, sigma2: float) -> tuple[float, float]:
 
 
 def marchenko_pastur_density(x: Any, ratio: float = 1.0, sigma2: float = 1.0) -> np.ndarray:
-    """Continuous part of the Marchenko-Pastur law (MATH.md 6.1) of ``S = X X^T / m``, ``X`` n x m
+    """Continuous part of the Marchenko-Pastur law (docs/theory.md §A6.1) of ``S = X X^T / m``, ``X`` n x m
     with iid entries of variance ``sigma2``, ``ratio = n / m``:
     ``sqrt((l+ - x)(x - l-)) / (2 pi sigma2 ratio x)`` on ``[l-, l+]``, ``l+- = sigma2 (1 +- sqrt ratio)^2``.
     For ``ratio > 1`` it integrates to ``1 / ratio``; the rest is an atom at 0 (:func:`marchenko_pastur_atom`)."""
@@ -111,7 +111,7 @@ def marchenko_pastur_atom(ratio: float = 1.0) -> float:
 
 
 def marchenko_pastur_moments(k_max: int, ratio: float = 1.0, sigma2: float = 1.0) -> np.ndarray:
-    """Moments ``E x^k``, k = 1..k_max, of Marchenko-Pastur (MATH.md 6.1, atom included): the
+    """Moments ``E x^k``, k = 1..k_max, of Marchenko-Pastur (docs/theory.md §A6.1, atom included): the
     Narayana polynomials ``sigma2^k sum_{r=0}^{k-1} ratio^r C(k, r) C(k-1, r) / (r + 1)``
     (mean ``sigma2``, second moment ``sigma2^2 (1 + ratio)``)."""
     from scipy.special import comb
@@ -128,7 +128,7 @@ def marchenko_pastur_moments(k_max: int, ratio: float = 1.0, sigma2: float = 1.0
 
 def fuss_catalan_moments(k_max: int, depth: int) -> np.ndarray:
     """Moments ``m_k = C((L+1) k, k) / (L k + 1)``, k = 1..k_max, of ``J J^T`` for a product
-    ``J`` of L independent square Gaussian matrices with entry variance 1/N (MATH.md 6.2);
+    ``J`` of L independent square Gaussian matrices with entry variance 1/N (docs/theory.md §A6.2);
     L = 1 is Marchenko-Pastur at ratio 1 (the Catalan numbers)."""
     from scipy.special import comb
 
@@ -139,13 +139,13 @@ def fuss_catalan_moments(k_max: int, depth: int) -> np.ndarray:
 
 
 def fuss_catalan_edge(depth: int) -> float:
-    """Upper edge ``(L+1)^(L+1) / L^L`` of the Fuss-Catalan law (about ``e (L + 1)``; MATH.md 6.2)."""
+    """Upper edge ``(L+1)^(L+1) / L^L`` of the Fuss-Catalan law (about ``e (L + 1)``; docs/theory.md §A6.2)."""
     L = check_depth(depth, in_float_range=True)
     return float(math.exp((L + 1) * math.log(L + 1) - L * math.log(L)))
 
 
 # ------------------------------------------------------------------------------------------------
-# S-transforms as truncated power series (MATH.md 6.2)
+# S-transforms as truncated power series (docs/theory.md §A6.2)
 # ------------------------------------------------------------------------------------------------
 
 def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -185,7 +185,7 @@ def _reversion(c: np.ndarray) -> np.ndarray:
 
 def moments_to_s(moments: Any) -> np.ndarray:
     """Coefficients ``s_0..s_{K-1}`` of the S-transform ``S(w) = (1 + w)/w M^{-1}(w)`` from the
-    moments ``m_1..m_K`` (MATH.md 6.2; ``s_0 = 1/m_1``, ``s_1 = (m_1^2 - m_2)/m_1^3``)."""
+    moments ``m_1..m_K`` (docs/theory.md §A6.2; ``s_0 = 1/m_1``, ``s_1 = (m_1^2 - m_2)/m_1^3``)."""
     m = np.asarray(moments, dtype=float)
     chi = _reversion(m)  # chi[j] is the coefficient of w^(j+1)
     s = chi.copy()
@@ -249,7 +249,7 @@ def _atoms_of_law(x: np.ndarray, w: np.ndarray) -> list[tuple[float, float]]:
 
 
 def phi_prime_moments(activation: Any, q: float, k_max: int = 3) -> np.ndarray:
-    """``mu_k = E[phi'(sqrt(q) z)^(2k)]``, k = 1..k_max (MATH.md 6.2), from meanfield.gaussian."""
+    """``mu_k = E[phi'(sqrt(q) z)^(2k)]``, k = 1..k_max (docs/theory.md §A6.2), from meanfield.gaussian."""
     act = get_activation(activation)
     d1 = _d1(act)
     q = float(check_variance("q", q))
@@ -266,7 +266,7 @@ def phi_prime_moments(activation: Any, q: float, k_max: int = 3) -> np.ndarray:
 @dataclass(frozen=True)
 class Spectrum:
     """Eigenvalues of ``J J^T`` (squared singular values of the input-output Jacobian) of a depth-L
-    vanilla network at its fixed point q*, infinite width (MATH.md 6.2).
+    vanilla network at its fixed point q*, infinite width (docs/theory.md §A6.2).
 
     ``moments`` are ``m_1, m_2, m_3`` (atoms included), ``variance = m_2 - m_1^2``;
     ``relative_variance = variance / m_1^2 = L (mu2/mu1^2 - 1 - s1)`` for every chi_1, which at
@@ -365,7 +365,7 @@ def _normalised_moments(x, w, weights, depth, mu, k):
 def jacobian_spectrum(activation: Any, sigma_w2: float, sigma_b2: float, depth: int,
                       weights: str = "gaussian") -> Spectrum:
     """The spectrum of ``J J^T`` for a depth-``depth`` vanilla network at the fixed point q* of
-    (``sigma_w2``, ``sigma_b2``) with Gaussian or Haar-orthogonal weights (MATH.md 6.2).
+    (``sigma_w2``, ``sigma_b2``) with Gaussian or Haar-orthogonal weights (docs/theory.md §A6.2).
 
     Raises DomainError for depth < 1, an unknown weight ensemble, a length map without a fixed
     point (the spectrum has no limit: q^l diverges), an activation whose phi' vanishes almost
@@ -612,7 +612,7 @@ def sample_jacobians(activation: Any, sigma_w2: float, sigma_b2: float, depth: i
                      weights: str = "gaussian", width: int = 1000, n_nets: int = 1,
                      seed: "int | np.random.Generator | None" = None):
     """Yield ``n_nets`` input-output Jacobians ``J = D^L W^L ... D^1 W^1`` (width x width) of random
-    numpy networks at their fixed point q* (MATH.md 6.2), Gaussian or Haar-orthogonal weights."""
+    numpy networks at their fixed point q* (docs/theory.md §A6.2), Gaussian or Haar-orthogonal weights."""
     act, sw, sb, q, L, weights, n, nets, rng = _sampler_args(activation, sigma_w2, sigma_b2, depth, weights,
                                                             width, n_nets, seed)
     from collections import deque

@@ -19,14 +19,14 @@ torch.  Four steps, each usable alone:
   (measuring apart from plotting).
 * :func:`empirical_ntk` is the NTK of the torch model (``torch.func``), in the standard
   parametrisation that ``nn.Linear`` trains or rescaled to the NTK parametrisation of
-  meanfield's kernels (MATH.md section 0 and 4.2).
+  meanfield's kernels (docs/theory.md §A0 and 4.2).
 
-Architectures (MATH.md 1.1 and 2.1): ``"mlp"``, a chain of layers with one elementwise activation
+Architectures (docs/theory.md §A1.1 and 2.1): ``"mlp"``, a chain of layers with one elementwise activation
 between consecutive layers (depth = number of hidden layers = layers - 1, the last layer is the
 readout); ``"resnet-full"``, blocks x + V phi(W x + b) + a; ``"resnet-reduced"``, blocks
 x + phi(W x + b); depth = number of blocks; layers before the first block (the stem, x^0 = U xi)
 and after the last (the head) are drawn with variance ``sigma_in2`` / ``sigma_o2`` over fan-in
-(default 1, as in MATH.md 4.3) and zero bias.
+(default 1, as in docs/theory.md §A4.3) and zero bias.
 """
 
 from __future__ import annotations
@@ -1055,7 +1055,7 @@ def _fill(t: torch.Tensor, var: float, g: torch.Generator) -> None:
 
 
 def _fill_orthogonal(t: torch.Tensor, var: float, groups: int, g: torch.Generator) -> None:
-    """t <- a scaled Haar-orthogonal draw (MATH.md 6.2): for each group the (out/groups, fan_in)
+    """t <- a scaled Haar-orthogonal draw (docs/theory.md §A6.2): for each group the (out/groups, fan_in)
     matrix has orthonormal rows (columns when out/groups > fan_in) times the scale that gives its
     entries the mean square ``var`` of the Gaussian draw, so W W^T = var * fan_in * I (rows) and
     q^l is the same as with Gaussian weights.  QR in float64 on the generator's device."""
@@ -1099,8 +1099,8 @@ def init_(
     """Initialise ``model`` in place from mean-field advice and return it.
 
     Every traced Linear/Conv weight is drawn N(0, sigma2 / fan_in) and every bias N(0, sigma_b2)
-    (MATH.md section 0); with ``weights="orthogonal"`` each weight is instead a scaled Haar
-    orthogonal matrix with entries of the same mean square sigma2 / fan_in (MATH.md 6.2: W W^T =
+    (docs/theory.md §A0); with ``weights="orthogonal"`` each weight is instead a scaled Haar
+    orthogonal matrix with entries of the same mean square sigma2 / fan_in (docs/theory.md §A6.2: W W^T =
     sigma2 I for fan_out <= fan_in; a conv's (out/groups, in/groups * kernel size) matrix per group,
     not the delta-orthogonal kernel), as ``advice.weights`` recommends where it gives dynamical
     isometry.  The residual branch layers W, V with (sigma_w2, sigma_b2), (sigma_v2,
@@ -1651,7 +1651,7 @@ def _predict_mlp(model, st: Structure, m: Profile, per_layer: list[tuple[float, 
         qa = maps.length_map(act, qa, sw[l], sb[l])
         qs.append(qa)
         cs.append(corr(q12, qa))
-    # backward (MATH.md 1.5): E delta^l^2 = E delta^(l+1)^2 chi_1(q^l) N_(l+1) / N_l, per input
+    # backward (docs/theory.md §A1.5): E delta^l^2 = E delta^(l+1)^2 chi_1(q^l) N_(l+1) / N_l, per input
     grad = [np.ones_like(xq)]
     for l in range(st.depth - 1, -1, -1):
         w = layers[l + 1].weight
@@ -1748,10 +1748,10 @@ def compare(
     :class:`Variances`), else those :func:`init_` recorded, else the ones the weights carry
     (:func:`realised_variances`; per layer for MLPs, pooled over blocks for residual nets).
     MLPs: the prediction starts from the inputs, q^0 = sigma_w2 |x|^2 / fan_in + sigma_b2 per
-    input and pair, through the length and covariance maps of meanfield.maps (MATH.md 1.2-1.3)
+    input and pair, through the length and covariance maps of meanfield.maps (docs/theory.md §A1.2-1.3)
     and the backward recursion of 1.5 with the layers' widths.  Residual nets: it starts from the
     measured stream x^0 (the stem's output) and runs meanfield.residual.iterate_residual per pair
-    (MATH.md 2.3).  Exact at infinite width; for inputs of unequal lengths the residual prediction
+    (docs/theory.md §A2.3).  Exact at infinite width; for inputs of unequal lengths the residual prediction
     uses each pair's mean length.
     """
     st = _structure(model, structure)
@@ -1841,7 +1841,7 @@ class TorchNTK:
     width the kernel is Theta (x) I_k).  ``parametrization="standard"``: s = 1, the kernel of the
     weights PyTorch trains; ``"ntk"``: s = the parameter's initialisation variance (sigma2/fan_in
     for
-    weights, sigma_b2 for biases), the kernel of the N(0, 1) raw parameters of MATH.md 4.1/4.3."""
+    weights, sigma_b2 for biases), the kernel of the N(0, 1) raw parameters of docs/theory.md §A4.1/4.3."""
 
     ntk: np.ndarray
     parametrization: str
@@ -1872,7 +1872,7 @@ def empirical_ntk(
     A torch ``nn.Linear`` is the standard parametrisation: W = sqrt(sigma_w2 / fan_in) * omega with
     omega ~ N(0, 1), so d f/d omega = sqrt(sigma_w2 / fan_in) d f/dW.  ``parametrization="ntk"``
     rescales each layer's term by its variance (from ``variances``, else what init_ recorded, else
-    the weights), which turns this kernel into the one meanfield's kernels compute (MATH.md 4.1,
+    the weights), which turns this kernel into the one meanfield's kernels compute (docs/theory.md §A4.1,
     4.3); in the standard parametrisation the hidden-weight terms grow with width instead (4.2).
     Memory: the Jacobian holds n_inputs x n_outputs x n_parameters numbers.
     """

@@ -3,7 +3,7 @@ model: to_network").
 
 :func:`to_network` traces a model with ``torch.fx`` and writes it as a
 :class:`meanfield.network.Network`, with the variances READ from the weights as they are now
-(sigma_w2 = fan_in mean(W^2), sigma_b2 = mean(b^2); MATH.md 1.1 and 4.1-4.4), so that
+(sigma_w2 = fan_in mean(W^2), sigma_b2 = mean(b^2); docs/theory.md §A1.1 and 4.1-4.4), so that
 ``net.propagate(layout.to_channels_last(x))`` is the infinite-width description of ``model(x)``
 as initialised.  :func:`compare_model` measures the model's per-layer q beside that prediction.
 
@@ -603,7 +603,7 @@ class _Reader:
 
 def to_network(model: nn.Module, example_input: torch.Tensor) -> tuple[Network, Layout]:
     """The network algebra's description of ``model`` as initialised now (issue 12 section 1;
-    MATH.md 1.1, 4.1-4.4, 5.6 for batch_norm).
+    docs/theory.md §A1.1, 4.1-4.4, 5.6 for batch_norm).
 
     Returns ``(net, layout)``: ``net.propagate(layout.to_channels_last(x))`` predicts the
     per-layer q of ``model(x)`` at infinite width for the variances in the weights
@@ -662,7 +662,7 @@ class ModelComparison:
 
 def predicted_q(net: Network, X: np.ndarray) -> np.ndarray:
     """q[l, n] of ``net.propagate(X)``, forward only: a network with batch_norm has no backward
-    map (MATH.md 5.6), and q needs none."""
+    map (docs/theory.md §A5.6), and q needs none."""
     X = np.asarray(X, float)
     net.check(X)
     st = initial_state(X, net.parametrization, False, "auto")
@@ -710,7 +710,7 @@ class _Run(fx.Interpreter):
 
 def compare_model(model: nn.Module, x: torch.Tensor) -> ModelComparison:
     """The model's per-layer q on the batch x beside the network algebra's prediction for the
-    variances now in its weights (issue 12 section 2; MATH.md 1.2 and 4.1-4.4).  The model runs
+    variances now in its weights (issue 12 section 2; docs/theory.md §A1.2 and 4.1-4.4).  The model runs
     with dropout off and BatchNorm on batch statistics (its modes and BatchNorm buffers are
     restored); only per-channel mean squares are kept."""
     r = _Reader(model, x)

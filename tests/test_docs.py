@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 THEORY = ROOT / "docs" / "theory.md"
 UNSHIPPED = re.compile(r"MATH\.md|REFERENCE_VALUES")
-CITE = re.compile(r"theory\.md,? §\s*([A-Z]?\d+(?:\.\d+)*)")
+CITE = re.compile(r"theory\.md\)?,? §\s*([A-Z]?\d+(?:\.\d+)*)")
 
 
 def _headings() -> set[str]:

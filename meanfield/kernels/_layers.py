@@ -1,4 +1,4 @@
-"""The elementwise step shared by every kernel recursion (MATH.md 4.1, 4.3).
+"""The elementwise step shared by every kernel recursion (docs/theory.md §A4.1, 4.3).
 
 Given the pre-activation covariance block K (rows x columns) of one layer and the variances on
 its diagonal (q_r for rows, q_s for columns), return
@@ -11,7 +11,7 @@ closed forms of the registry (relu family, erf, sin, cos, linear, alpha_relu) ar
 directly through ``gaussian.w_phi`` / ``gaussian.w_dphi``; every other activation reads the
 tables of :mod:`meanfield.kernels._tables`, built by ``gaussian.expect2``.  Diagonal entries
 (the same input twice) take the 1-D moments V_phi(q), V_phi'(q) so that the kernel's diagonal is
-the length map of MATH.md 1.2 to the last bit.
+the length map of docs/theory.md §A1.2 to the last bit.
 """
 
 from __future__ import annotations
@@ -135,5 +135,5 @@ class LayerMaps:
 
 
 def diag_moments(act: Activation, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(V_phi(q), V_phi'(q)) for a vector of variances (MATH.md 1.2, 1.3)."""
+    """(V_phi(q), V_phi'(q)) for a vector of variances (docs/theory.md §A1.2, 1.3)."""
     return gaussian.v_phi(act, q), gaussian.v_dphi(act, q)

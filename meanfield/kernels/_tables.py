@@ -1,6 +1,6 @@
 """Fast, accurate Gaussian maps for the kernel recursions: tables in x = sqrt(1 - |c|).
 
-The kernel recursions (MATH.md 4.1, 4.3) need, for every entry of an N x M block,
+The kernel recursions (docs/theory.md §A4.1, 4.3) need, for every entry of an N x M block,
 
     W(q1, q2, c) = E[phi(u) phi(v)],   D(q1, q2, c) = E[phi'(u) phi'(v)]
 
@@ -18,7 +18,7 @@ entries are read from tables built from those same functions:
    ``gaussian.expect2`` (composite Gauss-Legendre, order 8: ~1e-14 absolute for tanh up to
    q = 50); the degree doubles (17, 33, ..., 513 nodes, nested) until the trailing Chebyshev
    coefficients fall below 1e-12 of the largest.
-2. **W from D by the Price identity** (MATH.md section 0): dW/dq12 = D, so
+2. **W from D by the Price identity** (docs/theory.md §A0): dW/dq12 = D, so
    W(c) = W(q1, q2, 1) - sqrt(q1 q2) int_c^1 D(c') dc', integrated exactly on the series.  The
    anchor W(q1, q2, 1) is ``gaussian.w_phi`` at c = 1 (= V_phi(q) for q1 = q2), so the table
    meets the diagonal; W at the other end (0 at c = 0 for odd phi, ``gaussian.w_phi`` at c = -1

@@ -359,13 +359,13 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
            block_rows: int | None = None, workers: int | None = None,
            progress: Callable[[int, int], None] | None = None,
            method: str = "auto") -> KernelResult:
-    """NNGP and NTK Gram matrices of an infinitely wide network (MATH.md 4.1-4.3).
+    """NNGP and NTK Gram matrices of an infinitely wide network (docs/theory.md §A4.1-4.3).
 
     Parameters
     ----------
     arch : ``"mlp"`` -- ``depth`` = L hidden layers (dense + activation) then a linear readout
-        dense layer; NNGP = Sigma^{L+1}, NTK = Theta^{L+1} of MATH.md 4.1, the first layer sees
-        x.x'/d.  ``"resnet"`` -- the full residual MLP of MATH.md 4.3 (input dense layer
+        dense layer; NNGP = Sigma^{L+1}, NTK = Theta^{L+1} of docs/theory.md §A4.1, the first layer sees
+        x.x'/d.  ``"resnet"`` -- the full residual MLP of docs/theory.md §A4.3 (input dense layer
         sigma_in2, L residual blocks h = W x + b, x <- x + V phi(h) + a, readout sigma_o2).
         ``"resnet-reduced"`` -- the reduced block x <- x + phi(h) (V = I, a = 0).
     activation : a registry spec (``"relu"``, ``"tanh"``, ``"leaky_relu:0.1"``...) or an
@@ -383,7 +383,7 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     parametrization : ``"ntk"`` (NTK parametrisation: the NTK w.r.t. N(0, 1) raw parameters,
         Jacot et al.) or ``"standard"``.  In the standard parametrisation the NTK grows like
         the width n; the returned kernel is lim Theta_SP / n (gradient flow with learning rate
-        eta_0 / n), in which first-layer (input) weights and all biases drop out (MATH.md 4.2).
+        eta_0 / n), in which first-layer (input) weights and all biases drop out (docs/theory.md §A4.2).
         The NNGP is the same in both.
     dtype : ``"float64"`` (default) or ``"float32"`` for the returned matrices (computation is
         always float64; float32 halves the memory).
@@ -434,7 +434,7 @@ def kernel(arch: str, activation: Any, X: Any, X2: Any = None, *, depth: int,
     sb = np.asarray(meta.pop("_sb"))
     if arch == "resnet-reduced" and not act.odd:
         # x + phi(h) with E[phi] != 0: the stream's channel mean drifts and enters the kernel;
-        # MATH.md 4.3's recursion omits it, the network algebra carries it.
+        # docs/theory.md §A4.3's recursion omits it, the network algebra carries it.
         return _via_network(arch, act, X, None if sym else X2a, L, sigma_w2, sigma_b2, sw, sb,
                             meta, parametrization, dt_name, dt, diagonals, method)
 

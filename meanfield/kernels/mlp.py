@@ -1,4 +1,4 @@
-"""NNGP and NTK recursions of a deep fully connected network (MATH.md 4.1, 4.2).
+"""NNGP and NTK recursions of a deep fully connected network (docs/theory.md §A4.1, 4.2).
 
 Architecture (``arch="mlp"``): ``depth`` = L hidden layers (dense + activation), then a linear
 readout dense layer; dense layer l = 1..L+1 has variances sigma_w2[l-1], sigma_b2[l-1].  With
@@ -12,7 +12,7 @@ g = x.x'/d (the input layer sees the normalised input Gram matrix):
 
 NNGP = Sigma^{L+1}, NTK = Theta^{L+1}.  The standard-parametrisation kernel is the limit of
 Theta_SP / n (width n, learning rate eta_0 / n), in which first-layer weights and all biases
-drop out (MATH.md 4.2).
+drop out (docs/theory.md §A4.2).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class MLPDiag:
 
 
 class MLP:
-    """Kernel recursion of MATH.md 4.1 / 4.2 for given per-layer variances."""
+    """Kernel recursion of docs/theory.md §A4.1 / 4.2 for given per-layer variances."""
 
     name = "mlp"
 

@@ -1,4 +1,4 @@
-"""NNGP and NTK recursions of a residual MLP (MATH.md 4.3; Yang & Schoenholz 2017 blocks).
+"""NNGP and NTK recursions of a residual MLP (docs/theory.md §A4.3; Yang & Schoenholz 2017 blocks).
 
 Full residual network (``arch="resnet"``, NTK parametrisation, raw parameters N(0, 1)):
 
@@ -23,7 +23,7 @@ and no "+ sigma_v2 E[phi phi] + sigma_a2" own term in Theta_x).  Standard parame
 of Theta_SP / n: every parameter's own term loses its sigma^2 and only hidden weights (W, V, o)
 keep one: Theta_x^0 = 0, Theta_h^l = sigma_w2 Theta_x^{l-1} + P^{l-1},
 Theta_x^l = Theta_x^{l-1} + sigma_v2 E' Theta_h^l + alpha^2 E, NTK = sigma_o2 Theta_x^L + P^L.
-The diagonal of P^l is the Yang-Schoenholz length p^l (MATH.md 2.3).
+The diagonal of P^l is the Yang-Schoenholz length p^l (docs/theory.md §A2.3).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ResDiag:
 
 
 class ResNet:
-    """Kernel recursion of MATH.md 4.3 (full or reduced block) for per-block variances."""
+    """Kernel recursion of docs/theory.md §A4.3 (full or reduced block) for per-block variances."""
 
     def __init__(self, act: Activation, depth: int, sigma_w2, sigma_b2, sigma_v2, sigma_a2,
                  sigma_in2: float, sigma_o2: float, ntk: bool, reduced: bool = False,

@@ -1,4 +1,4 @@
-"""Multi-head self-attention over the positions of (N, T, channels) inputs (MATH.md 5.5;
+"""Multi-head self-attention over the positions of (N, T, channels) inputs (docs/theory.md §A5.5;
 neural-tangents' ``stax.GlobalSelfAttention``).
 
 It means what NT means with n_heads = heads, W_query_std^2 = sigma_q2 (key, value, out likewise),
@@ -25,12 +25,12 @@ c2 = sigma_o2 sigma_v2, g2 = sigma_q2 sigma_k2, M the causal mask or all ones):
 | NTK (NTK param.) | c2 A T A' + 2 NNGP | c2 g2 (T o S + 2 K o R) + 4 NNGP, R = the same sums of K o T |
 | backward | c2 A_n' G A_n | refused (the logits' Gaussian couples positions) |
 
-In the linear case the gradients through the logits vanish in the limit (MATH.md 5.5, NT), so only
+In the linear case the gradients through the logits vanish in the limit (docs/theory.md §A5.5, NT), so only
 W_V and W_O contribute, each one NNGP; in the sqrt case W_Q, W_K, W_V, W_O each contribute one
 NNGP, and the input's gradient enters through queries, keys and values (the three terms).  The
 standard parametrisation (lim Theta / n) replaces each weight's NNGP term by NNGP / sigma^2 of
 that weight, present only when its fan-in is a width (W_O always; W_Q, W_K, W_V when the input is
-not the data), as for dense layers (MATH.md 4.2).  NT's limit takes the heads to infinity too; for
+not the data), as for dense layers (docs/theory.md §A4.2).  NT's limit takes the heads to infinity too; for
 ``"sqrt"`` the output is Gaussian only then (with few heads the empirical kernel of one network
 does not concentrate, though its mean is still the NNGP).
 
@@ -38,7 +38,7 @@ Refused (one line each): scaling "sqrt" with softmax, relu or abs (the kernel is
 over the logits' Gaussian with no closed form; NT refuses it too), and inputs without positions.
 
 **Tied attention** (``values = "input"``, :class:`TiedAttention`): TP II's transformer attention
-(MATH.md 5.5), where queries, keys and values are all the layer's input x (no projections, one
+(docs/theory.md §A5.5), where queries, keys and values are all the layer's input x (no projections, one
 head): logits L = x x' / C (C channels), A = mechanism(L), output A x, or (A + I) x with
 ``skip``.  The logits converge to the input's own kernel block K_nn, so A_n = mechanism(K_nn) is
 deterministic, and with B = A (+ I): NNGP B K B', NTK B T B' (no weights of its own, and the
@@ -298,7 +298,7 @@ class Attention(Layer):
 
 
 class TiedAttention(Layer):
-    """Attention with queries = keys = values = the input, output (A [+ I]) x (MATH.md 5.5; the
+    """Attention with queries = keys = values = the input, output (A [+ I]) x (docs/theory.md §A5.5; the
     module docstring has the maps)."""
 
     name = "attention"
@@ -385,7 +385,7 @@ def attention(heads: Any = _UNSET, mechanism: str = "softmax", scaling: Any = _U
               sigma_q2: Any = _UNSET, sigma_k2: Any = _UNSET, sigma_v2: Any = _UNSET,
               sigma_o2: Any = _UNSET, causal: bool = False, values: str = "weights",
               skip: Any = False) -> "Attention | TiedAttention":
-    """Self-attention over positions (MATH.md 5.5).  ``values = "weights"`` (default): NT's
+    """Self-attention over positions (docs/theory.md §A5.5).  ``values = "weights"`` (default): NT's
     GlobalSelfAttention with projections (heads default 1, scaling "linear", variances 1);
     ``values = "input"``: the tied attention of TP II's transformer, no projections, output
     A x, or (A + I) x with ``skip`` (the module docstring)."""

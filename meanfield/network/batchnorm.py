@@ -1,4 +1,4 @@
-"""BatchNorm in train mode (batch statistics), no affine parameters, eps = 0 (MATH.md 5.6):
+"""BatchNorm in train mode (batch statistics), no affine parameters, eps = 0 (docs/theory.md §A5.6):
 NNGP and NTK within one batch.
 
 Statistics.  As torch's ``BatchNorm1d`` / ``BatchNorm2d`` in training mode: for each channel c the
@@ -8,7 +8,7 @@ and y[n, s, c] = (x[n, s, c] - m_c) / sqrt(v_c).
 Infinite width.  After a dense or conv layer the channels are i.i.d. Gaussian vectors over the B
 (input, position) pairs, x_c ~ N(0, S) with S the (N P) x (N P) pair-layout kernel.  With the
 centring G = I - 11'/B, z = G x and S^G = G S G, the output is y = sqrt(B) z / |z|, and
-1 / |z|^2 = int_0^inf exp(-s |z|^2) ds turns every moment into a Gaussian one (MATH.md 5.6):
+1 / |z|^2 = int_0^inf exp(-s |z|^2) ds turns every moment into a Gaussian one (docs/theory.md §A5.6):
 
     E[y y'] = B int_0^inf det(I + 2 s S^G)^(-1/2) K(s) ds,   K(s) = S^G (I + 2 s S^G)^(-1).
 
@@ -17,11 +17,11 @@ activation's own Gaussian maps would be wrong.  They are exact again for positiv
 phi of degree 1 (phi(x) = b relu(x) + m relu(-x): relu, leaky_relu, abs, linear), since then
 phi(y_i) phi(y_j) = B phi(z_i) phi(z_j) / |z|^2:
 
-    E[phi(y) phi(y)'] = B int_0^inf det(I + 2 s S^G)^(-1/2) V_phi(K(s)) ds        (MATH.md 5.6)
+    E[phi(y) phi(y)'] = B int_0^inf det(I + 2 s S^G)^(-1/2) V_phi(K(s)) ds        (docs/theory.md §A5.6)
     E[phi(y_i)]       = (b + m) sqrt(B / pi) int_0^inf s^(-1/2) det(...)^(-1/2)
                         sqrt(K(s)_ii / (2 pi)) ds      (1 / |z| = pi^(-1/2) int s^(-1/2) e^(-s |z|^2) ds)
 
-with V_phi the arc-cosine kernel (MATH.md 3.1).  Other activations after batch_norm are refused
+with V_phi the arc-cosine kernel (docs/theory.md §A3.1).  Other activations after batch_norm are refused
 (their maps need the law of a normalised Gaussian vector, not implemented).  The layer marks its
 output (``Shape.law = "batch_norm"``, and the state it returns carries the law), and the activation
 layer hands its fold to :meth:`BatchNormLaw.activation_fold`.
@@ -51,7 +51,7 @@ V = sqrt(q q') F(c) the arc-cosine kernel of phi, V' = F'(c) = E[phi'(z_a) phi'(
 H_ab = sqrt(q_a / q_b) (F(c) - c F'(c)) = E[phi(z_a) phi''(z_b)] = 2 dV_ab / dq_b, and
 dV_ab[M] = V'_ab M_ab + (H_ba M_aa + H_ab M_bb) / 2.  For phi = identity (batch_norm alone)
 V' = 1, H = 0: T' = B int det^(-1/2) [T^G - s (K T^G + T^G K) + s^2 / 2 (tr(T^G K) K + 2 K T^G K)],
-MATH.md 5.6's Lambda_1 + Lambda_2 - Lambda_3 (there written for the adjoint, backward, map).
+docs/theory.md §A5.6's Lambda_1 + Lambda_2 - Lambda_3 (there written for the adjoint, backward, map).
 It is finite only when S^G has rank >= 3 (E[1/|z|^2] = 1 / (rank - 2) for an isotropic batch);
 below that the NTK is refused.  Checked: S^G = T^G = c G gives B G (k - 1) / (k (k - 2)),
 k = B - 1, exactly; NNGP, mean and NTK maps against direct sampling of y = sqrt(B) Gh / |Gh|
@@ -219,7 +219,7 @@ class BatchNormLaw:
 
 def gradient_growth(B: int, fn: str = "relu", depth: int = 25, iters: int = 25) -> float:
     """The per-layer growth of the gradient's second moment at initialisation in a deep
-    dense -> batch_norm -> phi MLP with batch B (MATH.md 5.6, Yang et al. 2019): the top eigenvalue
+    dense -> batch_norm -> phi MLP with batch B (docs/theory.md §A5.6, Yang et al. 2019): the top eigenvalue
     of the backward map at the forward fixed point (the weights' variance cancels: batch_norm is
     scale-free).  ~pi / (pi - 1) = 1.467 for relu at large B."""
     from ..activations import get_activation

@@ -358,13 +358,13 @@ class Network(Layer):
                ntk: bool = True, method: str = "auto", diagonals: bool = False,
                block: int | None = None, store: Any = None, chunk: int = 4096,
                scheduler: str | None = None) -> Any:
-        """NNGP and NTK of the network's output on inputs X (and X2), MATH.md 4.1-4.4 and 5.2.
+        """NNGP and NTK of the network's output on inputs X (and X2), docs/theory.md §A4.1-4.4 and 5.2.
 
         X: (N, d) for dense networks, (N, s1, [s2,] channels) channels last for conv networks.
         Returns :class:`NetworkKernel` with ``nngp`` and ``ntk`` of shape (N, M) after a readout
         or (N, M, s1, s1', s2, s2', ...) otherwise (neural-tangents' layout).
         ``parametrization`` ("ntk" or "standard", default the network's): in the standard one the
-        NTK is lim Theta_SP / n with learning rate eta_0 / n (MATH.md 4.2).
+        NTK is lim Theta_SP / n with learning rate eta_0 / n (docs/theory.md §A4.2).
         ``store="K.zarr"``: the Gram matrices go to a zarr store in ``chunk`` x ``chunk`` tiles
         on dask (``scheduler``: a dask.distributed address), resumably, and a
         :class:`meanfield.scaleout.StoredKernel` is returned (docs/scaleout.md; needs the
@@ -498,13 +498,13 @@ class Network(Layer):
                              peak_bytes=int(peak))
 
     def propagate(self, X: Any, *, method: str = "auto") -> "Propagation":
-        """Per-layer diagnostics of the flattened composition (MATH.md 1.2-1.5 for any network).
+        """Per-layer diagnostics of the flattened composition (docs/theory.md §A1.2-1.5 for any network).
 
         ``q[l, n]``: the mean squared output of layer l on input n (averaged over units and
         positions); ``correlation[l]``: the N x N correlation matrix of the inputs' outputs
         (position-averaged second moments, normalised); ``gradient[l, n]``: the gradient second
         moment at layer l's output (averaged over units and positions), normalised to 1 at the
-        network's output, from the backward maps (gradient independence, MATH.md 5.3).
+        network's output, from the backward maps (gradient independence, docs/theory.md §A5.3).
         """
         X = _check_array("X", X)
         self.check(X)
@@ -532,7 +532,7 @@ class Network(Layer):
         return Propagation(layers=tuple(names), q=q, correlation=corr, gradient=np.array(grads))
 
     def gia_check(self) -> Any:
-        """TP II's Simple GIA Check for this network (MATH.md 5.3): see network.gia.gia_check."""
+        """TP II's Simple GIA Check for this network (docs/theory.md §A5.3): see network.gia.gia_check."""
         from .gia import gia_check
 
         return gia_check(self)

@@ -1,4 +1,4 @@
-"""The gradient independence assumption (GIA) and TP II's Simple GIA Check (MATH.md 5.3,
+"""The gradient independence assumption (GIA) and TP II's Simple GIA Check (docs/theory.md §A5.3,
 docs/theory.md "Gradient independence").
 
 The algebra's backward map (gradient second moments, ``propagate``'s ``gradient``) treats the
@@ -37,7 +37,7 @@ _READOUTS = ("dense", "conv")
 
 @dataclass(frozen=True)
 class GIACheck(Record):
-    """Whether TP II's Simple GIA Check holds for a network (MATH.md 5.3)."""
+    """Whether TP II's Simple GIA Check holds for a network (docs/theory.md §A5.3)."""
 
     holds: bool
     #: the path of the readout layer (the last weight layer), None if the network has none
@@ -60,7 +60,7 @@ def _walk(layers: list[Layer], where: str) -> list[tuple[str, Layer]]:
 
 
 def gia_check(net: Network) -> GIACheck:
-    """TP II's Simple GIA Check on a network of the algebra (MATH.md 5.3): the output must be
+    """TP II's Simple GIA Check on a network of the algebra (docs/theory.md §A5.3): the output must be
     linear in a readout of zero-mean weights used once (a dense or conv layer followed only by
     identity, pooling or flatten)."""
     layers = _walk(list(net.layers), "layers")
@@ -131,7 +131,7 @@ def mean_readout_ntk(X: Any, activation: Any = "gelu", sigma_w2: tuple[float, fl
 
     Both answers share the readout and second-layer terms; in the first layer's, backprop
     through W^2 gives dx^1 = Zhat + b x^1 with b = sigma_2^2 mu E[phi''(h^2)] (TP III's
-    correction, MATH.md 5.3), which adds s1 (x.x'/d) b b' E[(phi phi')(h^1) (phi phi')(h^1')]
+    correction, docs/theory.md §A5.3), which adds s1 (x.x'/d) b b' E[(phi phi')(h^1) (phi phi')(h^1')]
     to GIA's s1 (x.x'/d) E[phi'phi'] s2 (mu^2 + sigma_v2) E[phi'phi'](h^2)."""
     act, X, s1, s2, sv2, mu = _check_net_args(X, activation, sigma_w2, sigma_v2, mu)
     d = X.shape[1]

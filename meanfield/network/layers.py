@@ -202,9 +202,9 @@ class _Weighted(Layer):
 
     def _new_T(self, st: State, AK: np.ndarray, AT: np.ndarray | None, Kout: np.ndarray):
         """The NTK after this layer, from A(K) and A(T) (A the layer's linear kernel operator):
-        NTK parametrisation sigma_w2 (A(T) + A(K)) + sigma_b2 (MATH.md 4.1); standard: the
+        NTK parametrisation sigma_w2 (A(T) + A(K)) + sigma_b2 (docs/theory.md §A4.1); standard: the
         limit Theta_SP / n, where a weight whose fan-in is the data's and every bias drop out
-        (MATH.md 4.2)."""
+        (docs/theory.md §A4.2)."""
         if AT is None:
             return None
         if st.param == "ntk":
@@ -266,7 +266,7 @@ class _Weighted(Layer):
 
 
 class Dense(_Weighted):
-    """Fully connected layer on the channel axis (per position): MATH.md 4.1."""
+    """Fully connected layer on the channel axis (per position): docs/theory.md §A4.1."""
 
     name = "dense"
     spec_key = "dense"
@@ -291,7 +291,7 @@ class Dense(_Weighted):
 
 class Conv(_Weighted):
     """Convolution over 1-D or 2-D (any D) positions, channels last, filter / strides /
-    padding same, valid or circular (MATH.md 4.4; neural-tangents' Conv)."""
+    padding same, valid or circular (docs/theory.md §A4.4; neural-tangents' Conv)."""
 
     name = "conv"
     spec_key = "conv"
@@ -422,7 +422,7 @@ class Conv(_Weighted):
 # elementwise nonlinearity
 # ------------------------------------------------------------------------------------------
 class ActivationLayer(Layer):
-    """phi applied elementwise: K -> E[phi(u) phi(v)], T -> T E[phi'(u) phi'(v)] (MATH.md 4.1),
+    """phi applied elementwise: K -> E[phi(u) phi(v)], T -> T E[phi'(u) phi'(v)] (docs/theory.md §A4.1),
     channel means E[phi(u)]; closed forms where the registry has them, tables otherwise
     (meanfield.kernels._layers.LayerMaps, built on gaussian.py)."""
 
@@ -561,7 +561,7 @@ class ActivationLayer(Layer):
         T = None
         if st.T is not None:   # Sdot's buffer becomes T
             T = np.multiply(st.T, Sdot, out=Sdot)
-            T += S             # ntk: S = Sigma^{l+1}; standard: S = E[phi phi] (MATH.md 4.2)
+            T += S             # ntk: S = Sigma^{l+1}; standard: S = E[phi phi] (docs/theory.md §A4.2)
         if not ntk:
             S *= sw
             if sb:
@@ -804,7 +804,7 @@ class LayerNorm(Layer):
 # ------------------------------------------------------------------------------------------
 class Residual(Layer):
     """shortcut(x) + scale * branch(x) (neural-tangents' FanOut -> parallel -> FanInSum with a
-    branch multiplier, MATH.md 4.3).  The branch must pass through a weight layer, so that it is
+    branch multiplier, docs/theory.md §A4.3).  The branch must pass through a weight layer, so that it is
     independent of the shortcut given the channel means: the cross term of the kernel is then
     scale (mu_s mu_b' + mu_b mu_s') (zero unless both carry a mean, as in x + relu(W x))."""
 
@@ -935,7 +935,7 @@ def dense(sigma_w2: float = 1.0, sigma_b2: float | None = None) -> Dense:
 
 def conv(filter: Sequence[int], strides: Sequence[int] | None = None, padding: str = "same",
          sigma_w2: float = 1.0, sigma_b2: float | None = None) -> Conv:
-    """Convolution (channels last), fan_in = channels x filter size (MATH.md 4.4)."""
+    """Convolution (channels last), fan_in = channels x filter size (docs/theory.md §A4.4)."""
     return Conv(filter, strides, padding, sigma_w2, sigma_b2)
 
 

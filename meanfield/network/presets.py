@@ -1,7 +1,7 @@
 """The named architectures as compositions of the algebra (one vocabulary: ``ARCHS``).
 
-``mlp``: dense -> depth x (activation -> dense) (MATH.md 4.1); ``resnet``: the full residual
-MLP of MATH.md 4.3, dense(sigma_in2) -> depth x (x + alpha (V phi(W x + b) + a)) ->
+``mlp``: dense -> depth x (activation -> dense) (docs/theory.md §A4.1); ``resnet``: the full residual
+MLP of docs/theory.md §A4.3, dense(sigma_in2) -> depth x (x + alpha (V phi(W x + b) + a)) ->
 dense(sigma_o2); ``resnet-reduced``: the block x + alpha phi(W x + b).  meanfield.kernels keeps
 fast specialisations of the first two (tests/test_network.py shows them equal to these).
 """
@@ -71,7 +71,7 @@ def preset(arch: str, activation_spec: Any, depth: int, *, sigma_w2: Any, sigma_
 
 def transformer(activation_spec: Any, depth: int, *, sigma_w2: Any, sigma_u2: Any = 1.0,
                 sigma_v2: float = 1.0, causal: bool = False, parametrization: str = "ntk") -> Network:
-    """TP II's single-head transformer (MATH.md 5.5) on (N, T, d) inputs: per block
+    """TP II's single-head transformer (docs/theory.md §A5.5) on (N, T, d) inputs: per block
     k = U x (sigma_u2), y = Attn(k, k, k) + k (tied attention, logits k.k'/n, softmax),
     z = LN(y), x = LN(W2 phi(W1 z) + z) (W1, W2: sigma_w2); then the mean over positions and a
     readout of variance sigma_v2.  sigma_w2, sigma_u2: a scalar or one value per block; no

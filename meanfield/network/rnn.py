@@ -1,4 +1,4 @@
-"""The Elman RNN with weights shared over time (MATH.md 5.4; TP I/II, GP4A / NTK4A), on
+"""The Elman RNN with weights shared over time (docs/theory.md §A5.4; TP I/II, GP4A / NTK4A), on
 (N, T, d) inputs:
 
     h^t = W s^(t-1) + U x^t + b,   s^t = phi(h^t),   s^0 = 0,
@@ -22,13 +22,13 @@ input kernel K^(t,r) (x^t . x'^r / d for the data, the previous layer's kernel o
 Theta the NTK of the pre-activations and Xi of the states (NTK parametrisation; T the input's
 NTK).  The standard parametrisation's lim Theta_SP / n drops the biases and a U whose fan-in is
 the data's: Theta^(t,r) = sigma_w2 Xi^(t-1,r-1) + C^(t-1,r-1) + sigma_u2 T^(t,r) [+ K^(t,r)
-after a hidden layer] (MATH.md 4.2).  The layer's NNGP is C^(T,T') ("last"), the mean of
+after a hidden layer] (docs/theory.md §A4.2).  The layer's NNGP is C^(T,T') ("last"), the mean of
 C^(t,r) over the steps ("mean") or the whole plane C ("all"), its NTK likewise from Xi.  Unrolled, this forward recursion is
-MATH.md 5.4's sum over (t, r) of the backward D recursion times the forward C (W, U, b terms);
+docs/theory.md §A5.4's sum over (t, r) of the backward D recursion times the forward C (W, U, b terms);
 the readout's term is the dense layer's.  The Gaussian maps are the activation layer's
 (kernels._layers.LayerMaps, closed forms or tables; the 1-D moments on the diagonal).
 
-Backward map (gradient independence, which holds here by the Simple GIA Check, MATH.md 5.3):
+Backward map (gradient independence, which holds here by the Simple GIA Check, docs/theory.md §A5.3):
 with D^(t,r) the covariance of the gradients at s^t and s^r of one input,
 
     D^(t-1,r-1) = sigma_w2 Cd^(t,r) D^(t,r) + J^(t-1,r-1),   G_in^(t,r) = sigma_u2 Cd^(t,r) D^(t,r),
@@ -302,7 +302,7 @@ class Rnn(Layer):
         return backward
 
     def steps(self, st: State) -> "RnnSteps":
-        """Per-step diagnostics from this layer's input state (square): MATH.md 5.4."""
+        """Per-step diagnostics from this layer's input state (square): docs/theory.md §A5.4."""
         if st.tile:   # pragma: no cover - propagate-like callers fold whole squares
             raise DomainError("rnn: per-step diagnostics need the whole kernel, not a tile")
         E, Ed, Xi, Qr, rows, _ = self._recursion(st)
@@ -422,7 +422,7 @@ class RnnSteps(Record):
     step t; ``gradient[n, t]`` the gradient second moment at s^t for a unit gradient at the output
     (at the last step for "last", spread as 1/T over the steps for "mean", at every step for "all");
     ``chi[n, t]`` = sigma_w2 E[phi'(h^t)^2], the per-step gradient factor; ``lengths`` the
-    unmasked steps per input (MATH.md 5.4)."""
+    unmasked steps per input (docs/theory.md §A5.4)."""
 
     q: np.ndarray
     correlation: np.ndarray
@@ -434,13 +434,13 @@ class RnnSteps(Record):
 
 def rnn(fn: Any, sigma_w2: float = 1.0, sigma_u2: float = 1.0, sigma_b2: float | None = None,
         output: str = "last", masking: bool = False) -> Rnn:
-    """An Elman RNN layer with shared weights over time (MATH.md 5.4; the module docstring)."""
+    """An Elman RNN layer with shared weights over time (docs/theory.md §A5.4; the module docstring)."""
     return Rnn(fn, sigma_w2, sigma_u2, sigma_b2, output, masking)
 
 
 def steps(net: Network, X: Any, *, method: str = "auto") -> RnnSteps:
     """Per-step diagnostics (q^t, the inputs' correlation at each step, the gradient through
-    time) of the first RNN layer of ``net`` on inputs X (N, T, d) (MATH.md 5.4)."""
+    time) of the first RNN layer of ``net`` on inputs X (N, T, d) (docs/theory.md §A5.4)."""
     from .layers import METHODS
 
     if method not in METHODS:
