@@ -151,8 +151,8 @@ def _moments(t: torch.Tensor) -> tuple[float, float, int]:
 
 
 def _read_variances(mod: nn.Module, fan_in: int, where: str) -> tuple[float, float | None]:
-    """(sigma_w2, sigma_b2) as the weights now are: fan_in mean(W^2) and mean(b^2) (MATH.md
-    1.1); None for a missing bias.  The algebra's weights have mean 0, so a tensor whose mean
+    """(sigma_w2, sigma_b2) as the weights now are: fan_in mean(W^2) and mean(b^2) (docs/theory.md
+    §A1.1); None for a missing bias.  The algebra's weights have mean 0, so a tensor whose mean
     is far from 0 (a constant bias 0.1, say) is refused, not described wrongly."""
     out: list[float | None] = []
     for name, scale in (("weight", fan_in), ("bias", 1)):

@@ -61,8 +61,8 @@ Not done (refused, one line each):
 
 * the backward map in ``propagate``: it mixes the inputs of the batch, which the per-input
   gradient blocks of the Backward protocol cannot hold.  The map itself is
-  :meth:`BatchNormLaw.phi_backward` (the exact adjoint of the NTK map above, which is MATH.md
-  5.6's Lambda form), and :func:`gradient_growth` gives the per-layer gradient explosion of a
+  :meth:`BatchNormLaw.phi_backward` (the exact adjoint of the NTK map above, which is docs/theory.md
+  §A5.6's Lambda form), and :func:`gradient_growth` gives the per-layer gradient explosion of a
   deep BN-relu MLP from it: 1.5220 at B = 32 (a wide network: 1.524 +- 0.004; MATH.md: 1.518)
   and 1.4797 at B = 128 (MATH.md: 1.476; 5 minutes on 2 cores, O(B^3) per quadrature node);
 * kernels with X2: the statistics are those of one batch, and [X; X2] is not the batch of X;
@@ -192,8 +192,8 @@ class BatchNormLaw:
 
     def phi_backward(self, b: float, m: float, D: np.ndarray) -> np.ndarray:
         """The adjoint of phi_ntk (as a map of T, through T^G = G T G): the gradient second
-        moment D at phi's output -> at batch_norm's input, E[J' D (D o phi' phi'') J] (MATH.md
-        5.6's B int delta (Lambda_1 + Lambda_2 - Lambda_3)^G ds, with J_MATH = C + W below)."""
+        moment D at phi's output -> at batch_norm's input, E[J' D (D o phi' phi'') J] (docs/theory.md
+        §A5.6's B int delta (Lambda_1 + Lambda_2 - Lambda_3)^G ds, with J_MATH = C + W below)."""
         B = self.B
         G = np.eye(B) - 1.0 / B
         out = np.zeros((B, B))
