@@ -32,16 +32,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import gaussian
+from ._arch import LABELS
 from .activations import Activation, get_activation
 from .errors import DomainError, MeanfieldError, NoFixedPoint
 from .fixed_points import (OK, _homogeneous_k, edge_of_chaos, edge_of_chaos_curve, fixed_point, solve_grid,
                            solve_q_star)
 from .maps import check_depth, check_variance, propagate
 
-ARCHES = ("mlp", "resnet-full", "resnet-reduced")
+ARCHES = tuple(LABELS.values())  # meanfield._arch: the labels advice results carry
 CORRELATION_IN = 0.5
 
-# PyTorch's calculate_gain (multiplies the std, so sigma_w2 = gain^2), MATH.md 8.1.
+# PyTorch's calculate_gain (multiplies the std, so sigma_w2 = gain^2), docs/theory.md §A8.1.
 _TORCH_GAIN2 = {"tanh": 25.0 / 9.0, "relu": 2.0, "selu": 9.0 / 16.0, "sigmoid": 1.0, "linear": 1.0}
 
 
@@ -432,13 +433,9 @@ def advise(arch: str = "mlp", activation="tanh", depth: int = 10, **options):
     ``arch="resnet-full" | "resnet-reduced"``: meanfield.residual.advise_residual.
     """
     if arch not in ARCHES:
-        from .residual import _ARCH_ALIASES
+        from ._arch import arch_label
 
-        key = arch.strip().lower() if isinstance(arch, str) else None
-        if key != "mlp" and key not in _ARCH_ALIASES:
-            raise DomainError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHES)} "
-                              f"(aliases: {', '.join(sorted(set(_ARCH_ALIASES) - set(ARCHES)))})")
-        arch = "mlp" if key == "mlp" else _ARCH_ALIASES[key]
+        arch = arch_label(arch)
     if arch == "mlp":
         extra = set(options) - {"sigma_b2", "width", "sigma_b2_max", "jacobian_budget", "ntk"}
         if extra:

@@ -53,12 +53,7 @@ from .errors import ConvergenceError, DomainError
 from ._memory import check_memory, format_count
 from .maps import check_correlation, check_depth, check_variance
 
-ARCHS = ("resnet-full", "resnet-reduced")
-# "resnet" is the network algebra's name for the same block (network.presets.ARCHS)
-_ARCH_ALIASES = {"resnet-full": "resnet-full", "resnet": "resnet-full", "full": "resnet-full",
-                 "frn": "resnet-full",
-                 "resnet-reduced": "resnet-reduced", "reduced": "resnet-reduced",
-                 "rrn": "resnet-reduced"}
+ARCHS = ("resnet-full", "resnet-reduced")  # the labels of meanfield._arch for residual nets
 
 #: (4/3) sqrt(2/pi): log(chi^0/chi^L) ~ C sigma_v2 sigma_w sqrt(L / (sigma_v2 + sigma_a2)) for tanh
 TANH_CHI_CONSTANT = 4.0 / 3.0 * math.sqrt(2.0 / math.pi)
@@ -291,10 +286,12 @@ class _Params:
 
 
 def _arch(arch: Any) -> str:
-    key = str(arch).strip().lower() if isinstance(arch, str) else None
-    if key not in _ARCH_ALIASES:
-        raise DomainError(f"arch must be 'resnet-full' or 'resnet-reduced', got {arch!r}")
-    return _ARCH_ALIASES[key]
+    from ._arch import arch_label
+
+    label = arch_label(arch)
+    if label not in ARCHS:
+        raise DomainError(f"arch must be 'resnet-full' or 'resnet-reduced' (or an alias), got {arch!r}")
+    return label
 
 
 def _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2) -> _Params:

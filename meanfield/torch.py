@@ -44,10 +44,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import maps
+from ._arch import LABELS as _LABELS
 from .activations import Activation, custom, get_activation
 from .errors import DomainError
 
-ARCHES = ("mlp", "resnet-full", "resnet-reduced")
+ARCHES = tuple(_LABELS.values())  # meanfield._arch: the labels advice results carry
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MARK = "_meanfield_init"
 

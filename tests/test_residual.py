@@ -384,7 +384,7 @@ def test_gradients_infinite_for_small_alpha():
     (dict(sigma_w2=-1.0), "sigma_w2"), (dict(sigma_b2=-0.1), "sigma_b2"),
     (dict(sigma_v2=-2.0), "sigma_v2"), (dict(sigma_a2=float("nan")), "sigma_a2"),
     (dict(c0=1.5), "c0"), (dict(p0=0.0), "p0"), (dict(depth=0), "depth"),
-    (dict(arch="resnet"), "arch"), (dict(every=0), "every"),
+    (dict(arch="resnet-wide"), "arch"), (dict(every=0), "every"),
 ])
 def test_bad_arguments(kw, word):
     args = dict(arch="resnet-full", activation="tanh", sigma_w2=1.0, sigma_b2=0.0, depth=10)

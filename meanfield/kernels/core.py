@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._arch import ARCHS, arch_name  # noqa: F401  (ARCHS: re-exported by meanfield.kernels)
 from ..activations import get_activation
 from .._memory import check_memory
 from ..errors import DomainError
@@ -26,7 +27,6 @@ from ._layers import METHODS, has_closed_form
 from .mlp import MLP
 from .resnet import ResNet
 
-ARCHS = ("mlp", "resnet", "resnet-reduced")
 PARAMETRIZATIONS = ("ntk", "standard")
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 #: float64 working arrays alive per block entry (measured with tracemalloc, rounded up)
@@ -205,10 +205,8 @@ def _choice(name: str, value: Any, allowed: Sequence[str]) -> str:
 
 
 def _arch(value: Any) -> str:
-    """mlp, resnet (alias resnet-full, as in `meanfield iterate`) or resnet-reduced."""
-    if isinstance(value, str) and value.strip().lower() == "resnet-full":
-        return "resnet"
-    return _choice("arch", value, ARCHS)
+    """mlp, resnet or resnet-reduced, any spelling of meanfield._arch."""
+    return arch_name(value)
 
 
 def _dtype(value: Any) -> tuple[str, type]:

@@ -12,27 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from .._arch import ALIASES, ARCHS, arch_name  # noqa: F401  (the one vocabulary)
 from ..activations import get_activation
 from ..errors import DomainError
 from ..maps import check_depth
 from .core import Network
 from .attention import attention
 from .layers import activation, dense, global_avg_pool, layer_norm, residual
-
-ARCHS = ("mlp", "resnet", "resnet-reduced")
-ALIASES = {"resnet-full": "resnet", "frn": "resnet", "rrn": "resnet-reduced", "full": "resnet",
-           "reduced": "resnet-reduced"}
-
-
-def arch_name(value: Any) -> str:
-    """The one spelling of an architecture name (aliases: resnet-full, frn, full -> resnet;
-    rrn, reduced -> resnet-reduced)."""
-    if isinstance(value, str):
-        v = value.strip().lower()
-        v = ALIASES.get(v, v)
-        if v in ARCHS:
-            return v
-    raise DomainError(f"arch must be one of {', '.join(ARCHS)}; got {value!r}")
 
 
 def _per(name: str, v: Any, n: int) -> list[float]:
