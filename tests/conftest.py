@@ -1,6 +1,13 @@
 """Shared parametrisation: every registry activation, with parameter examples where it takes one."""
 
+import os
+
+import pytest
+
 from meanfield.activations import _REGISTRY
+
+#: bytes of address space a test under ``address_space`` may add to what the process maps
+ADDRESS_SPACE = 3 * 10 ** 9
 
 # name -> the specs that stand for it in registry-wide tests (parameters chosen to cover each
 # family's regimes: leaky slopes of both signs, alpha-ReLU below 1/2, between 1/2 and 1, above 1)
@@ -17,3 +24,22 @@ def pytest_generate_tests(metafunc):
     """A test that takes the argument ``registry_spec`` runs once per entry of SPECS."""
     if "registry_spec" in metafunc.fixturenames:
         metafunc.parametrize("registry_spec", SPECS)
+
+
+@pytest.fixture
+def address_space():
+    """Caps the process's address space at its current size + ADDRESS_SPACE for one test: an
+    allocation that escapes meanfield's memory guards raises MemoryError (a failure) instead of
+    taking the machine's memory.  No cap where the hard limit is already lower."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as fh:
+        used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    if hard != resource.RLIM_INFINITY and hard < used + ADDRESS_SPACE:
+        yield None
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (used + ADDRESS_SPACE, hard))
+    try:
+        yield used + ADDRESS_SPACE
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -238,27 +238,6 @@ def _alarm(signum, frame):
     raise _Hang()
 
 
-ADDRESS_SPACE = 3 * 10 ** 9  # bytes beyond what the test process already maps
-
-
-@pytest.fixture
-def address_space():
-    """An allocation that escapes the memory guards raises MemoryError (a failure here) instead
-    of taking the machine's memory."""
-    resource = pytest.importorskip("resource")
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    with open("/proc/self/statm") as fh:
-        used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    if hard != resource.RLIM_INFINITY and hard < used + ADDRESS_SPACE:
-        yield
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (used + ADDRESS_SPACE, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
 def _outputs_given(argv: list[str]) -> list[Path]:
     return [Path(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a in ("--out", "--data")]
 
