@@ -121,6 +121,10 @@ def handled(fn: Callable) -> Callable:
             fail(_one_line(exc), 1)
         except (FloatingPointError, OverflowError, ZeroDivisionError) as exc:
             fail(f"numerical failure: {_one_line(exc)}", 1)
+        except MemoryError:
+            # the guards (meanfield._memory) estimate the big allocations; this is the rest
+            fail("out of memory: the request is too large for this machine (use smaller inputs, "
+                 "grids or depths)", 2)
         except OSError as exc:
             # a path the system refuses (name too long, /proc, no permission) is bad input
             where = f" ({str(exc.filename)[:200]!r})" if exc.filename else ""

@@ -471,3 +471,15 @@ def test_solve_grid_axes_that_do_not_broadcast_say_what_to_pass():
     g = mf.solve_grid("tanh", W, B)
     assert g.q_star.shape == (3, 5)
     assert g.q_star[2, 1] == pytest.approx(mf.fixed_point("tanh", sw[1], sb[2]).q_star, rel=1e-9)
+
+
+def test_network_kernel_and_propagate_refuse_what_cannot_fit(address_space):
+    from meanfield import network as nw
+
+    net = nw.serial(nw.dense(sigma_w2=2.0), nw.activation("relu"), nw.dense(sigma_w2=1.0))
+    X = np.ones((100_000, 2))
+    # 2 arrays x 1e10 entries x 8 bytes; 3 layers x 1e10 x 8
+    with pytest.raises(mf.DomainError, match="needs about 160 GB of memory"):
+        net.kernel(X)
+    with pytest.raises(mf.DomainError, match="needs about 240 GB of memory"):
+        net.propagate(X)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._memory import check_memory
 from ..errors import DomainError
 
 PARAMETRIZATIONS = ("ntk", "standard")
@@ -392,6 +393,10 @@ class Network(Layer):
                 raise DomainError(f"X2 must have the same per-input shape as X, got {X2.shape[1:]} "
                                   f"and {X.shape[1:]}")
         out = self.check(X)
+        M = N if X2 is None else X2.shape[0]
+        # a lower bound: the N x M output arrays themselves (spatial outputs and tiles add to it)
+        check_memory((2 if ntk else 1) * N * M * 8, f"the kernels of {N} x {M} inputs",
+                     "split the inputs (X2 gives rectangular blocks) or write a store (store=)")
         if ntk:
             missing = self.needs_derivative()
             if missing:
@@ -508,9 +513,12 @@ class Network(Layer):
         """
         X = _check_array("X", X)
         self.check(X)
+        layers = self.flat()
+        # every layer's N x N correlation matrix is kept
+        check_memory(len(layers) * X.shape[0] ** 2 * 8, f"per-layer correlations of {X.shape[0]} inputs",
+                     "propagate fewer inputs")
         st = initial_state(X, self.parametrization, False, method)
         names, Ks, backs, Ps = [], [], [], []
-        layers = self.flat()
         for l in layers:
             st, b = l.fold(st)
             names.append(l.name)
