@@ -71,21 +71,33 @@ VALUES: dict[str, list[str]] = {
     "--p0": ["0.5", "1", "2"],
     "--sigma-w2-max": ["1", "2", "5"],
     "--sigma-b2-max": ["0.5", "2"],
-    "--arch": ["mlp", "resnet-full", "resnet-reduced", "resnet"],
-    "--dtype": ["float64", "float32", "int8", "float16"],
-    "--weights": ["gaussian", "orthogonal", "Orthogonal"],
-    "--optimizer": ["sgd", "adam", "SGD"],
-    "--what": ["advise", "phase-diagram", "Advise"],
-    "--activations": ["tanh", "tanh,relu", "relu,,tanh", "tanh,nope", ",", "leaky_relu:"],
-    "--depths": ["3", "2,3", "0", "3,x", ",", "-1"],
+    "--arch": ["mlp", "resnet-full", "resnet-reduced"],
+    "--dtype": ["float64", "float32"],
+    "--weights": ["gaussian", "orthogonal"],
+    "--optimizer": ["sgd", "adam"],
+    "--what": ["advise"],  # a phase-diagram sweep at the default grid takes tens of seconds
+    "--activations": ["tanh", "tanh,relu"],
+    "--depths": ["3", "2,3"],
     "--workers": ["1", "2"],
-    "--check": ["-1/2,1/2,0;0,1/2,0;1/2,1/2,0", "0,0,0;0,0,0", "1/0,0,0;0,0,0", "a,b,c", "0,0;0,0,0",
-                "nan,0,0;0,0,0", "1e400,0,0;0,0,0", ";", "0,0,0"],
+    "--check": ["-1/2,1/2,0;0,1/2,0;1/2,1/2,0", "0,0,0;0,0,0"],
+}
+#: options that together make a command run, where no option is required on its own
+RECIPES = {"kernel": [["--activation", "--depth", "--sigma-w2"], ["--net"]],
+           "abc": [["--parametrization", "--depth"], ["--check"]]}
+#: per option name, values that must be refused (or survived) beside random text
+BAD_VALUES: dict[str, list[str]] = {
+    "--arch": ["resnet", "RESNET", "cnn"], "--dtype": ["int8", "float16", "complex128"],
+    "--weights": ["Orthogonal", "uniform"], "--optimizer": ["SGD", "rmsprop"],
+    "--what": ["Advise", "phase-diagram-x"], "--activations": ["relu,,tanh", "tanh,nope", ",", "leaky_relu:"],
+    "--depths": ["0", "3,x", ",", "-1", "1e400", "3,1000000000000"],
+    "--check": ["1/0,0,0;0,0,0", "a,b,c", "0,0;0,0,0", "nan,0,0;0,0,0", "1e400,0,0;0,0,0", ";", "0,0,0",
+                "1/2,1/2,0;" * 50],
+    "--parametrization": ["MUP", "NTK", "x"],
 }
 #: per (command, option): values where the same name means different things
 COMMAND_VALUES = {
-    ("abc", "--parametrization"): ["sp", "sp-max-lr", "ntp", "mup", "mfp", "MUP", "x"],
-    ("kernel", "--parametrization"): ["ntk", "standard", "NTK", "x"],
+    ("abc", "--parametrization"): ["sp", "sp-max-lr", "ntp", "mup", "mfp"],
+    ("kernel", "--parametrization"): ["ntk", "standard"],
 }
 
 
@@ -192,9 +204,8 @@ def _values(cmd: str, param, pool: dict, out_dir: Path):
             st.sampled_from(pool["arrays"] + pool["bad"]), text)
     if opt == "--activation":
         return st.sampled_from(ACTIVATIONS), st.one_of(st.sampled_from(BAD_ACTIVATIONS), text)
-    if good:
-        return st.sampled_from(good), text
-    return text, text
+    bad = st.one_of(st.sampled_from(BAD_VALUES[opt]), text) if opt in BAD_VALUES else text
+    return (st.sampled_from(good) if good else text), bad
 
 
 def _argv(data, cmd: str, pool: dict, out_dir: Path) -> list[str]:
@@ -211,10 +222,12 @@ def _argv(data, cmd: str, pool: dict, out_dir: Path) -> list[str]:
                      label=f"give {param.opts[0]}"):
             given.append(param)
     mode = data.draw(st.sampled_from(["one bad", "one bad", "all good", "any"]), label="mode")
-    if mode == "all good":  # the required options and at most one other: a run that should work
-        extra = [p for p in given if not p.required]
+    if mode == "all good":  # the required options, a recipe and at most one other: a run that should work
+        params = [p for p in GROUP.commands[cmd].params if p.opts[0] not in SKIP and p.opts[0] not in FIXED]
+        recipe = data.draw(st.sampled_from(RECIPES[cmd]), label="recipe") if cmd in RECIPES else []
+        extra = [p for p in params if not p.required and p.opts[0] not in recipe]
         keep = data.draw(st.sampled_from([None] + extra), label="one optional") if extra else None
-        given = [p for p in given if p.required or p is keep]
+        given = [p for p in params if p.required or p.opts[0] in recipe or p is keep]
     valued = [i for i, p in enumerate(given) if not p.is_flag]
     bad = data.draw(st.sampled_from(valued), label="bad option") if valued and mode == "one bad" else None
     argv = [cmd, *fixed]
