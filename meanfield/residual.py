@@ -1438,7 +1438,7 @@ def _max_depth(K: _Kernel, prm: _Params, cap: int = 10 ** 6) -> int:
 #: of about 6 xi_c; off criticality the gradient then changes by chi_1^L = exp(-L/xi_c) = e^-6
 #: over the network.  We read e^6 (~400x) as the largest end-to-end gradient change a network
 #: tolerates and advise it as the residual network's budget (tunable: the optimum of Yang &
-#: Schoenholz's experiments is not known, REFERENCE_VALUES.md section H).
+#: Schoenholz's experiments is not known, docs/theory.md §A2.8).
 DEFAULT_BUDGET = 6.0
 
 
