@@ -166,3 +166,9 @@ def test_readme_tour_matches_a_fresh_run(cmd, shown):
             j += 1
         assert j < len(got), f"$ {cmd}\nshown: {line!r}\nnot in the output (in order):\n" + "\n".join(got)
         j += 1
+
+
+def test_no_shipped_file_cites_the_reference_values():
+    bad = [f"{f.relative_to(ROOT)}:{n}" for f in _shipped_text_files()
+           for n, line in enumerate(f.read_text().splitlines(), 1) if "REFERENCE_VALUES" in line]
+    assert not bad, bad
