@@ -66,6 +66,22 @@ VALUES = ("weights", "input")
 _UNSET: Any = object()
 
 
+def _flag(key: str, v: Any) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise DomainError(f"{key}: expected true or false, got {v!r}")
+    return bool(v)
+
+
+def _check_positions(shape: Shape, where: str, causal: bool) -> None:
+    """Attention mixes positions: its input must have them (1-D ones for a causal mask)."""
+    if not shape.spatial:
+        raise DomainError(f"{where}: attention needs inputs with positions, shape (N, T, "
+                          "channels); this layer's input has none")
+    if causal and len(shape.spatial) != 1:
+        raise DomainError(f"{where}.causal: a causal mask needs 1-D positions (N, T, channels), "
+                          f"got {len(shape.spatial)}-D positions")
+
+
 def _mechanism(L: np.ndarray, mech: str, mask: np.ndarray | None) -> np.ndarray:
     """The attention weights from logits L (..., P, P), over the last axis; mask: allowed (P, P)."""
     if mech == "softmax":
@@ -114,18 +130,11 @@ class Attention(Layer):
         self.sigma_k2 = _variance("sigma_k2", sigma_k2)
         self.sigma_v2 = _variance("sigma_v2", sigma_v2)
         self.sigma_o2 = _variance("sigma_o2", sigma_o2)
-        if not isinstance(causal, (bool, np.bool_)):
-            raise DomainError(f"causal: expected true or false, got {causal!r}")
-        self.causal = bool(causal)
+        self.causal = _flag("causal", causal)
 
     # ---- shapes and parameters ----
     def out_shape(self, shape: Shape, where: str) -> Shape:
-        if not shape.spatial:
-            raise DomainError(f"{where}: attention needs inputs with positions, shape (N, T, "
-                              "channels); this layer's input has none")
-        if self.causal and len(shape.spatial) != 1:
-            raise DomainError(f"{where}.causal: a causal mask needs 1-D positions (N, T, channels), "
-                              f"got {len(shape.spatial)}-D positions")
+        _check_positions(shape, where, self.causal)
         return Shape(shape.spatial, None, gaussian=True, fresh=True)
 
     def params(self, shape: Shape) -> list[Param]:
@@ -308,18 +317,10 @@ class TiedAttention(Layer):
         if not isinstance(mechanism, str) or mechanism.lower() not in MECHANISMS:
             raise DomainError(f"mechanism: expected one of {', '.join(MECHANISMS)}, got {mechanism!r}")
         self.mechanism = mechanism.lower()
-        for key, v in (("causal", causal), ("skip", skip)):
-            if not isinstance(v, (bool, np.bool_)):
-                raise DomainError(f"{key}: expected true or false, got {v!r}")
-        self.causal, self.skip = bool(causal), bool(skip)
+        self.causal, self.skip = _flag("causal", causal), _flag("skip", skip)
 
     def out_shape(self, shape: Shape, where: str) -> Shape:
-        if not shape.spatial:
-            raise DomainError(f"{where}: attention needs inputs with positions, shape (N, T, "
-                              "channels); this layer's input has none")
-        if self.causal and len(shape.spatial) != 1:
-            raise DomainError(f"{where}.causal: a causal mask needs 1-D positions (N, T, channels), "
-                              f"got {len(shape.spatial)}-D positions")
+        _check_positions(shape, where, self.causal)
         # the output mixes each unit's own positions, so it stays Gaussian when the input is
         return Shape(shape.spatial, shape.channels, gaussian=shape.gaussian and shape.law is None,
                      fresh=shape.fresh)
