@@ -339,8 +339,12 @@ CONTRACT = {
 
 @pytest.mark.parametrize("name", list(CONTRACT))
 def test_vjp_is_the_derivative_of_apply(name):
-    """The numpy backward pass (used by empirical_ntk) against central finite differences."""
-    layers, shape = CONTRACT[name]
+    check_vjp(*CONTRACT[name])
+
+
+def check_vjp(layers, shape) -> None:
+    """The numpy backward pass (used by empirical_ntk) against central finite differences (the
+    layer contract; the layer test files call it on their own cases)."""
     net = nw.serial(*layers)
     x = np.random.default_rng(1).standard_normal(shape)
     f = net.sample(8, rng=2)
@@ -356,9 +360,12 @@ def test_vjp_is_the_derivative_of_apply(name):
 
 @pytest.mark.parametrize("name", ["dense", "conv", "conv-valid", "residual"])
 def test_empirical_ntk_is_the_parameter_jacobian_gram(name):
+    check_ntk_gram(*CONTRACT[name])
+
+
+def check_ntk_gram(layers, shape) -> None:
     """empirical_ntk's per-layer formula against the Gram matrix of parameter gradients taken by
-    finite differences of the forward function."""
-    layers, shape = CONTRACT[name]
+    finite differences of the forward function (the layer contract)."""
     net = nw.serial(*layers)
     x = np.random.default_rng(1).standard_normal(shape)
     f = net.sample(3, rng=5)
