@@ -26,6 +26,7 @@ import numpy as np
 from .. import gaussian
 from ..activations import get_activation
 from ..errors import DomainError
+from ..kernels._layers import correlation
 from .attention import TiedAttention
 from .core import Layer, Network, Record
 
@@ -140,9 +141,7 @@ def mean_readout_ntk(X: Any, activation: Any = "gelu", sigma_w2: tuple[float, fl
     def moments(S: np.ndarray):
         q = np.diag(S).copy()
         qi, qj = np.meshgrid(q, q, indexing="ij")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.clip(S / np.sqrt(qi * qj), -1.0, 1.0)
-        return q, qi, qj, c
+        return q, qi, qj, correlation(S, q, q)  # the algebra's rule (clipped, snapped to +-1)
 
     q1, q1i, q1j, c1 = moments(s1 * G)
     e1_ff = gaussian.w_phi(act, q1i, q1j, c1)
