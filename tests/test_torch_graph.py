@@ -1,4 +1,4 @@
-"""meanfield.torch_graph: any traced model read into the network algebra (to_network), and the
+"""meanfield.torch.graph (and compare_model): any traced model read into the network algebra (to_network), and the
 model's per-layer q measured beside the algebra's prediction (compare_model).
 
 The reference for the predictions is the model itself: at width n, a layer's q is a mean over n
@@ -25,7 +25,7 @@ F = torch.nn.functional
 
 from meanfield import network as nw  # noqa: E402
 from meanfield.errors import DomainError  # noqa: E402
-from meanfield.torch_graph import compare_model, to_channels_last, to_network  # noqa: E402
+from meanfield.torch import compare_model, to_channels_last, to_network  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -31,11 +31,11 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import network as nw
-from .errors import DomainError
-from .network.core import Layer, Network, Shape, initial_state
-from .network.layers import geometry
-from .torch import (_DROPOUT, _METHOD_SPECS, _NEUTRAL_METHODS, _function_spec, _module_spec)
+from .. import network as nw
+from ..errors import DomainError
+from ..network.core import Layer, Network, Shape
+from ..network.layers import geometry
+from .trace import _DROPOUT, _METHOD_SPECS, _NEUTRAL_METHODS, _function_spec, _module_spec
 
 # ------------------------------------------------------------------------------------------
 # layouts
@@ -235,6 +235,32 @@ def _describe_mode(model: nn.Module) -> Iterator[None]:
             for m, bufs in saved.items():
                 for k, v in bufs.items():
                     getattr(m, k).copy_(v)
+
+
+class _Run(fx.Interpreter):
+    """Runs the traced model and keeps every tensor's shape and, for the nodes in ``axes``, each
+    channel's mean square only (the values are freed as the interpreter goes)."""
+
+    def __init__(self, gm: fx.GraphModule, axes: dict[fx.Node, int]):
+        super().__init__(gm)
+        self.axes = axes
+        self.ms: dict[fx.Node, np.ndarray] = {}
+        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
+
+    def shapes_of(self, x: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
+        self.run(x)
+        return self.shapes
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            self.shapes[n] = tuple(int(s) for s in out.shape)
+        if n in self.axes:
+            t = out.detach().to(torch.float64)
+            ax = self.axes[n]
+            red = tuple(i for i in range(t.ndim) if i != ax)
+            self.ms[n] = t.pow(2).mean(dim=red).cpu().numpy()
+        return out
 
 
 class _Reader:
@@ -613,145 +639,4 @@ def to_network(model: nn.Module, example_input: torch.Tensor) -> tuple[Network, 
     return _Reader(model, example_input).read()
 
 
-# ------------------------------------------------------------------------------------------
-# measuring against the prediction
-# ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelComparison:
-    """Per layer of ``net.flat()``: the model's measured q (mean squared output, averaged over
-    units, positions and the batch) beside the algebra's prediction.
-
-    ``se``: the measurement's standard error from the spread of its channels' mean squares
-    (this layer's sampling only: the channels are independent given the layer's input);
-    ``rel_se``: se/q of row l summed in quadrature with that of every earlier block (a weight
-    layer and the rows after it, which see the same draw; the largest of the block's), the
-    spread of q^l when each layer's map of log q has slope at most 1, as for relu (slope 1),
-    tanh, normalisations and residual streams (docs/torch.md); ``z = rel_error / rel_se``."""
-
-    layers: tuple[str, ...]
-    modules: tuple[str, ...]
-    measured: np.ndarray
-    predicted: np.ndarray
-    rel_error: np.ndarray
-    se: np.ndarray
-    rel_se: np.ndarray
-    width: int
-    batch: int
-    notes: tuple[str, ...] = ()
-
-    @property
-    def z(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.rel_error / self.rel_se
-
-    def rows(self) -> list[dict]:
-        return [{"l": i, "layer": self.layers[i], "module": self.modules[i],
-                 "measured": float(self.measured[i]), "predicted": float(self.predicted[i]),
-                 "rel_error": float(self.rel_error[i]), "se": float(self.se[i]),
-                 "rel_se": float(self.rel_se[i])} for i in range(len(self.layers))]
-
-    def to_dict(self) -> dict:
-        return {"layers": list(self.layers), "modules": list(self.modules),
-                "measured": self.measured.tolist(), "predicted": self.predicted.tolist(),
-                "rel_error": self.rel_error.tolist(), "se": self.se.tolist(),
-                "rel_se": self.rel_se.tolist(), "width": self.width, "batch": self.batch,
-                "notes": list(self.notes)}
-
-
-def predicted_q(net: Network, X: np.ndarray) -> np.ndarray:
-    """q[l, n] of ``net.propagate(X)``, forward only: a network with batch_norm has no backward
-    map (docs/theory.md §A5.6), and q needs none."""
-    X = np.asarray(X, float)
-    net.check(X)
-    st = initial_state(X, net.parametrization, False, "auto")
-    out = []
-    for layer in net.flat():
-        st, _ = layer.fold(st)
-        out.append(st.q().reshape(st.N, -1).mean(axis=1))
-    return np.array(out)
-
-
-def _walk(layer: Layer) -> Iterator[Layer]:
-    yield layer
-    for k in getattr(layer, "layers", ()):
-        yield from _walk(k)
-    for k in ("branch", "shortcut"):
-        if isinstance(getattr(layer, k, None), Layer):
-            yield from _walk(getattr(layer, k))
-
-
-class _Run(fx.Interpreter):
-    """Runs the traced model and keeps every tensor's shape and, for the nodes in ``axes``, each
-    channel's mean square only (the values are freed as the interpreter goes)."""
-
-    def __init__(self, gm: fx.GraphModule, axes: dict[fx.Node, int]):
-        super().__init__(gm)
-        self.axes = axes
-        self.ms: dict[fx.Node, np.ndarray] = {}
-        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
-
-    def shapes_of(self, x: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
-        self.run(x)
-        return self.shapes
-
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        if isinstance(out, torch.Tensor):
-            self.shapes[n] = tuple(int(s) for s in out.shape)
-        if n in self.axes:
-            t = out.detach().to(torch.float64)
-            ax = self.axes[n]
-            red = tuple(i for i in range(t.ndim) if i != ax)
-            self.ms[n] = t.pow(2).mean(dim=red).cpu().numpy()
-        return out
-
-
-def compare_model(model: nn.Module, x: torch.Tensor) -> ModelComparison:
-    """The model's per-layer q on the batch x beside the network algebra's prediction for the
-    variances now in its weights (issue 12 section 2; docs/theory.md §A1.2 and 4.1-4.4).  The model runs
-    with dropout off and BatchNorm on batch statistics (its modes and BatchNorm buffers are
-    restored); only per-channel mean squares are kept."""
-    r = _Reader(model, x)
-    net, layout = r.read()
-    flat = net.flat()
-    out_val = None
-    for n in r.gm.graph.nodes:
-        if n.op == "output":
-            out_val = r.vals[n.args[0]]
-    entries = [e for e in out_val.seq for _ in e.layer.flat()]
-    if len(entries) != len(flat):   # pragma: no cover - a nested serial inside an entry
-        raise DomainError("compare_model: a traced layer holds several algebra layers")
-    axes = {e.node: r.vals[e.node].channel_axis for e in entries}
-    interp = _Run(r.gm, axes)
-    with _describe_mode(model), torch.no_grad():
-        interp.run(x)
-    ms = [interp.ms[e.node] for e in entries]
-    measured = np.array([m.mean() for m in ms])
-    C = np.array([m.size for m in ms])
-    # one channel (a scalar readout) has no spread to estimate its error from
-    se = np.array([m.std(ddof=1) / math.sqrt(m.size) if m.size > 1 else math.nan for m in ms])
-    pred = predicted_q(net, layout.to_channels_last(x)).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = (measured - pred) / pred
-        r2 = (se / measured) ** 2
-    # fresh randomness enters at weight layers; the rows after one (its activation, pooling)
-    # see the same draw, so a block counts once, with its largest relative spread
-    done, block, acc = 0.0, 0.0, []
-    for layer, v in zip(flat, r2):
-        if any(isinstance(k, (nw.Dense, nw.Conv, nw.Residual)) for k in _walk(layer)):
-            done, block = done + block, 0.0
-        if math.isnan(v):
-            acc.append(math.nan)
-            continue
-        block = max(block, float(v))
-        acc.append(done + float(v))
-    rel_se = np.sqrt(np.array(acc))
-    width = int(C[:-1].min()) if len(C) > 1 else int(C[0])
-    return ModelComparison(tuple(l.name for l in flat), layout.modules, measured, pred, rel, se,
-                           rel_se, width, int(x.shape[0]), layout.notes)
-
-
-__all__ = ["to_network", "compare_model", "to_channels_last", "predicted_q", "Layout",
-           "ModelComparison"]
+__all__ = ["to_network", "to_channels_last", "Layout"]

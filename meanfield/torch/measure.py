@@ -1,0 +1,732 @@
+"""Measuring a model against the theory: :func:`measure`, :class:`Profile`, :func:`compare`,
+:class:`Comparison`, :func:`plot_profile` (docs/torch.md, "Measuring against the theory")."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .. import maps
+from .. import network as nw
+from ..errors import DomainError
+from ..network.core import Layer, Network, initial_state
+from .apply import Variances, _check_advice_fits, _get, _variances_of, fan_in
+from .graph import _describe_mode, _Reader, _Run
+from .trace import _DROPOUT, MARK, Structure, _structure
+
+# ------------------------------------------------------------------------------------------
+# measure / compare
+# ------------------------------------------------------------------------------------------
+
+
+def _nan_list(a: Any) -> Any:
+    if a is None:
+        return None
+    arr = np.asarray(a, dtype=float)
+    return [None if not math.isfinite(v) else float(v) for v in arr.ravel()]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Layer-by-layer signal and gradient propagation of one model (measured or predicted).
+
+    ``index`` l = 0..depth.  MLP: entry l is layer l of ``layers`` (0 = the first layer, depth =
+    the readout), aligned with ``meanfield.iterate(...).q[l]``; ``q`` is the mean over inputs and
+    units of h^2, ``c`` the correlation of the pairs' pre-activations, ``grad2`` the mean square
+    of dE/dh^l.  Residual nets: entry l is the stream after l blocks (aligned with
+    ``meanfield.residual.iterate_residual``); ``p``, ``e`` are the mean square and pair cosine
+    of x^l, ``q``, ``c`` those of h^l = W^l x^(l-1) + b^l (NaN at l = 0), ``grad2`` the mean
+    square of dE/dx^l (chi).  Gradients are for E = sum(r * model(x)) with a random readout r,
+    divided by their value at the top (grad2[-1] = 1); ``grad_w2`` is the mean square of dE/dW^l
+    per input (NaN where not available).
+    """
+
+    kind: str  # "measured" or "predicted"
+    arch: str
+    activation: str
+    depth: int
+    n_inputs: int
+    pairs: tuple[tuple[int, int], ...]
+    layers: tuple[str, ...]
+    q: np.ndarray
+    c: np.ndarray
+    grad2: np.ndarray
+    grad_w2: np.ndarray
+    p: np.ndarray | None = None
+    e: np.ndarray | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def index(self) -> np.ndarray:
+        return np.arange(self.depth + 1)
+
+    @property
+    def gradient_ratio(self) -> float:
+        """grad2 at the first layer (mlp) or the stream input (resnets) over the top."""
+        return float(self.grad2[0])
+
+    @property
+    def log10_gradient_ratio(self) -> float:
+        """log10 of :attr:`gradient_ratio`, finite even where the ratio overflows float range."""
+        if "log_grad2" in self.extra:
+            return float(np.asarray(self.extra["log_grad2"])[0]) / math.log(10.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.log10(self.grad2[0]))
+
+    def rows(self) -> list[dict]:
+        """Tidy rows: one dict per layer with every quantity."""
+        out = []
+        for l in range(self.depth + 1):
+            row = {
+                "l": l,
+                "layer": self.layers[l] if l < len(self.layers) else "",
+                "q": float(self.q[l]),
+                "c": float(self.c[l]),
+                "grad2": float(self.grad2[l]),
+                "grad_w2": float(self.grad_w2[l]),
+            }
+            if self.p is not None:
+                row.update(p=float(self.p[l]), e=float(self.e[l]))
+            out.append(row)
+        return out
+
+    def to_dict(self) -> dict:
+        d = {
+            "kind": self.kind,
+            "arch": self.arch,
+            "activation": self.activation,
+            "depth": self.depth,
+            "n_inputs": self.n_inputs,
+            "pairs": [list(p) for p in self.pairs],
+            "layers": list(self.layers),
+        }
+        for k in ("q", "c", "grad2", "grad_w2", "p", "e"):
+            d[k] = _nan_list(getattr(self, k))
+        return d
+
+
+def _pairs(pairs: Any, n: int) -> tuple[tuple[int, int], ...]:
+    if pairs is None:
+        return tuple((i, i + 1) for i in range(0, n - 1, 2))
+    out = []
+    for p in pairs:
+        try:
+            i, j = (int(v) for v in p)
+        except (TypeError, ValueError):
+            raise DomainError(
+                f"pairs must be (i, j) index pairs into the batch, got {p!r}"
+            ) from None
+        if not (0 <= i < n and 0 <= j < n) or i == j:
+            raise DomainError(f"pair {p!r} is not two different rows of a batch of {n} inputs")
+        out.append((i, j))
+    return tuple(out)
+
+
+def _flat64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(t.shape[0], -1).to(torch.float64)
+
+
+def _ms(t: torch.Tensor) -> np.ndarray:
+    """Per-input mean square over units: (B,)."""
+    f = _flat64(t)
+    return (f * f).mean(dim=1).cpu().numpy()
+
+
+def _corr(t: torch.Tensor, pairs) -> np.ndarray:
+    f = _flat64(t)
+    out = []
+    for i, j in pairs:
+        num = float((f[i] * f[j]).mean())
+        den = math.sqrt(float((f[i] * f[i]).mean()) * float((f[j] * f[j]).mean()))
+        out.append(num / den if den > 0 else float("nan"))
+    return np.asarray(out)
+
+
+def _cross(t: torch.Tensor, pairs) -> np.ndarray:
+    f = _flat64(t)
+    return np.asarray([float((f[i] * f[j]).mean()) for i, j in pairs])
+
+
+def _mean(a) -> float:
+    a = np.asarray(a, dtype=float)
+    return float(a.mean()) if a.size else float("nan")
+
+
+def measure(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    structure: Structure | None = None,
+    seed: int = 0,
+) -> Profile:
+    """Measure q^l, c^l (and p^l, e^l for residual nets) and the gradients layer by layer.
+
+    Forward hooks on the structure's layers capture their inputs and outputs; one backward pass of
+    E = sum(r * model(x)), with r ~ N(0, 1) drawn from ``seed``, gives dE/dh^l, dE/dx^l and dE/dW^l
+    (``torch.autograd.grad``: the parameters' ``.grad`` is left alone).  ``pairs`` are index pairs
+    of rows of x whose correlation is tracked (default (0, 1), (2, 3), ...).  The model runs in its
+    current mode (call ``model.eval()`` to switch dropout off) on the device of its parameters.
+    """
+    st = _structure(model, structure)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 1:
+        raise DomainError(
+            "x must be a torch tensor of inputs with the batch in its first dimension"
+        )
+    mods = dict(model.named_modules())
+    roles = st.roles()
+    ref = mods[roles[0][0]].weight
+    x = x.detach().to(ref.device, ref.dtype).clone().requires_grad_(True)
+    n = x.shape[0]
+    prs = _pairs(pairs, n)
+    seen: dict[str, list] = {name: [] for name, _ in roles}
+    handles = []
+
+    def hook(name):
+        def f(mod, inp, out):
+            seen[name].append((inp[0], out))
+
+        return f
+
+    for name, _ in roles:
+        handles.append(mods[name].register_forward_hook(hook(name)))
+    try:
+        with torch.enable_grad():
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, calls in seen.items():
+        if len(calls) != 1:
+            raise DomainError(
+                f"layer {name!r} ran {len(calls)} times in one forward pass; meanfield measures "
+                f"layers that run once per input"
+            )
+    if not isinstance(out, torch.Tensor):
+        raise DomainError(f"the model returned {type(out).__name__}; measure needs a tensor output")
+    gen = torch.Generator().manual_seed(int(seed))
+    r = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
+    E = (r * out).sum()
+    outs = [seen[name][0][1] for name, _ in roles]
+    ins = [seen[name][0][0] for name, _ in roles]
+    layers = [mods[name] for name, _ in roles]
+    # dE/dW of a Linear layer is sum_r delta_r x_r^T over the rows r: its sum of squares is
+    # sum_rs (delta_r . delta_s)(x_r . x_s), cheap for small batches; ConvNd layers use autograd.
+    wi = [
+        i for i, L in enumerate(layers) if not isinstance(L, nn.Linear) and L.weight.requires_grad
+    ]
+    targets = outs + ins + [out] + [layers[i].weight for i in wi]
+    grads = torch.autograd.grad(E, targets, allow_unused=True)
+    k = len(roles)
+    g_out, g_in, g_top = grads[:k], grads[k : 2 * k], grads[2 * k]
+    g_w: dict[int, torch.Tensor | None] = dict(zip(wi, grads[2 * k + 1 :]))
+
+    def gms(t):
+        return _ms(t) if t is not None else np.full(n, np.nan)
+
+    def wms(i):
+        """Mean square of dE/dW^l per input."""
+        L = layers[i]
+        if isinstance(L, nn.Linear):
+            d, a = g_out[i], ins[i]
+            if d is None:
+                return float("nan")
+            d = d.detach().reshape(-1, d.shape[-1]).to(torch.float64)
+            a = a.detach().reshape(-1, a.shape[-1]).to(torch.float64)
+            if d.shape[0] <= max(d.shape[1], a.shape[1]):
+                tot = float(((d @ d.T) * (a @ a.T)).sum())
+            else:
+                tot = float(((d.T @ a) ** 2).sum())
+            return tot / L.weight.numel() / n
+        gw = g_w.get(i)
+        return (
+            float((gw.detach().to(torch.float64) ** 2).mean()) / n
+            if gw is not None
+            else float("nan")
+        )
+
+    extra: dict[str, Any] = {}
+    if st.arch == "mlp":
+        q = np.array([_mean(_ms(o)) for o in outs])
+        c = np.array([_mean(_corr(o, prs)) for o in outs])
+        d2 = np.array([_mean(gms(g)) for g in g_out])
+        top = d2[-1]
+        gw2 = np.array([wms(i) for i in range(k)]) / top
+        extra.update(x_q=_ms(ins[0]), x_ab=_cross(ins[0], prs))
+        return Profile(
+            "measured",
+            st.arch,
+            st.activation,
+            st.depth,
+            n,
+            prs,
+            tuple(st.layers),
+            q,
+            c,
+            d2 / top,
+            gw2,
+            extra=extra,
+        )
+    # residual: stream x^(l-1) = input of W^l; x^L = input of the head (or the output)
+    widx = [i for i, (_, role) in enumerate(roles) if role == "w"]
+    head = [i for i, (_, role) in enumerate(roles) if role == "head"]
+    streams = [ins[i] for i in widx] + [ins[head[0]] if head else out]
+    sgrads = [g_in[i] for i in widx] + [g_in[head[0]] if head else g_top]
+    p = np.array([_mean(_ms(s)) for s in streams])
+    e = np.array([_mean(_corr(s, prs)) for s in streams])
+    chi = np.array([_mean(gms(g)) for g in sgrads])
+    top = chi[-1]
+    nan = [float("nan")]
+    q = np.array(nan + [_mean(_ms(outs[i])) for i in widx])
+    c = np.array(nan + [_mean(_corr(outs[i], prs)) for i in widx])
+    gw2 = np.array(nan + [wms(i) for i in widx]) / top
+    extra.update(p0=_ms(streams[0]), e0=_corr(streams[0], prs))
+    names = tuple([st.stem[-1] if st.stem else "input"] + [b[0] for b in st.blocks])
+    return Profile(
+        "measured",
+        st.arch,
+        st.activation,
+        st.depth,
+        n,
+        prs,
+        names,
+        q,
+        c,
+        chi / top,
+        gw2,
+        p,
+        e,
+        extra=extra,
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measured profile beside the theory's prediction for the same initialisation."""
+
+    measured: Profile
+    predicted: Profile
+    variances: (
+        Any  # Variances, or a list of per-layer (sigma_w2, sigma_b2) for MLPs read from weights
+    )
+    source: str  # "init_", "advice", "given" or "weights"
+    notes: tuple[str, ...] = ()
+
+    def rows(self) -> list[dict]:
+        """Tidy rows: (l, layer, quantity, measured, predicted)."""
+        out = []
+        for m, p in zip(self.measured.rows(), self.predicted.rows()):
+            for key in ("q", "c", "p", "e", "grad2", "grad_w2"):
+                if key in m:
+                    out.append(
+                        {
+                            "l": m["l"],
+                            "layer": m["layer"],
+                            "quantity": key,
+                            "measured": m[key],
+                            "predicted": p[key],
+                        }
+                    )
+        return out
+
+    def to_dict(self) -> dict:
+        var = (
+            self.variances.to_dict()
+            if hasattr(self.variances, "to_dict")
+            else [list(v) for v in self.variances]
+        )
+        return {
+            "measured": self.measured.to_dict(),
+            "predicted": self.predicted.to_dict(),
+            "variances": var,
+            "source": self.source,
+            "notes": list(self.notes),
+        }
+
+
+def realised_variances(
+    model: nn.Module, structure: Structure | None = None
+) -> list[tuple[str, str, float, float]]:
+    """(name, role, fan_in * mean(W^2), mean(b^2)) of every layer: the variances the weights
+    carry."""
+    st = _structure(model, structure)
+    mods = dict(model.named_modules())
+    out = []
+    with torch.no_grad():
+        for name, role in st.roles():
+            m = mods[name]
+            w = m.weight.detach().to(torch.float64)
+            b = m.bias.detach().to(torch.float64) if m.bias is not None else None
+            out.append(
+                (
+                    name,
+                    role,
+                    float((w * w).mean()) * fan_in(m),
+                    float((b * b).mean()) if b is not None else 0.0,
+                )
+            )
+    return out
+
+
+def _variances_for_compare(model, st, advice_or_variances):
+    notes: list[str] = []
+    if advice_or_variances is None:
+        rec = getattr(model, MARK, None)
+        if rec is not None:
+            return rec.variances, "init_", notes
+        real = realised_variances(model, st)
+        if st.arch == "mlp":
+            return [(w2, b2) for _, _, w2, b2 in real], "weights", notes
+
+        def pooled(role):
+            v = [(w2, b2) for _, r, w2, b2 in real if r == role]
+            return float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))
+
+        sw, sb = pooled("w")
+        sv, sa = pooled("v") if st.arch == "resnet-full" else (1.0, 0.0)
+        notes.append("variances read from the weights (pooled over blocks)")
+        return Variances(sw, sb, sv, sa), "weights", notes
+    if isinstance(advice_or_variances, Variances):
+        var, source = advice_or_variances, "given"
+    else:
+        _check_advice_fits(advice_or_variances, st)
+        var = _variances_of(
+            advice_or_variances,
+            st,
+            _get(advice_or_variances, "sigma_in2", 1.0),
+            _get(advice_or_variances, "sigma_o2", 1.0),
+        )
+        source = "advice" if not isinstance(advice_or_variances, Mapping) else "given"
+    real = realised_variances(model, st)
+    for name, role, w2, _ in real:
+        want = var.for_role(role)[0]
+        if want > 0 and abs(w2 / want - 1) > 0.25:
+            notes.append(
+                f"layer {name} carries sigma2 = fan_in * mean(W^2) = {w2:.3g}, not the {want:.3g} "
+                f"compared against: was init_ applied?"
+            )
+            break
+    return var, source, notes
+
+
+def _predict_mlp(model, st: Structure, m: Profile, per_layer: list[tuple[float, float]]) -> Profile:
+    act = st.act
+    mods = dict(model.named_modules())
+    layers = [mods[nm] for nm in st.layers]
+    sw = [w for w, _ in per_layer]
+    sb = [b for _, b in per_layer]
+    xq, xab = m.extra["x_q"], m.extra["x_ab"]
+    i_idx = np.array([i for i, _ in m.pairs], dtype=int)
+    j_idx = np.array([j for _, j in m.pairs], dtype=int)
+    qa = sw[0] * xq + sb[0]  # (B,)
+    q12 = sw[0] * xab + sb[0]  # (P,)
+    qs, cs = [qa], []
+
+    def corr(q12, qa):
+        return q12 / np.sqrt(qa[i_idx] * qa[j_idx]) if len(m.pairs) else np.array([])
+
+    cs.append(corr(q12, qa))
+    for l in range(1, st.depth + 1):
+        q12 = (
+            maps.covariance_map(act, qa[i_idx], qa[j_idx], q12, sw[l], sb[l])
+            if len(m.pairs)
+            else q12
+        )
+        qa = maps.length_map(act, qa, sw[l], sb[l])
+        qs.append(qa)
+        cs.append(corr(q12, qa))
+    # backward (docs/theory.md §A1.5): E delta^l^2 = E delta^(l+1)^2 chi_1(q^l) N_(l+1) / N_l, per input
+    grad = [np.ones_like(xq)]
+    for l in range(st.depth - 1, -1, -1):
+        w = layers[l + 1].weight
+        ratio = w.shape[0] / (w.shape[1] * getattr(layers[l + 1], "groups", 1))
+        grad.append(grad[-1] * maps.chi_1(act, qs[l], sw[l + 1]) * ratio)
+    grad = grad[::-1]
+    conv = [not isinstance(L, nn.Linear) for L in layers]
+    gw2 = []
+    for l in range(st.depth + 1):
+        if conv[l]:
+            gw2.append(float("nan"))  # spatial sums correlate; no prediction
+            continue
+        vin = xq if l == 0 else maps.length_map(act, qs[l - 1], 1.0, 0.0)
+        gw2.append(_mean(grad[l] * vin))
+    q = np.array([_mean(v) for v in qs])
+    c = np.array([_mean(v) for v in cs])
+    g2 = np.array([_mean(v) for v in grad])
+    return Profile(
+        "predicted",
+        st.arch,
+        st.activation,
+        st.depth,
+        m.n_inputs,
+        m.pairs,
+        m.layers,
+        q,
+        c,
+        g2,
+        np.asarray(gw2),
+    )
+
+
+def _predict_resnet(st: Structure, m: Profile, var: Variances) -> Profile:
+    from ..residual import iterate_residual
+
+    p0 = m.extra["p0"]
+    runs = [
+        (0.5 * (p0[i] + p0[j]), float(np.clip(e, -1.0, 1.0)))
+        for (i, j), e in zip(m.pairs, m.extra["e0"])
+    ]
+    if not runs:
+        runs = [(_mean(p0), 1.0)]
+    kw = dict(sigma_v2=var.sigma_v2, sigma_a2=var.sigma_a2) if st.arch == "resnet-full" else {}
+    trs = [
+        iterate_residual(st.arch, st.act, var.sigma_w2, var.sigma_b2, st.depth, p0=pp, c0=cc, **kw)
+        for pp, cc in runs
+    ]
+
+    def avg(key):
+        return np.mean([np.asarray(getattr(t, key), dtype=float) for t in trs], axis=0)
+
+    p, e, q = avg("p"), avg("e"), avg("q")
+    # correlation of h^l = W x^(l-1) + b for equal lengths: (sw gamma + sb) / (sw p + sb)
+    ch = []
+    for t in trs:
+        pp, ee = np.asarray(t.p, dtype=float), np.asarray(t.e, dtype=float)
+        num = var.sigma_w2 * ee[:-1] * pp[:-1] + var.sigma_b2
+        den = var.sigma_w2 * pp[:-1] + var.sigma_b2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ch.append(np.concatenate([[np.nan], num / den]))
+    c = np.mean(ch, axis=0)
+    chi = avg("chi")
+    gw = avg("grad_w")
+    return Profile(
+        "predicted",
+        st.arch,
+        st.activation,
+        st.depth,
+        m.n_inputs,
+        m.pairs,
+        m.layers,
+        q,
+        c,
+        chi,
+        gw,
+        p,
+        e,
+        extra={"log_grad2": avg("log_chi")},
+    )
+
+
+def compare(
+    model: nn.Module,
+    x: torch.Tensor,
+    advice_or_variances: Any = None,
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    structure: Structure | None = None,
+    seed: int = 0,
+) -> Comparison:
+    """:func:`measure` the model on ``x`` and predict the same profile from the theory.
+
+    The variances are ``advice_or_variances`` (an Advice, a mapping with sigma_w2, ..., or
+    :class:`Variances`), else those :func:`init_` recorded, else the ones the weights carry
+    (:func:`realised_variances`; per layer for MLPs, pooled over blocks for residual nets).
+    MLPs: the prediction starts from the inputs, q^0 = sigma_w2 |x|^2 / fan_in + sigma_b2 per
+    input and pair, through the length and covariance maps of meanfield.maps (docs/theory.md §A1.2-1.3)
+    and the backward recursion of 1.5 with the layers' widths.  Residual nets: it starts from the
+    measured stream x^0 (the stem's output) and runs meanfield.residual.iterate_residual per pair
+    (docs/theory.md §A2.3).  Exact at infinite width; for inputs of unequal lengths the residual prediction
+    uses each pair's mean length.
+    """
+    st = _structure(model, structure)
+    m = measure(model, x, pairs=pairs, structure=st, seed=seed)
+    var, source, notes = _variances_for_compare(model, st, advice_or_variances)
+    active = [f"{n} ({type(mod).__name__}, p={getattr(mod, 'p', '?')})" for n, mod in model.named_modules()
+              if isinstance(mod, _DROPOUT) and mod.training and getattr(mod, "p", 0) > 0]
+    if active:
+        import warnings
+
+        msg = (f"the model is in train mode with active dropout ({', '.join(active)}): the measurement "
+               f"includes dropout's masks but the prediction assumes eval mode (no dropout; docs/theory.md §A1.8 "
+               f"has the maps with dropout, which raise q and bound xi_c); call model.eval() to compare "
+               f"like with like")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        notes = list(notes) + [msg]
+    if st.arch == "mlp":
+        per_layer = var if isinstance(var, list) else [var.for_role("layer")] * len(st.layers)
+        pred = _predict_mlp(model, st, m, per_layer)
+    else:
+        if isinstance(var, list):
+            raise DomainError("residual networks need uniform variances (Variances or advice)")
+        pred = _predict_resnet(st, m, var)
+    return Comparison(m, pred, var, source, tuple(notes) + st.notes)
+
+
+_LOG_QUANTITIES = {
+    "q": "$q^l$ (mean squared pre-activation)",
+    "p": "$p^l$ (mean square of the stream)",
+    "grad2": "gradient second moment / top",
+    "grad_w2": "weight-gradient second moment / top",
+}
+_LIN_QUANTITIES = {"c": "$c^l$ (correlation of input pairs)", "e": "$e^l$ (cosine of the stream)"}
+
+
+def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
+    """Draw one quantity of a :class:`Comparison` over depth: measured (markers), predicted (line).
+
+    ``quantity``: q, c, grad2, grad_w2 (all architectures), p, e (residual nets).  Returns the Axes.
+    """
+    if not isinstance(comparison, Comparison):
+        raise DomainError(
+            f"plot_profile needs a Comparison from compare(), got {type(comparison).__name__}"
+        )
+    if quantity not in _LOG_QUANTITIES and quantity not in _LIN_QUANTITIES:
+        raise DomainError(
+            f"quantity must be one of {', '.join(list(_LOG_QUANTITIES) + list(_LIN_QUANTITIES))}, "
+            f"got {quantity!r}"
+        )
+    meas = getattr(comparison.measured, quantity)
+    pred = getattr(comparison.predicted, quantity)
+    if meas is None:
+        raise DomainError(f"quantity {quantity!r} exists for residual networks only")
+    from ..plot import _plt
+
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.8))
+    l = comparison.measured.index
+    ax.plot(l, np.asarray(pred, dtype=float), "-", color="C0", label="theory")
+    ax.plot(l, np.asarray(meas, dtype=float), "o", color="C1", ms=3.5, label="measured")
+    label = {**_LOG_QUANTITIES, **_LIN_QUANTITIES}[quantity]
+    vals = np.concatenate([np.asarray(meas, float), np.asarray(pred, float)])
+    vals = vals[np.isfinite(vals)]
+    if quantity in _LOG_QUANTITIES and vals.size and np.all(vals > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("layer $l$" if comparison.measured.arch == "mlp" else "block $l$")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(label)
+    mp = comparison.measured
+    ax.set_title(f"{mp.arch}, {mp.activation}, depth {mp.depth}", fontsize=10)
+    ax.legend(frameon=False)
+    return ax
+
+
+# ------------------------------------------------------------------------------------------
+# measuring against the prediction
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """Per layer of ``net.flat()``: the model's measured q (mean squared output, averaged over
+    units, positions and the batch) beside the algebra's prediction.
+
+    ``se``: the measurement's standard error from the spread of its channels' mean squares
+    (this layer's sampling only: the channels are independent given the layer's input);
+    ``rel_se``: se/q of row l summed in quadrature with that of every earlier block (a weight
+    layer and the rows after it, which see the same draw; the largest of the block's), the
+    spread of q^l when each layer's map of log q has slope at most 1, as for relu (slope 1),
+    tanh, normalisations and residual streams (docs/torch.md); ``z = rel_error / rel_se``."""
+
+    layers: tuple[str, ...]
+    modules: tuple[str, ...]
+    measured: np.ndarray
+    predicted: np.ndarray
+    rel_error: np.ndarray
+    se: np.ndarray
+    rel_se: np.ndarray
+    width: int
+    batch: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def z(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.rel_error / self.rel_se
+
+    def rows(self) -> list[dict]:
+        return [{"l": i, "layer": self.layers[i], "module": self.modules[i],
+                 "measured": float(self.measured[i]), "predicted": float(self.predicted[i]),
+                 "rel_error": float(self.rel_error[i]), "se": float(self.se[i]),
+                 "rel_se": float(self.rel_se[i])} for i in range(len(self.layers))]
+
+    def to_dict(self) -> dict:
+        return {"layers": list(self.layers), "modules": list(self.modules),
+                "measured": self.measured.tolist(), "predicted": self.predicted.tolist(),
+                "rel_error": self.rel_error.tolist(), "se": self.se.tolist(),
+                "rel_se": self.rel_se.tolist(), "width": self.width, "batch": self.batch,
+                "notes": list(self.notes)}
+
+
+def predicted_q(net: Network, X: np.ndarray) -> np.ndarray:
+    """q[l, n] of ``net.propagate(X)``, forward only: a network with batch_norm has no backward
+    map (docs/theory.md §A5.6), and q needs none."""
+    X = np.asarray(X, float)
+    net.check(X)
+    st = initial_state(X, net.parametrization, False, "auto")
+    out = []
+    for layer in net.flat():
+        st, _ = layer.fold(st)
+        out.append(st.q().reshape(st.N, -1).mean(axis=1))
+    return np.array(out)
+
+
+def _walk(layer: Layer) -> Iterator[Layer]:
+    yield layer
+    for k in getattr(layer, "layers", ()):
+        yield from _walk(k)
+    for k in ("branch", "shortcut"):
+        if isinstance(getattr(layer, k, None), Layer):
+            yield from _walk(getattr(layer, k))
+
+
+def compare_model(model: nn.Module, x: torch.Tensor) -> ModelComparison:
+    """The model's per-layer q on the batch x beside the network algebra's prediction for the
+    variances now in its weights (issue 12 section 2; docs/theory.md §A1.2 and 4.1-4.4).  The model runs
+    with dropout off and BatchNorm on batch statistics (its modes and BatchNorm buffers are
+    restored); only per-channel mean squares are kept."""
+    r = _Reader(model, x)
+    net, layout = r.read()
+    flat = net.flat()
+    out_val = None
+    for n in r.gm.graph.nodes:
+        if n.op == "output":
+            out_val = r.vals[n.args[0]]
+    entries = [e for e in out_val.seq for _ in e.layer.flat()]
+    if len(entries) != len(flat):   # pragma: no cover - a nested serial inside an entry
+        raise DomainError("compare_model: a traced layer holds several algebra layers")
+    axes = {e.node: r.vals[e.node].channel_axis for e in entries}
+    interp = _Run(r.gm, axes)
+    with _describe_mode(model), torch.no_grad():
+        interp.run(x)
+    ms = [interp.ms[e.node] for e in entries]
+    measured = np.array([m.mean() for m in ms])
+    C = np.array([m.size for m in ms])
+    # one channel (a scalar readout) has no spread to estimate its error from
+    se = np.array([m.std(ddof=1) / math.sqrt(m.size) if m.size > 1 else math.nan for m in ms])
+    pred = predicted_q(net, layout.to_channels_last(x)).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (measured - pred) / pred
+        r2 = (se / measured) ** 2
+    # fresh randomness enters at weight layers; the rows after one (its activation, pooling)
+    # see the same draw, so a block counts once, with its largest relative spread
+    done, block, acc = 0.0, 0.0, []
+    for layer, v in zip(flat, r2):
+        if any(isinstance(k, (nw.Dense, nw.Conv, nw.Residual)) for k in _walk(layer)):
+            done, block = done + block, 0.0
+        if math.isnan(v):
+            acc.append(math.nan)
+            continue
+        block = max(block, float(v))
+        acc.append(done + float(v))
+    rel_se = np.sqrt(np.array(acc))
+    width = int(C[:-1].min()) if len(C) > 1 else int(C[0])
+    return ModelComparison(tuple(l.name for l in flat), layout.modules, measured, pred, rel, se,
+                           rel_se, width, int(x.shape[0]), layout.notes)
