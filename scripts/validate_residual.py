@@ -73,7 +73,7 @@ FIXED_W2 = {"relu": 2.0, "alpha_relu:0.75": 1.0}
 class Settings:
     width: int = 128
     batch: int = 32
-    steps: int = 200
+    steps: int = 100
     momentum: float = 0.9
     #: the learning-rate grid at depth lr_depth; at depth L it is scaled by (lr_depth / L)^(1/2)
     lrs: tuple[float, ...] = (0.001, 0.00316, 0.01, 0.0316)
@@ -365,21 +365,27 @@ def summarise(runs: list[dict], lrs) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
+def _extremes_first(depths) -> list[int]:
+    # a run cut short keeps the shallowest and deepest columns
+    d = list(depths)
+    return d[:1] + d[-1:] + d[1:-1] if len(d) > 1 else d
+
+
 def cell_list(part: str, acts, s: Settings) -> list[dict]:
     cells = []
     if part in ("maps", "all"):
         for act in acts:
-            for depth in s.depths:
+            for depth in _extremes_first(s.depths):
                 for v in s.grid[act]:
                     cells.append({"part": "maps", "act": act, "depth": depth, "value": v})
     if part in ("h2h", "all"):
         for init in [i for i in INITS if i != "advised"] + ["advised"]:
             for act in acts:
-                for depth in s.h2h_depths:
+                for depth in _extremes_first(s.h2h_depths):
                     cells.append({"part": "h2h", "act": act, "depth": depth, "init": init})
         for act in acts:
             for g in s.budgets.get(act, ()):
-                for depth in s.h2h_depths:
+                for depth in _extremes_first(s.h2h_depths):
                     cells.append({"part": "h2h", "act": act, "depth": depth,
                                   "init": f"advised:{g:g}"})
     return cells
@@ -464,6 +470,21 @@ def contour_key(act: str) -> str:
     return "log_explosion" if act == "tanh" else "log_s_L"
 
 
+def budget_key(act: str) -> str:
+    """The quantity advise_residual budgets: the gradient explosion (tanh, relu), log p^L
+    (alpha-ReLU, 1/2 < alpha < 1)."""
+    return "log_p_L" if act.startswith("alpha_relu") else "log_explosion"
+
+
+def map_value(act: str, v: dict) -> float:
+    """A point's coordinate on the map's axis."""
+    return v["sigma_w2"] if act == "tanh" else v["sigma_v2"] * v["sigma_w2"]
+
+
+def advised_curve(act: str, budget: float | None, depths) -> list[float]:
+    return [map_value(act, advised_variances(act, int(d), budget, Settings())) for d in depths]
+
+
 # ------------------------------------------------------------------------------------------
 # report: figures and tables
 # ------------------------------------------------------------------------------------------
@@ -496,13 +517,16 @@ def best_levels(res: dict, act: str, s: Settings) -> list[dict]:
                 if np.isfinite(col[k]) and col[k] >= col[i] - 2 * max(c["test_sd"], 0.005)]
         th = theory_metric(act, t["V"][i], d)
         lv = [theory_metric(act, v, d)[contour_key(act)] for v in near]
+        bv = [theory_metric(act, v, d)[budget_key(act)] for v in near]
         rows.append({"depth": d, "best_value": t["V"][i], "acc": col[i], "sd": c["test_sd"],
-                     "best_lr": c["best_lr"], **th, "near_values": near,
-                     "near_level_range": (min(lv), max(lv))})
+                     "best_lr": c["best_lr"], "best_lr_at_edge": c["best_lr_at_edge"], **th,
+                     "near_values": near, "near_level_range": (min(lv), max(lv)),
+                     "near_budget_range": (min(bv), max(bv))})
     return rows
 
 
-def figure_map(res: dict, act: str, s: Settings, path: str, fine: int = 25) -> None:
+def figure_map(res: dict, act: str, s: Settings, path: str, fine: int = 25,
+               budgets=()) -> None:
     from meanfield.plot import _plt
 
     plt = _plt()
@@ -533,6 +557,13 @@ def figure_map(res: dict, act: str, s: Settings, path: str, fine: int = 25) -> N
     levels = [z for z in (0.5, 1, 2, 3, 4, 6, 10, 20, 50) if zmin < z < zmax]
     cs = ax.contour(xs, ys, Z, levels=levels, colors="w", linewidths=1.0, linestyles="--")
     ax.clabel(cs, fmt="%g", fontsize=7)
+    for k, g in enumerate([None, *budgets]):
+        cv = advised_curve(act, g, dd)
+        ax.plot(xs, np.interp(np.log(cv), np.log(V), np.arange(len(V)), left=np.nan, right=np.nan),
+                "-", color=("C1", "C3", "C6")[k % 3], lw=2.0,
+                label=f"advise_residual, budget {advised_variances(act, 10, g, s)['budget']:g} nats"
+                + (" (default)" if g is None else ""))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     ax.set_xticks(range(len(D)), [str(d) for d in D])
     ax.set_yticks(range(len(V)), [f"{v:g}" for v in V])
     ax.set_xlabel("depth L (residual blocks)")
@@ -550,6 +581,7 @@ def figure_map(res: dict, act: str, s: Settings, path: str, fine: int = 25) -> N
 
 
 def report(res: dict, s: Settings, acts, fig_dir: str | None) -> str:
+    """Markdown tables of the maps (with the theory at the best cells) and the head-to-head."""
     out = []
     for act in acts:
         t = map_table(res, act, s)
@@ -569,15 +601,25 @@ def report(res: dict, s: Settings, acts, fig_dir: str | None) -> str:
                 dv = f" ({c['diverged']}/{len(c['test_accs'])} div)" if c["diverged"] else ""
                 cells.append(f"{c['test_mean']:.3f} ± {c['test_sd']:.3f} @{c['best_lr']:g}{dv}")
             out.append(f"| {v:g} | " + " | ".join(cells) + " |")
-        out.append("\n| depth | best value | acc | log explosion | log s^L | log p^L | near-best values | their contour range |")
-        out.append("|---:|---:|---:|---:|---:|---:|---|---|")
-        for r in best_levels(res, act, s):
+        out.append("\n| depth | best value | acc | best lr | log explosion | log s^L | log p^L | "
+                   "near-best values (within 2 sd) | their log s^L / contour | their budget metric |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+        rows = best_levels(res, act, s)
+        for r in rows:
             lo, hi = r["near_level_range"]
+            blo, bhi = r["near_budget_range"]
+            edge = " (edge)" if r["best_lr_at_edge"] else ""
             out.append(f"| {r['depth']} | {r['best_value']:g} | {r['acc']:.3f} ± {r['sd']:.3f} | "
-                       f"{r['log_explosion']:.2f} | {r['log_s_L']:.2f} | {r['log_p_L']:.2f} | "
-                       f"{', '.join(f'{v:g}' for v in r['near_values'])} | {lo:.2f} .. {hi:.2f} |")
+                       f"{r['best_lr']:g}{edge} | {r['log_explosion']:.2f} | {r['log_s_L']:.2f} | "
+                       f"{r['log_p_L']:.2f} | {', '.join(f'{v:g}' for v in r['near_values'])} | "
+                       f"{lo:.2f} .. {hi:.2f} | {blo:.2f} .. {bhi:.2f} |")
+        if rows:
+            m = [r[budget_key(act)] for r in rows]
+            out.append(f"\n{budget_key(act)} at the best cells: median {np.median(m):.2f}, "
+                       f"range {min(m):.2f} .. {max(m):.2f} over depths {[r['depth'] for r in rows]}")
         if fig_dir:
-            figure_map(res, act, s, os.path.join(fig_dir, f"residual_heatmap_{act.split(':')[0]}.png"))
+            figure_map(res, act, s, os.path.join(fig_dir, f"residual_heatmap_{act.split(':')[0]}.png"),
+                       budgets=s.budgets.get(act, ()))
     h = _cells(res, part="h2h")
     if h:
         out.append("\n### head-to-head: test accuracy at each init's best lr\n")
@@ -613,10 +655,16 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="figures and tables only, no training")
     ap.add_argument("--figures", default=None, help="figure folder for --report (default figures/)")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
+    ap.add_argument("--inits", default=",".join(INITS), help="comma-separated head-to-head "
+                    "initialisations (" + ", ".join(INITS) + ")")
     ap.add_argument("--budgets", default="", help="extra advised budgets, e.g. "
                     "'tanh=2,relu=1' (nats; advised:G cells in the head-to-head)")
     args = ap.parse_args(argv)
     acts = [a.strip() for a in args.act.split(",") if a.strip()]
+    inits = [a.strip() for a in args.inits.split(",") if a.strip()]
+    for a in inits:
+        if a not in INITS:
+            ap.error(f"--inits: unknown initialisation {a!r} (choose from {', '.join(INITS)})")
     for a in acts:
         if a not in ACTS:
             ap.error(f"--act: unknown activation {a!r} (choose from {', '.join(ACTS)})")
@@ -641,7 +689,9 @@ def main(argv=None) -> int:
         print(report(res, s, acts, fig_dir))
         return 0
     data = load_data()
-    todo = [c for c in cell_list(args.part, acts, s) if cell_id(c) not in res["cells"]]
+    # advised:G cells (--budgets) always run; the others when --inits names them
+    todo = [c for c in cell_list(args.part, acts, s) if cell_id(c) not in res["cells"]
+            and (c["part"] == "maps" or ":" in c["init"] or c["init"] in inits)]
     log(f"{len(todo)} cells to run ({out})")
     for k, c in enumerate(todo):
         if args.max_cells is not None and k >= args.max_cells:
