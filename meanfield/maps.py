@@ -113,6 +113,11 @@ def chi_c(activation, q, c, sigma_w2) -> np.ndarray:
     return np.asarray(sigma_w2, dtype=float) * gaussian.w_dphi(_act(activation), q, q, c)
 
 
+def _settled(c_next: float, c: float) -> bool:
+    """The correlation has stopped moving: equal, or a rounding 2-cycle one ulp wide."""
+    return c_next == c or abs(c_next - c) <= np.finfo(float).eps * abs(c)
+
+
 @dataclass(frozen=True)
 class Trajectory:
     """q^l and c^l for l = 0..depth of two inputs through a vanilla network (index 0 = start)."""
@@ -129,38 +134,167 @@ class Trajectory:
                 "depth": self.depth, "q": list(self.q), "c": list(self.c)}
 
 
+# Hermite-series maps (docs/theory.md §A1.3 with §A0's Mehler expansion): at one length q,
+# phi(sqrt(q) z) = sum_k a_k He_k(z) / sqrt(k!) gives V_phi(q) = sum_k a_k^2 and
+# W_phi(q, q, c) = sum_k a_k^2 c^k, so a layer costs one n-node Gauss-Hermite transform and a
+# polynomial instead of a 1-D and a 2-D adaptive quadrature (~3 ms).  A node count is used where
+# the squared coefficients of both phi and phi' in its last quarter hold at most _SERIES_TAIL of
+# their sum: the aliasing error of the sums is then of that order (measured for tanh, sigmoid,
+# silu, softplus, erf from q = 1e-8 to 100 against expect1 / expect2: <= 3e-14 relative).  Larger
+# node counts are only taken where needed: the basis recurrence itself rounds to ~2e-14 at 256.
+_SERIES_NODES = (64, 128, 256, 512)
+_SERIES_TAIL = 1e-16
+# the coefficients kept: those before the point where the rest hold below this share of V
+_SERIES_KEEP = 1e-17
+# resolution is decided at this multiple of the largest q seen, so that a growing length does
+# not re-decide it every layer (phi(sqrt(q) z) only sharpens as q grows); 512 nodes resolve tanh
+# to q ~ 2, sigmoid to q ~ 15 (larger rules: gaussian._hermite_basis takes 0.2 s at 1024)
+_SERIES_HEADROOM = 1.05
+
+
+class _HermiteMaps:
+    """V_phi, V_phi' and W_phi(q, q, .) at one length from the Hermite coefficients (smooth phi).
+
+    The rule is symmetric and He_k(-x) = (-1)^k He_k(x): even k read phi(u) + phi(-u) at the
+    positive nodes, odd k phi(u) - phi(-u), half the products of the full rule."""
+
+    def __init__(self, act: Activation):
+        self.act = act
+        self.n = 0
+        self.q_ok = -1.0  # the node count self.n resolves every q <= q_ok
+        self.q_bad = math.inf  # no node count resolves q >= q_bad
+
+    def _coefficients(self, f, q: float, even: np.ndarray, odd: np.ndarray) -> np.ndarray:
+        u = math.sqrt(q) * self.xp
+        fp, fm = f(u), f(-u)
+        a = np.empty(even.shape[1] + odd.shape[1])
+        a[0::2] = (fp + fm) @ even
+        a[1::2] = (fp - fm) @ odd
+        return a
+
+    def _use(self, n: int, keep: int | None = None) -> None:
+        x, b = gaussian._hermite_basis(n, n)
+        pos = x > 0
+        self.xp, self.wp = x[pos], b[pos, 0]
+        keep = n if keep is None else keep
+        self.even = np.ascontiguousarray(b[pos, 0:keep:2])
+        self.odd = np.ascontiguousarray(b[pos, 1:keep:2])
+
+    def ready(self, q: float) -> bool:
+        """Whether the series resolves phi(sqrt(q) z) (decided once per range of q)."""
+        if q <= self.q_ok:
+            if q >= self.q_ok / 16 or self.n == _SERIES_NODES[0]:
+                return True
+            # a shrinking length: a smaller rule may resolve it now
+            self.n, self.q_ok = _SERIES_NODES[0], -1.0
+        if not (math.isfinite(q) and q >= 0) or q >= self.q_bad:
+            return False
+        target = max(_SERIES_HEADROOM * q, 1e-300)
+        for n in _SERIES_NODES:
+            if n < self.n:
+                continue
+            self._use(n)
+            tails = []
+            with np.errstate(all="ignore"):
+                for f in (self.act.fn, self.act.d1):
+                    a2 = self._coefficients(f, target, self.even, self.odd) ** 2
+                    tot = float(a2.sum())
+                    tails.append(math.isfinite(tot) and float(a2[3 * n // 4:].sum()) <= _SERIES_TAIL * tot)
+                    if f is self.act.fn:
+                        rest = np.cumsum(a2[::-1])
+                        keep = n - int(np.searchsorted(rest, _SERIES_KEEP * tot))
+            if all(tails):
+                self.n, self.q_ok, self.keep = n, target, max(2, min(n, keep + 2))
+                self._use(n, self.keep)
+                self.k = np.arange(self.keep, dtype=float)
+                return True
+        if self.n:
+            self._use(self.n, self.keep)
+        self.q_bad = target
+        return False
+
+    def at(self, q: float) -> tuple[float, float, np.ndarray]:
+        """(V_phi(q), V_phi'(q), a_k^2) with the node count :meth:`ready` chose."""
+        a2 = self._coefficients(self.act.fn, q, self.even, self.odd) ** 2
+        u = math.sqrt(q) * self.xp
+        d1 = self.act.d1
+        vd = float(self.wp @ (d1(u) ** 2 + d1(-u) ** 2))
+        return float(a2.sum()), vd, a2
+
+    def w(self, a2: np.ndarray, c: float) -> float:
+        """W_phi(q, q, c) = sum_k a_k^2 c^k."""
+        return float(a2 @ np.power(c, self.k))
+
+
 class _Layer:
     """One layer of the length and correlation maps (docs/theory.md §A1.2-1.3) for two inputs of equal
-    length: ``step(q, c, remaining)`` gives (q^{l+1}, c^{l+1}).  Once the length has converged to
-    working precision every further layer applies the same C-map: a Chebyshev table of
-    W(q*, q*, .) (exact to ~1e-15 for smooth phi) then replaces one 2-D quadrature per layer."""
+    length: ``step(q, c, remaining)`` gives (q^{l+1}, c^{l+1}).
 
-    def __init__(self, act: Activation, sw: float, sb: float):
+    Smooth phi without closed forms read V, V' and the C-map from the Hermite series at each
+    layer's q (:class:`_HermiteMaps`), where it resolves phi; elsewhere quadrature, and once the
+    length has converged a Chebyshev table of W(q*, q*, .) (exact to ~1e-15 for smooth phi).
+    Closed forms are used where the activation has them.  Once q has converged to working
+    precision (|q^{l+1} - q^l| <= 1e-15 q^l) it is held there, so further layers cost only the
+    correlation map at that length."""
+
+    def __init__(self, act: Activation, sw: float, sb: float, *, series: bool = True):
         self.act, self.sw, self.sb = act, sw, sb
         self.table = None
         self.smooth = act.closed_forms.get("w") is None and not act.kinks
+        self.series = _HermiteMaps(act) if series and self.smooth and act.d1 is not None else None
+        self._at = (None, None)  # the last length's series moments
+        self.frozen: float | None = None  # the converged length, once reached
+
+    def _moments(self, q: float):
+        """(V, V', a_k^2) from the series, or None where it does not resolve phi at q."""
+        if self._at[0] == q:
+            return self._at[1]
+        m = self.series.at(q) if self.series is not None and self.series.ready(q) else None
+        self._at = (q, m)
+        return m
+
+    def qmap(self, q: float) -> float:
+        m = self._moments(q)
+        return float(self.sw * (m[0] if m is not None else gaussian.v_phi(self.act, q)) + self.sb)
+
+    def cmap(self, c: float, q: float, q_next: float | None = None) -> float:
+        """The next correlation from lengths q (this layer) and q_next (the next, = qmap(q))."""
+        if not (q > 0 or self.sb > 0):
+            return 1.0
+        if c == 1.0:
+            return 1.0
+        m = self._moments(q)
+        if q_next is None:
+            q_next = self.qmap(q)
+        if m is not None:
+            return float(min(1.0, max(-1.0, (self.sw * self.series.w(m[2], c) + self.sb) / q_next)))
+        if self.table is not None and self.table.q == q:
+            return float(np.clip((self.sw * self.table.w(c) + self.sb) / q_next, -1.0, 1.0))
+        return float(correlation_map(self.act, c, q, self.sw, self.sb))
 
     def step(self, q: float, c: float, remaining: int) -> tuple[float, float]:
         act, sw, sb = self.act, self.sw, self.sb
-        q_next = float(sw * gaussian.v_phi(act, q) + sb)
-        if not (q > 0 or sb > 0):
-            c_next = 1.0
-        elif self.table is not None:
-            c_next = float(np.clip((sw * self.table.w(c) + sb) / q_next, -1.0, 1.0)) if c != 1.0 else 1.0
-        else:
-            c_next = float(correlation_map(act, c, q, sw, sb))
+        if self.frozen is not None:
+            q = self.frozen
+            return q, self.cmap(c, q, q)
+        q_next = self.qmap(q)
         if not np.isfinite(q_next):
             from .errors import ConvergenceError
             raise ConvergenceError(f"q exceeded the float range (1.8e308) ({act.name}, sigma_w2={sw:g}, "
                                    f"sigma_b2={sb:g}): the length map diverges or its fixed point lies "
                                    f"beyond float range")
-        if self.smooth and self.table is None and abs(q_next - q) <= 1e-15 * q and remaining > 64:
-            self.table = gaussian.CorrelationTable(act, q, derivative=False)
+        c_next = self.cmap(c, q, q_next)
+        if abs(q_next - q) <= 1e-15 * q:
+            self.frozen = q_next
+            if (self.smooth and self.table is None and remaining > 64 and q_next > 0
+                    and self._moments(q_next) is None):
+                self.table = gaussian.CorrelationTable(act, q_next, derivative=False)
         return q_next, c_next
 
     def chi(self, q: float) -> float:
         """The per-layer gradient factor sigma_w2 E[phi'(sqrt(q) z)^2] (docs/theory.md §A1.5)."""
-        return float(self.sw * gaussian.v_dphi(self.act, q))
+        m = self._moments(q)
+        return float(self.sw * (m[1] if m is not None else gaussian.v_dphi(self.act, q)))
 
 
 def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
@@ -186,7 +320,7 @@ def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float 
             q_next, c_next = layer_map.step(q, c, depth - layer)
         except MeanfieldError as exc:
             raise type(exc)(f"after {layer + 1} layers: {exc}") from None
-        if abs(q_next - q) <= 1e-15 * q and c_next == c:
+        if abs(q_next - q) <= 1e-15 * q and _settled(c_next, c):
             qs.extend([q] * (depth - layer))
             cs.extend([c] * (depth - layer))
             break
@@ -202,7 +336,9 @@ class DepthState:
     depth (:func:`propagate`).
 
     ``method``: "exact" (every layer iterated), "converged" (q and c reached their fixed point
-    to working precision after ``layers_iterated`` layers; the rest is that fixed point) or "ode"
+    to working precision after ``layers_iterated`` layers; the rest is that fixed point),
+    "geometric" (q reached q* and c's steps shrink by a constant ratio chi_c, docs/theory.md
+    §A1.3: the rest is the geometric series of those steps) or "ode"
     (after ``layers_iterated`` exact layers the maps were still moving slowly and monotonically;
     the remaining layers follow the maps' continuum limit dy/dl = map(y) - y, whose relative
     error is of the order of the per-layer change, below 1e-3 there).
@@ -226,6 +362,18 @@ EXACT_LAYERS = 2000
 _MAX_DEPTH = 1e300
 
 
+def _geometric(ratio: float, ratio_prev: float, step: float) -> bool:
+    """Whether the rest of c's approach to c* is a geometric series to within 1e-15 (absolute):
+    the step ratio r has settled (to 1e-10) at a rate bounded away from 1, and the error of
+    summing the steps with it, ~ |step| |r - r_prev| / (1 - |r|)^2 (the ratio's drift from the
+    map's quadratic term, and its rounding noise, summed over the series), is below 1e-15.
+    Rates within 1e-3 of 1 are left to the iteration: an algebraic approach (a critical point)
+    also has slowly varying ratios, 1 - 2 / l at layer l."""
+    a = abs(ratio)
+    drift = abs(ratio - ratio_prev)
+    return a <= 0.999 and drift <= 1e-10 * a and abs(step) * drift <= 1e-15 * (1.0 - a) ** 2
+
+
 def propagate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
               c0: float = 0.5, *, exact_layers: int = EXACT_LAYERS) -> DepthState:
     """q^L, c^L and log10 of the gradient norm ratio prod_l chi(q^l) after ``depth`` layers
@@ -239,7 +387,7 @@ def propagate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: floa
     c = float(check_correlation("c0", c0))
     layer_map = _Layer(act, sw, sb)
     g = 0.0
-    dq_prev = dc_prev = None
+    dq_prev = dc_prev = ratio_prev = None
     monotone = True
     for layer in range(min(depth, exact_layers)):
         chi = layer_map.chi(q)
@@ -248,11 +396,23 @@ def propagate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: floa
             q_next, c_next = layer_map.step(q, c, depth - layer)
         except MeanfieldError as exc:
             raise type(exc)(f"after {layer + 1} layers: {exc}") from None
-        if abs(q_next - q) <= 1e-15 * q and c_next == c:
+        if abs(q_next - q) <= 1e-15 * q and _settled(c_next, c):
             rest = depth - layer - 1
             g += rest * (math.log10(chi) if chi > 0 else -math.inf)
             return DepthState(act.name, sw, sb, depth, q, c, g, layer + 1, "converged")
         dq, dc = q_next - q, c_next - c
+        if layer_map.frozen is not None and dc_prev:
+            ratio = dc / dc_prev
+            if ratio_prev is not None and _geometric(ratio, ratio_prev, dc):
+                # q is at q* and c in the linear regime of c*: the steps shrink by chi_c each
+                # layer, c^L = c^{l+1} + dc (r + r^2 + ... + r^rest)
+                rest = depth - layer - 1
+                c_end = c_next + dc * ratio * -math.expm1(rest * math.log(abs(ratio))) / (1.0 - ratio) \
+                    if ratio > 0 else c_next + dc * ratio * (1.0 - ratio ** rest) / (1.0 - ratio)
+                g += rest * (math.log10(chi) if chi > 0 else -math.inf)
+                return DepthState(act.name, sw, sb, depth, q_next, float(np.clip(c_end, -1.0, 1.0)), g,
+                                  layer + 1, "geometric")
+            ratio_prev = ratio
         if dq_prev is not None:
             monotone = (dq * dq_prev >= 0 and abs(dq) <= abs(dq_prev) * (1 + 1e-12)
                         and dc * dc_prev >= 0 and abs(dc) <= abs(dc_prev) * (1 + 1e-12))
@@ -292,11 +452,7 @@ def _continuum(layer_map: _Layer, q: float, c: float, g: float, start: int, dept
     act, sw, sb = layer_map.act, layer_map.sw, layer_map.sb
     t0, t1 = math.log(start), math.log(depth)
 
-    def qmap(qq):
-        return float(sw * gaussian.v_phi(act, qq) + sb)
-
-    def cmap(cc, qq):
-        return float(correlation_map(act, cc, qq, sw, sb)) if (qq > 0 or sb > 0) else 1.0
+    qmap, cmap = layer_map.qmap, layer_map.cmap
 
     def solve(rhs, y0, ta, events, rtol=1e-9):
         with np.errstate(all="ignore"):
@@ -331,13 +487,12 @@ def _continuum(layer_map: _Layer, q: float, c: float, g: float, start: int, dept
     g += (depth - math.exp(t0)) * (math.log10(chi) if chi > 0 else -math.inf)
     if not (q > 0 or sb > 0) or c == 1.0:
         return q, c, g
-    table = layer_map.table if layer_map.table is not None else (
-        gaussian.CorrelationTable(act, q, derivative=False) if layer_map.smooth else None)
+    if (layer_map.smooth and layer_map._moments(q) is None
+            and (layer_map.table is None or layer_map.table.q != q)):
+        layer_map.table = gaussian.CorrelationTable(act, q, derivative=False)
 
     def cnext(cc):
-        if table is None:
-            return cmap(cc, q)
-        return float(np.clip((sw * table.w(cc) + sb) / q, -1.0, 1.0))
+        return cmap(cc, q, q)
 
     def rhs2(t, y):
         cc = 1.0 - float(np.clip(y[0], 0.0, 2.0))

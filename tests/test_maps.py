@@ -171,3 +171,79 @@ def test_iterate_diverging_length_is_a_convergence_error():
 
     with pytest.raises(ConvergenceError, match="diverge"):
         maps.iterate("relu", 4.0, 0.0, 5000, q0=1.0, c0=0.5)
+
+
+# ------------------------------------------------------------------------------------------
+# propagate: the Hermite-series layers against the quadrature ones, and depth in closed form
+# ------------------------------------------------------------------------------------------
+
+
+def _reference_layers(name, sw, sb, q, c, layers):
+    """q^L, c^L and log10 prod chi(q^l) by high-order adaptive quadrature (expect1 order 30,
+    expect2 order 24: ~1e-16 here, where the default orders leave ~3e-14 per layer)."""
+    act = get_activation(name)
+    g = 0.0
+    for _ in range(layers):
+        g += math.log10(sw * float(gaussian.expect1(lambda u: act.d1(u) ** 2, q, (), order=30)))
+        w = float(gaussian.expect2(act.fn, act.fn, q, q, c, (), order=24))
+        q_next = sw * float(gaussian.expect1(lambda u: act.fn(u) ** 2, q, (), order=30)) + sb
+        q, c = q_next, (sw * w + sb) / q_next
+    return q, c, g
+
+
+@pytest.mark.parametrize("name,sw,sb", [("tanh", 1.5, 0.05), ("tanh", 0.8, 0.1), ("sigmoid", 4.0, 0.1),
+                                        ("silu", 2.0, 0.05), ("softplus", 1.0, 0.1), ("tanh", 1.0, 0.0)])
+def test_propagate_series_layers_match_quadrature(name, sw, sb):
+    # the series path (V = sum a_k^2, W = sum a_k^2 c^k at each layer's q) against quadrature
+    # layer by layer; at (1, 0) the C-map is critical, so per-layer errors add up undamped
+    st = maps.propagate(name, sw, sb, 12, q0=sw + sb, c0=0.5)
+    q, c, g = _reference_layers(name, sw, sb, sw + sb, 0.5, 12)
+    assert st.q == pytest.approx(q, rel=1e-12)
+    assert st.c == pytest.approx(c, rel=1e-12)
+    assert st.log10_gradient_ratio == pytest.approx(g, rel=1e-12, abs=1e-13)
+
+
+def test_propagate_without_series_is_the_quadrature_path(monkeypatch):
+    # where no node count resolves phi, layers fall back to expect1 / expect2 (default orders)
+    fast = maps.propagate("tanh", 1.5, 0.05, 20, q0=1.55, c0=0.5)
+    monkeypatch.setattr(maps, "_SERIES_NODES", ())
+    slow = maps.propagate("tanh", 1.5, 0.05, 20, q0=1.55, c0=0.5)
+    assert fast.q == pytest.approx(slow.q, rel=1e-12) and fast.c == pytest.approx(slow.c, rel=1e-12)
+
+
+def _quad_gradient_ratio(name, sw, sb, q0, layers):
+    """log10 prod_{l < layers} sigma_w2 V_phi'(q^l) with q^{l+1} = sigma_w2 V_phi(q^l) + sigma_b2,
+    every moment by adaptive quadrature (gaussian.expect1), independent of maps."""
+    act = get_activation(name)
+    q, g = q0, 0.0
+    for _ in range(layers):
+        g += math.log10(sw * float(gaussian.v_dphi(act, q, "quad")))
+        q = sw * float(gaussian.v_phi(act, q, "quad")) + sb
+    return q, g
+
+
+@pytest.mark.parametrize("name,sw,sb", [("tanh", 2.5, 0.05), ("tanh", 0.8, 0.1)])
+def test_depth_a_billion_is_the_closed_form(name, sw, sb):
+    # Derivation: once q^l = q* to double precision (after n layers), every further layer
+    # multiplies the gradient norm by chi_1(q*), so log10 ratio(L) = log10 ratio(n) + (L - n)
+    # log10 chi_1; and c^l -> c* geometrically at rate chi_c, so c^L = c* to rounding at
+    # L = 1e9 (c* = 1 in the ordered phase).  q*, c*, chi_1 from fixed_point; log10 ratio(n)
+    # by quadrature layer by layer; n = 400 is past convergence for both points (chi_q < 0.9).
+    import meanfield
+
+    from meanfield.advise import diagnose
+
+    fp = meanfield.fixed_point(name, sw, sb)
+    n, L = 400, 10 ** 9
+    q_n, g_n = _quad_gradient_ratio(name, sw, sb, sw + sb, n)
+    assert q_n == pytest.approx(fp.q_star, rel=1e-13)
+    g_L = g_n + (L - n) * math.log10(fp.chi_1)
+    c_L = 1.0 if fp.c_star is None else fp.c_star
+    st = maps.propagate(name, sw, sb, L, q0=sw + sb, c0=0.5)
+    assert st.layers_iterated < maps.EXACT_LAYERS and st.method in ("converged", "geometric")
+    assert st.q == pytest.approx(fp.q_star, rel=1e-12)
+    assert st.c == pytest.approx(c_L, rel=1e-12)
+    assert st.log10_gradient_ratio == pytest.approx(g_L, rel=1e-12)
+    d = diagnose(name, sw, sb, L)
+    assert d.correlation_out == st.c and d.log10_gradient_ratio == st.log10_gradient_ratio
+    assert d.q_star == pytest.approx(fp.q_star, rel=1e-12)
