@@ -222,13 +222,16 @@ def iterate_cmd(
     sigma_v2: Optional[float] = typer.Option(None, "--sigma-v2", help="resnet-full: branch output weight variance (default 1)."),
     sigma_a2: Optional[float] = typer.Option(None, "--sigma-a2", help="resnet-full: branch bias variance (default 0)."),
     p0: float = typer.Option(1.0, "--p0", help="resnets: the input's length p^0 (mean square of x^0)."),
+    m0: float = typer.Option(0.0, "--m0", help="resnets: the mean m^0 of the input's coordinates (m0^2 <= p0; it matters for resnet-reduced with E[phi] != 0, docs/residual.md)."),
     every: int = typer.Option(1, "--every", help="resnets: keep every K-th layer in the output."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Iterate the mean-field recursions: q and c (mlp) or p, q, e, s, chi (residual networks)."""
+    """Iterate the mean-field recursions: q and c (mlp) or p, m, q, e, s, chi (residual networks)."""
     if arch == "mlp":
         if sigma_v2 is not None or sigma_a2 is not None:
             raise DomainError("--sigma-v2/--sigma-a2 apply to resnet architectures only")
+        if m0 != 0.0:
+            raise DomainError(f"--m0 applies to resnet architectures only (got {m0})")
         from .maps import iterate
 
         emit(iterate(activation, sigma_w2, sigma_b2, depth, q0=q0, c0=c0), as_json)
@@ -238,7 +241,7 @@ def iterate_cmd(
     arch = _arch(arch)  # resnet-full / resnet-reduced and their aliases (resnet, frn, rrn, ...)
 
     kw = {k: v for k, v in (("sigma_v2", sigma_v2), ("sigma_a2", sigma_a2)) if v is not None}
-    emit(iterate_residual(arch, activation, sigma_w2, sigma_b2, depth, p0=p0, c0=c0, every=every, **kw), as_json)
+    emit(iterate_residual(arch, activation, sigma_w2, sigma_b2, depth, p0=p0, c0=c0, m0=m0, every=every, **kw), as_json)
 
 
 @app.command("exponents")

@@ -6,7 +6,16 @@ Two architectures of width N -> infinity, with fan-in normalised weights (docs/t
 * ``resnet-full``    (FRN):  h^l = W^l x^{l-1} + b^l,  x^l = V^l phi(h^l) + x^{l-1} + a^l,
 
 W ~ N(0, sigma_w2/N), V ~ N(0, sigma_v2/N), b ~ N(0, sigma_b2), a ~ N(0, sigma_a2).  The RRN is
-the FRN with sigma_v2 = 1, sigma_a2 = 0.
+the FRN with sigma_v2 = 1, sigma_a2 = 0 only for zero-mean (odd) phi.  For E[phi] != 0 (relu,
+gelu, alpha-ReLU, softplus, sigmoid, ...) the RRN's stream gains the coordinate mean m^l and its
+second moments the mean's cross terms (derived in docs/residual.md, "The reduced network with a
+non-zero-mean activation"; M(q) = E[phi(sqrt(q) z)]):
+
+    m^l = m^{l-1} + M(q^l),   p^l = p^{l-1} + 2 m^{l-1} M(q^l) + V_phi(q^l),
+
+with s^l and chi unchanged (the cross terms cancel in s for two inputs of equal length and mean;
+the backward pass has none).  That case is carried as (log p, m / sqrt(p), 1 - e, log chi) and
+run layer by layer (the collocation below is scalar in log p).
 
 What is computed (docs/theory.md §A2.3, exact mean-field recurrences, gradient independence for chi):
 
@@ -139,6 +148,30 @@ class _Kernel:
             self.noise = _TABLE_NOISE
             self.table = _load_table("tanh")
             self.tanh = get_activation("tanh")
+
+    @property
+    def zero_mean(self) -> bool:
+        """E[phi(h)] = 0 for every q (odd phi): the reduced net's stream keeps its mean m^0."""
+        return bool(self.act.odd) or (self.kind == "leaky" and self.slope == 1.0)
+
+    def lm(self, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log |M(q)|, sign M(q)) with M(q) = E[phi(sqrt(q) z)] at q = exp(lq), the mean the
+        reduced net adds to its stream each layer (docs/residual.md; closed forms for the relu
+        and alpha-ReLU families, gaussian.expect1 otherwise)."""
+        lq = np.asarray(lq, dtype=float)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.kind == "leaky":
+                # E[max(h, 0) + a min(h, 0)] = (1 - a) sqrt(q / (2 pi))
+                a = 1.0 - self.slope
+                return (math.log(abs(a)) + 0.5 * (lq - math.log(2.0 * math.pi)),
+                        np.full(lq.shape, math.copysign(1.0, a)))
+            if self.kind == "alpha":
+                from . import special
+                # E[max(0, z)^alpha] = c_(alpha/2) = 2^(alpha/2 - 1) Gamma((alpha + 1)/2) / sqrt(pi)
+                k1 = float(special.c_alpha(self.alpha / 2.0))
+                return math.log(k1) + 0.5 * self.alpha * lq, np.ones(lq.shape)
+            m = gaussian.expect1(self.act.fn, _exp_q(lq, self.name), self.act.kinks)
+            return np.log(np.abs(m)), np.sign(m)
 
     def _is_leaky(self) -> bool:
         n = self.act.name
@@ -314,28 +347,6 @@ def _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2) -> _Params:
     return _Params(arch, sw, sb, sv, sa)
 
 
-def _check_reduced_mean(prm: _Params, activation) -> None:
-    """Refuse the reduced form for activations with E phi != 0.
-
-    x^l = phi(h^l) + x^{l-1} adds phi's mean to every coordinate, so x drifts by
-    m^l = m^{l-1} + E phi(h^l) and p^l gains the cross term 2 m^{l-1} E phi(h^l), which the
-    recursion of docs/theory.md §A2.3 (reduced = full with sigma_v2 = 1, sigma_a2 = 0) omits; wide random
-    networks confirm the drift (relu, L = 20: p ~ 2.6e6 measured against 3.7e3 from the
-    recursion).  In the full form V phi(h) has mean zero, so the recursion there is exact.
-    """
-    if prm.arch != "resnet-reduced":
-        return
-    act = get_activation(activation)
-    qs = np.array([0.1, 1.0, 10.0])
-    mean = gaussian.expect1(act.fn, qs, act.kinks)
-    scale = np.sqrt(gaussian.v_phi(act, qs))
-    if np.any(np.abs(mean) > 1e-10 * np.maximum(scale, 1e-300)):
-        raise DomainError(
-            f"resnet-reduced with {act.name}: E[phi] != 0, so x^l = phi(h^l) + x^(l-1) drifts by the mean "
-            f"of phi every layer and the reduced-network recursion (docs/theory.md §A2.3) does not hold; it is exact "
-            f"for zero-mean (odd) activations such as tanh or erf; use --arch resnet-full for {act.name}")
-
-
 def _log0(v: float) -> float:
     return math.log(v) if v > 0 else -math.inf
 
@@ -349,6 +360,8 @@ class _Model:
         self.lsw, self.lsb = _log0(prm.sw), _log0(prm.sb)
         self.lsv, self.lsa = _log0(prm.sv), _log0(prm.sa)
         self.lsvsw = self.lsv + self.lsw
+        # the reduced net with E[phi] != 0 carries the stream's coordinate mean (docs/residual.md)
+        self.mean = prm.arch == "resnet-reduced" and not kernel.zero_mean
 
     def logq(self, u: np.ndarray) -> np.ndarray:
         """log q^l = log(sigma_w2 exp(u_{l-1}) + sigma_b2)."""
@@ -364,6 +377,23 @@ class _Model:
             du = np.logaddexp(0.0, lg)
         return du, lv, lg, lq
 
+    def forward_mean(self, u: np.ndarray, r: np.ndarray):
+        """(du, r^l, lv, lq) of the reduced net with a mean, r = m / sqrt(p) (|r| <= 1):
+        p^l = p^{l-1} + 2 m^{l-1} M(q^l) + V_phi(q^l) and m^l = m^{l-1} + M(q^l)."""
+        lq = self.logq(u)
+        lv = self.K.lv(lq)
+        lm, sm = self.K.lm(lq)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu = sm * np.exp(lm - 0.5 * u)  # M / sqrt(p^{l-1})
+            nu = np.exp(lv - u)  # V / p^{l-1}
+            g = 2.0 * r * mu + nu  # (p^l - p^{l-1}) / p^{l-1}
+            # g -> -1 only when the mean flips sign (r -> -1, M ~ sqrt(p)): there p^l / p^{l-1}
+            # is the sum of its non-negative parts (mean^2, variance left, Var phi / p)
+            parts = (r + mu) ** 2 + (1.0 - r) * (1.0 + r) + np.maximum(nu - mu * mu, 0.0)
+            du = np.where(g > -0.5, np.log1p(g), np.log(parts))
+            r_new = np.clip((r + mu) * np.exp(-0.5 * du), -1.0, 1.0)
+        return du, r_new, lv, lq
+
     def dC(self, lq: np.ndarray) -> np.ndarray:
         """log(1 + sigma_v2 sigma_w2 V_phi'(q^l)) (docs/theory.md §A2.3, backward)."""
         if self.lsvsw == -math.inf:
@@ -375,10 +405,17 @@ class _Model:
         """x^l - x^{l-1} with x = 1 - e = s / (2 p):
         x^l = (x^{l-1} + sigma_v2 V_phi(q^l) G / p^{l-1}) / (1 + g)."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self.dx_du(x, u, lv, np.logaddexp(0.0, lg), lq, noise)
+
+    def dx_du(self, x: np.ndarray, u: np.ndarray, lv: np.ndarray, du: np.ndarray,
+              lq: np.ndarray, noise: bool = False):
+        """dx given du = log(p^l / p^{l-1}).  With the reduced net's mean the squared distance
+        still grows by 2 (V_phi - W_phi) (the mean's cross terms cancel for two inputs of equal
+        length and mean), so only du changes (docs/residual.md)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             xc = x * np.exp(self.lsw + u - lq)  # 1 - c^l = sigma_w2 s^{l-1} / (2 q^l)
             xc = np.where(np.isfinite(xc), xc, 0.0)
             G = self.K.G(lq, xc)
-            du = np.logaddexp(0.0, lg)
             a = np.exp(self.lsv + lv - u - du)  # sigma_v2 V / p^l
             a = np.where(np.isfinite(a), a, 0.0)
             t1, t2 = a * G, np.expm1(-du) * x
@@ -542,11 +579,12 @@ class _Out:
     C: np.ndarray
     dC: np.ndarray
     lv: np.ndarray
+    r: np.ndarray  # m / sqrt(p) (the reduced net with a mean only)
 
     @classmethod
     def empty(cls, layers: np.ndarray) -> "_Out":
         n = layers.size
-        return cls(layers, *(np.full(n, np.nan) for _ in range(6)))
+        return cls(layers, *(np.full(n, np.nan) for _ in range(7)))
 
 
 class _Runner:
@@ -562,6 +600,7 @@ class _Runner:
         self.cosine = cosine
         self.grads = grads
         self.kernel_calls = 0
+        self.r0 = 0.0  # m^0 / sqrt(p^0), read by the loop of the reduced net with a mean
 
     def _index(self, l: int) -> int | None:
         if l % self.every == 0:
@@ -576,6 +615,8 @@ class _Runner:
     def sequential(self, a: int, b: int, u: float, x: float,
                    C: float) -> tuple[float, float, float]:
         m = self.m
+        if m.mean:
+            return self.sequential_mean(a, b, u, self.r0, x, C)
         for l in range(a + 1, b + 1):
             ua = np.array([u])
             try:
@@ -594,6 +635,35 @@ class _Runner:
             if i is not None:
                 o = self.out
                 o.u[i], o.uprev[i], o.x[i], o.C[i] = u, float(ua[0]), x, C
+                o.dC[i], o.lv[i] = float(dC[0]), float(lv[0])
+        return u, x, C
+
+    def sequential_mean(self, a: int, b: int, u: float, r: float, x: float,
+                        C: float) -> tuple[float, float, float]:
+        """The loop for the reduced net with E[phi] != 0, state (log p, m / sqrt(p), 1 - e,
+        log chi): (u, r) are coupled, which the scalar collocation does not solve, so every
+        layer is computed (about 0.1 ms a layer with closed-form kernels)."""
+        m = self.m
+        o = self.out
+        for l in range(a + 1, b + 1):
+            ua, ra = np.array([u]), np.array([r])
+            try:
+                du, r_new, lv, lq = m.forward_mean(ua, ra)
+                dC = m.dC(lq) if self.grads else np.zeros(1)
+                dx = m.dx_du(np.array([x]), ua, lv, du, lq) if self.cosine else np.zeros(1)
+            except _OutOfRange as exc:
+                self._fail(l, str(exc))
+            if not (np.isfinite(du[0]) and np.isfinite(r_new[0]) and np.isfinite(dC[0])
+                    and np.isfinite(dx[0])):
+                self._fail(l, _overflow_reason(self.m.K))
+            u_prev = u
+            u, r, C = u + float(du[0]), float(r_new[0]), C + float(dC[0])
+            x = min(max(x + float(dx[0]), 0.0), 2.0)
+            if not (abs(u) < 1e300 and abs(C) < 1e300):
+                self._fail(l, _overflow_reason(self.m.K))
+            i = self._index(l)
+            if i is not None:
+                o.u[i], o.uprev[i], o.x[i], o.C[i], o.r[i] = u, u_prev, x, C, r
                 o.dC[i], o.lv[i] = float(dC[0]), float(lv[0])
         return u, x, C
 
@@ -683,9 +753,15 @@ class _Runner:
                 o.lv[i0:i1] = vals[5]
         return u_b, min(max(x_b, 0.0), 2.0), C_b
 
-    def run(self, u0: float, x0: float, sequential: bool = False) -> tuple[float, float, float]:
+    def run(self, u0: float, x0: float, sequential: bool = False,
+            r0: float = 0.0) -> tuple[float, float, float]:
+        """From log p^0 = u0, 1 - e^0 = x0 (and m^0 / sqrt(p^0) = r0 for the reduced net with a
+        mean, which is always run layer by layer)."""
         o = self.out
-        o.u[0], o.x[0], o.C[0] = u0, x0, 0.0
+        o.u[0], o.x[0], o.C[0], o.r[0] = u0, x0, 0.0, r0
+        self.r0 = r0
+        if self.m.mean:
+            sequential = True
         a = self.depth if sequential else min(self.depth, _NSEQ)
         u, x, C = self.sequential(0, a, u0, x0, 0.0)
         size = max(a, _MIN_BLOCK)
@@ -752,7 +828,10 @@ def _exp_or_nan(la: np.ndarray) -> np.ndarray:
 class ResidualTrajectory:
     """Mean-field quantities of a residual network, layer by layer (docs/theory.md §A2.2-2.3).
 
-    Every per-layer field is an array over ``layers`` (index 0 = the input).  ``chi`` is
+    Every per-layer field is an array over ``layers`` (index 0 = the input).  ``p`` and
+    ``e`` are second moments: p^l = <(x^l_i)^2> and e^l = <x^l_i x'^l_i> / p^l include the
+    stream's coordinate mean ``m`` (m^l = m0 at every layer unless the net is reduced and
+    E[phi] != 0; docs/residual.md), and s^l = 2 p^l (1 - e^l) is the squared distance.  ``chi`` is
     chi^l / chi^L, so ``chi[0]`` is the gradient explosion chi^0/chi^L; ``q[0]`` is NaN (q^0 is
     not defined by the recursion) and so are the parameter gradients at layer 0.  Values outside
     float range are NaN here and ``None`` in :meth:`to_dict`; their logarithms (``log_p``,
@@ -770,8 +849,10 @@ class ResidualTrajectory:
     every: int
     p0: float
     c0: float
+    m0: float
     layers: np.ndarray
     p: np.ndarray
+    m: np.ndarray
     q: np.ndarray
     e: np.ndarray
     one_minus_e: np.ndarray
@@ -808,9 +889,9 @@ class ResidualTrajectory:
             "arch": self.arch, "activation": self.activation, "sigma_w2": self.sigma_w2,
             "sigma_b2": self.sigma_b2, "sigma_v2": self.sigma_v2, "sigma_a2": self.sigma_a2,
             "depth": self.depth, "every": self.every, "p0": self.p0, "c0": self.c0,
-            "layers": [int(l) for l in self.layers],
+            "m0": self.m0, "layers": [int(l) for l in self.layers],
         }
-        for k in ("p", "q", "e", "one_minus_e", "s", "chi", "log_p", "log_q", "log_s", "log_chi",
+        for k in ("p", "m", "q", "e", "one_minus_e", "s", "chi", "log_p", "log_q", "log_s", "log_chi",
                   "grad_w", "grad_b", "grad_v", "grad_a", "log_grad_w", "log_grad_b",
                   "log_grad_v", "log_grad_a"):
             d[k] = _list(getattr(self, k))
@@ -836,17 +917,45 @@ def _kept_layers(depth: int, every: Any) -> tuple[int, np.ndarray]:
 
 
 def _simulate(kernel: _Kernel, prm: _Params, depth: int, p0: float, c0: float,
-              layers: np.ndarray, cosine: bool, grads: bool, sequential: bool = False) -> _Out:
+              layers: np.ndarray, cosine: bool, grads: bool, sequential: bool = False,
+              m0: float = 0.0) -> _Out:
     model = _Model(kernel, prm)
     r = _Runner(model, depth, layers, cosine, grads)
-    r.run(math.log(p0), 1.0 - c0, sequential=sequential)
+    r.run(math.log(p0), 1.0 - c0, sequential=sequential, r0=m0 / math.sqrt(p0))
     return r.out
+
+
+#: the reduced net with E[phi] != 0 runs layer by layer (_Runner.sequential_mean)
+_MEAN_MAX_DEPTH = 10 ** 6
+
+
+def _check_m0(m0: Any, p0: float, c0: float) -> float:
+    """The input's coordinate mean m^0: a finite number with (m^0)^2 <= p^0 (p^0 is the second
+    moment, mean included), and c0 >= 2 (m^0)^2 / p^0 - 1 (the centred parts' correlation is then
+    >= -1)."""
+    if isinstance(m0, bool):
+        raise DomainError(f"m0 must be a real number (the mean of the input's coordinates), got {m0!r}")
+    try:
+        v = float(m0)
+    except (TypeError, ValueError):
+        raise DomainError(f"m0 must be a real number (the mean of the input's coordinates), "
+                          f"got {m0!r}") from None
+    if not math.isfinite(v):
+        raise DomainError(f"m0 must be finite (the mean of the input's coordinates), got {v}")
+    if v * v > p0 * (1.0 + 1e-15):
+        raise DomainError(f"m0 = {v:g} needs m0^2 <= p0 = {p0:g} (p0 is the input's second moment, "
+                          "its mean included)")
+    if v != 0.0 and c0 * p0 - v * v < -(p0 - v * v) * (1.0 + 1e-12):
+        raise DomainError(f"c0 = {c0:g} is below 2 m0^2/p0 - 1 = {2.0 * v * v / p0 - 1.0:g}: no two "
+                          f"inputs with mean m0 = {v:g} and second moment p0 = {p0:g} have that cosine")
+    return v
 
 
 def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, depth: int, *,
                      sigma_v2: float = 1.0, sigma_a2: float = 0.0, p0: float = 1.0,
-                     c0: float = 0.5, every: int = 1, gradients: bool | None = None,
-                     cosine: bool = True, method: str = "auto") -> ResidualTrajectory:
+                     c0: float = 0.5, m0: float = 0.0, every: int = 1,
+                     gradients: bool | None = None, cosine: bool = True,
+                     method: str = "auto") -> ResidualTrajectory:
     """Iterate the residual-network recurrences of docs/theory.md §A2.3 for ``depth`` layers.
 
     Two inputs with ``p0`` = <(x^0_i)^2> each and cosine ``c0``.  Returns p^l, q^l, e^l, s^l,
@@ -856,15 +965,25 @@ def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, de
     the step); ``gradients=True`` raises DomainError there.  ``cosine=False`` skips e and s
     (they are NaN).  ``method="sequential"`` runs the plain layer-by-layer loop (the reference
     the fast collocation is tested against).
+
+    ``m0`` is the mean of the inputs' coordinates (both inputs; (m0)^2 <= p0, p0 includes it).
+    It matters only for the reduced net with E[phi] != 0 (relu, gelu, alpha-ReLU, ...), whose
+    stream gains the mean m^l = m^{l-1} + E[phi(h^l)] and p^l, gamma^l its cross terms
+    (docs/residual.md, "The reduced network with a non-zero-mean activation"); p and e stay
+    second moments (mean included).  That case runs layer by layer (depth <= 1e6).  ``m`` is
+    m^l (m0 at every layer otherwise: V phi and odd phi add no mean).
     """
     prm = _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2)
-    _check_reduced_mean(prm, activation)
     K = _kernel(activation)
     depth = check_depth(depth)
     if depth > 10 ** 9:
         raise DomainError(f"depth must be at most 1e9, got {depth}")
     p0 = float(check_variance("p0", p0, positive=True))
     c0 = float(check_correlation("c0", c0))
+    m0 = _check_m0(m0, p0, c0)
+    if _Model(K, prm).mean and depth > _MEAN_MAX_DEPTH:
+        raise DomainError(f"depth must be at most 1e6 for resnet-reduced with {K.name} (E[phi] != 0: "
+                          f"the recursion with the stream's mean runs layer by layer), got {depth}")
     every, layers = _kept_layers(depth, every)
     if method not in ("auto", "sequential"):
         raise DomainError(f"method must be 'auto' or 'sequential', got {method!r}")
@@ -876,16 +995,26 @@ def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, de
         grads = False
     elif not grads:
         notes.append(K.grad_reason)
-    o = _simulate(K, prm, depth, p0, c0, layers, bool(cosine), grads, method == "sequential")
-    return _trajectory(prm, K, depth, every, p0, c0, o, grads, bool(cosine), notes)
+    o = _simulate(K, prm, depth, p0, c0, layers, bool(cosine), grads, method == "sequential", m0)
+    return _trajectory(prm, K, depth, every, p0, c0, m0, o, grads, bool(cosine), notes)
 
 
 def _trajectory(prm: _Params, K: _Kernel, depth: int, every: int, p0: float, c0: float,
-                o: _Out, grads: bool, cosine: bool, notes: list[str]) -> ResidualTrajectory:
+                m0: float, o: _Out, grads: bool, cosine: bool,
+                notes: list[str]) -> ResidualTrajectory:
     full = prm.arch == "resnet-full"
     u, x = o.u, o.x
     log_p = u
     p = _exp_or_nan(u)
+    if _Model(K, prm).mean:
+        with np.errstate(over="ignore", invalid="ignore"):
+            m = o.r * np.exp(0.5 * u)
+        m = np.where(np.isfinite(m), m, np.nan)
+        m[0] = m0
+        if not np.all(np.isfinite(m)):
+            notes.append("m^l exceeds float range at some layers (m = r sqrt(p): see log_p)")
+    else:
+        m = np.full(u.shape, m0)
     with np.errstate(divide="ignore", invalid="ignore"):
         lq = np.logaddexp(_log0(prm.sw) + o.uprev, _log0(prm.sb))
     lq = np.where(o.layers == 0, np.nan, lq)
@@ -928,8 +1057,8 @@ def _trajectory(prm: _Params, K: _Kernel, depth: int, every: int, p0: float, c0:
         notes.append("p^l exceeds float range at some layers: see log_p")
     return ResidualTrajectory(
         arch=prm.arch, activation=K.name, sigma_w2=prm.sw, sigma_b2=prm.sb, sigma_v2=prm.sv,
-        sigma_a2=prm.sa, depth=depth, every=every, p0=p0, c0=c0, layers=o.layers,
-        p=p, q=q, e=e, one_minus_e=ome, s=s, chi=chi, log_p=log_p, log_q=lq, log_s=log_s,
+        sigma_a2=prm.sa, depth=depth, every=every, p0=p0, c0=c0, m0=m0, layers=o.layers,
+        p=p, m=m, q=q, e=e, one_minus_e=ome, s=s, chi=chi, log_p=log_p, log_q=lq, log_s=log_s,
         log_chi=log_chi, grad_w=g[0], grad_b=g[1], grad_v=g[2], grad_a=g[3],
         log_grad_w=lg_w, log_grad_b=lg_b, log_grad_v=lg_v, log_grad_a=lg_a,
         gradients_finite=grads, kernel=K.description, notes=tuple(notes))
@@ -1065,7 +1194,6 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
     extrapolates their change from [L/4, L/2] (finite-depth corrections).
     """
     prm = _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2)
-    _check_reduced_mean(prm, activation)
     K = _kernel(activation)
     reg = _regime(K)
     sw, sb, sv, sa = prm.sw, prm.sb, prm.sv, prm.sa
@@ -1075,9 +1203,19 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
     B = sv + sa
     notes: list[str] = []
     slow_kernel = K.kind == "quadrature"
+    mean = _Model(K, prm).mean
+    if mean:
+        notes.append("reduced net with E[phi] != 0: the stream carries the mean m^l = m^(l-1) + "
+                     "E[phi(h^l)] and p^l, e^l are second moments, mean included (docs/residual.md)")
     if fit_depth is None:
         fit_depth = {"tanh": 10 ** 6, "1/2<alpha<1": 10 ** 6, "alpha<=1/2": 10 ** 6,
                      "relu": 10 ** 5, "alpha>1": 0}.get(reg, 10 ** 5)
+        if mean and reg != "alpha>1":
+            # layer by layer (~0.5 ms a layer); relu's 1 - e^l decays exponentially, so stop
+            # before it underflows (log(1 - e^l) ~ log(1/2) - l * rate)
+            fit_depth = 4096
+            if reg == "relu":
+                fit_depth = max(16, min(fit_depth, 4 * int(600.0 / _relu_reduced(sw)[2] / 4)))
     if reg == "other":
         # p (and chi) may leave float range (exponential growth of unbounded activations)
         try:
@@ -1111,7 +1249,9 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
     C_at = _cumulative_C(T) if grads else None
     rng = [L // 2, L]
 
-    if reg == "tanh":
+    if mean and reg in ("relu", "1/2<alpha<1", "alpha<=1/2"):
+        pe, ce, ee, se = _reduced_mean_entries(T, L, K, reg, sw, grads, C_at)
+    elif reg == "tanh":
         e_star, mu = _tanh_fixed_point(sv, sa)
         kp, dp = _local(logp, L)
         pe = _entry("polynomial", "p^l ~ C l^k", 1.0, kp, B, float(T.p[-1]) / L,
@@ -1189,17 +1329,121 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         ce = _dexp_entry(T, a, "log(chi^0/chi^L) ~ C alpha^L", "docs/theory.md §A2.5 (alpha > 1) [D] [?]",
                          key="C")
         ee = _exp_cosine_entry(T, e_star, jd)
+        if mean:
+            ee = _entry("fitted only", "|e^l - e*| ~ C l^k", None, None, source="not derived",
+                        note="not derived for the reduced net with a mean: its cosine first rises "
+                             "towards 1 (the mean's cross terms) before p^l leaves float range; see "
+                             "iterate_residual")
         se = _dexp_entry(T, a, "log s^l ~ C alpha^l", "docs/theory.md §A2.5 (alpha > 1) [D]", key="log_s")
         notes.append(f"log p^l leaves float range after layer {top} (double-exponential growth): "
                      f"the fits use depth {L}")
     else:
         pe, ce, ee, se = _fitted_only(T, L, K, traj, every, grads, C_at)
+        x_end = float(T.one_minus_e[-1])
+        if mean and K.kind != "quadrature" and not x_end > 1e-10:
+            # the mean drives 1 - e^l to 0 exponentially; below ~1e-10 the distance kernel
+            # 1 - W/V of a closed-form or tabulated W is a difference with no digits left
+            why = (f"not computed: 1 - e^l = {x_end:.3g} at the fit depth, where {K.name}'s "
+                   "distance kernel 1 - W/V (a difference) has no relative accuracy left")
+            ee = _entry("not computed", "|e^l - e*| ~ C l^k", note=why)
+            se = _entry("not computed", "s^l", note=why)
         notes.append(f"no depth law is known for {K.name} (docs/theory.md §A2.4, §A2.5): the entries are fitted only")
     if not grads:
         ce = _infinite_entry(K)
     return Exponents(activation=K.name, arch=prm.arch, sigma_w2=sw, sigma_b2=sb, sigma_v2=sv,
                      sigma_a2=sa, regime=reg, fit_depth=L, p=pe, e=ee, s=se, chi=ce,
                      notes=tuple(notes))
+
+
+def _relu_reduced(sw: float) -> tuple[float, float, float]:
+    """(r*, log rho, log rho - log(1 + sigma_w2/2)) of the reduced relu net (docs/residual.md,
+    derived): with A = sqrt(sigma_w2 / (2 pi)), r = m / sqrt(p) obeys r' = (r + A) / sqrt(rho(r)),
+    rho(r) = 1 + sigma_w2/2 + 2 r A, whose fixed point r* is the positive root of
+    2 r^3 + pi A r^2 - 2 r - A = 0 (one root in (0, 1): the cubic is -A at 0, (pi - 1) A at 1,
+    convex on r > 0); p^l ~ C rho(r*)^l and 1 - e^l ~ C' (rho / (1 + sigma_w2/2))^-l."""
+    from scipy.optimize import brentq
+    A = math.sqrt(sw / (2.0 * math.pi))
+    f = lambda r: ((2.0 * r + math.pi * A) * r - 2.0) * r - A  # noqa: E731
+    # small A: r* = 1 - (pi - 1) A / 4 + O(A^2) (the cubic at 1 is (pi - 1) A, lost to rounding)
+    r = 1.0 - (math.pi - 1.0) * A / 4.0 if A < 1e-8 else brentq(f, 0.0, 1.0, xtol=1e-17, rtol=1e-15)
+    rate = math.log1p(sw / 2.0 + 2.0 * r * A)
+    return r, rate, rate - math.log1p(sw / 2.0)
+
+
+class _Series:
+    """A trajectory-like view (``layers`` and one log series) for the entry builders."""
+
+    def __init__(self, layers: np.ndarray, **series: np.ndarray):
+        self.layers = layers
+        self.__dict__.update(series)
+
+
+def _reduced_mean_entries(T, L, K, reg, sw, grads, C_at):
+    """p, chi, e, s laws of the reduced net with E[phi] != 0 (docs/residual.md, derived and
+    checked against the recursion): relu exponential, alpha-ReLU (alpha < 1) polynomial."""
+    idx = {int(l): i for i, l in enumerate(T.layers)}
+    with np.errstate(divide="ignore"):
+        V = _Series(T.layers, log_x=np.log(np.asarray(T.one_minus_e, dtype=float)))
+    src = "docs/residual.md (reduced net with a non-zero-mean activation) [D]"
+    x_ok = np.isfinite(V.log_x[idx[L]])
+    if reg == "relu":
+        r, rate, xrate = _relu_reduced(sw)
+        pe = _exp_entry(T, L, rate, "log p^l ~ C l^k (C: growth rate per layer)", src,
+                        f"C = log(1 + sigma_w2/2 + 2 r* A), A = sqrt(sigma_w2/(2 pi)), r* = lim "
+                        f"m^l/sqrt(p^l) = {r:.12g}, the positive root of 2 r^3 + pi A r^2 - 2 r - A"
+                        " = 0; faster than the gradient's log(1 + sigma_w2/2)")
+        ce = _exp_entry(None, L, math.log1p(sw / 2.0), "log(chi^0/chi^L) ~ C L^k (C: rate per layer)",
+                        src, "exact: chi^0/chi^L = (1 + sigma_w2/2)^L (the backward recursion has no "
+                        "mean term)", C_at=C_at)
+        if x_ok:
+            ee = _exp_entry(V, L, -xrate, "log(1 - e^l) ~ C l^k (C: rate per layer, < 0)", src,
+                            "C = -(log rho - log(1 + sigma_w2/2)): s^l grows like (1 + sigma_w2/2)^l, "
+                            "p^l like rho^l, so the second-moment cosine tends to 1 exponentially",
+                            key="log_x")
+        else:
+            ee = _entry("exponential", "log(1 - e^l) ~ C l^k (C: rate per layer, < 0)", 1.0, None,
+                        -xrate, None, source=src, note="1 - e^l underflows before the fit depth")
+        ee["fixed_point"] = 1.0
+        se = _exp_entry(T, L, math.log1p(sw / 2.0), "log s^l ~ C l^k (C: growth rate per layer)",
+                        src, "C = log(1 + sigma_w2/2): the mean's cross terms cancel in s, and "
+                        "1 - c^l -> 0 makes the distance kernel linear", key="log_s")
+        return pe, ce, ee, se
+    from . import special
+    a = K.alpha
+    k1 = float(special.c_alpha(a / 2.0))
+    beta = 2.0 / (1.0 - a)
+    A = (k1 * (1.0 - a) * sw ** (a / 2.0)) ** beta
+    pe = _poly_entry(T, L, beta, A, "p^l ~ C l^k", src,
+                     "k = 2/(1 - alpha) (twice the full net's), C = (k1 (1 - alpha) sigma_w^alpha)^k, "
+                     "k1 = E[max(0, z)^alpha]: m^l ~ sqrt(p^l) dominates; corrections O(log l / l)",
+                     omega=1.0)
+    if x_ok:
+        ee = _poly_entry(V, L, -beta, None, "1 - e^l ~ C l^k", src,
+                         "s^l tends to a finite limit and p^l ~ l^(2/(1 - alpha)); the constant is "
+                         "not given in closed form", key="log_x", omega=1.0)
+    else:
+        ee = _entry("polynomial", "1 - e^l ~ C l^k", -beta, None, source=src,
+                    note="1 - e^l underflows before the fit depth")
+    ee["fixed_point"] = 1.0
+    if np.isfinite(T.log_s[idx[L]]):
+        se = _poly_entry(T, L, 0.0, None, "s^l ~ C l^k", src,
+                         "bounded: s^l grows by the factor 1 + sigma_w2 V_phi'(q^l) + ..., and "
+                         "V_phi'(q^l) ~ l^-2 is summable; the limit is not given in closed form",
+                         key="log_s", omega=1.0)
+        se["law"] = "bounded"
+    else:
+        se = _entry("bounded", "s^l ~ C l^k", 0.0, None, source=src, note="s^l = 0 (identical inputs)")
+    if grads:
+        kr = _slope(C_at(L), C_at(L // 2), L, L // 2)
+        kr1 = _slope(C_at(L // 2), C_at(L // 4), L // 2, L // 4)
+        ce = _entry("bounded", "chi^0/chi^L ~ C L^k", 0.0, kr, None, math.exp(C_at(L)),
+                    source=src, uncertainty=_unc(kr - kr1, 1.0), fit_range=[L // 2, L],
+                    note="bounded: log(chi^l-1/chi^l) = log(1 + sigma_w2 V_phi'(q^l)) ~ l^-2 is "
+                         "summable; fitted_constant: chi^0/chi^L at the fit depth (the limit is "
+                         "not given in closed form)")
+    else:
+        ce = _infinite_entry(K)
+    return pe, ce, ee, se
 
 
 def _divisor_every(L: int, every: int) -> int:
@@ -1489,13 +1733,15 @@ def _diagnostics(arch, activation, sw, sb, sv, sa, depth) -> dict:
     return {"explosion": float(T.chi[0]), "log_explosion": float(T.log_chi[0]),
             "p_L": float(T.p[-1]), "log_p_L": float(T.log_p[-1]), "e_L": float(T.e[-1]),
             "one_minus_e_L": float(T.one_minus_e[-1]), "s_L": float(T.s[-1]),
-            "log_s_L": float(T.log_s[-1])}
+            "log_s_L": float(T.log_s[-1]), "m_L": float(T.m[-1])}
 
 
 def _metric(kind: str, arch, activation, sw, sb, sv, sa, depth) -> float:
-    """The budgeted quantity: log(chi^0/chi^L) or log(p^L/p^0) (p^0 = 1)."""
+    """The budgeted quantity: log(chi^0/chi^L), log(p^L/p^0) (p^0 = 1) or ("max") the larger."""
     T = iterate_residual(arch, activation, sw, sb, depth, sigma_v2=sv, sigma_a2=sa, p0=1.0,
-                         c0=0.5, every=depth, cosine=False, gradients=(kind == "chi"))
+                         c0=0.5, every=depth, cosine=False, gradients=(kind != "p"))
+    if kind == "max":
+        return max(float(T.log_chi[0]), float(T.log_p[-1]))
     return float(T.log_chi[0]) if kind == "chi" else float(T.log_p[-1])
 
 
@@ -1523,8 +1769,13 @@ def _solve(kind, which, arch, activation, sw, sb, sv, sa, depth, G, guess) -> fl
         hi += math.log(4.0)
         fhi = f(hi)
     if not (flo < 0 < fhi) and not (flo < 0 and fhi == math.inf):
+        why = ""
+        if flo >= 0 and math.isfinite(flo):
+            why = (f": the budgeted quantity is still {flo + G:.4g} nats at {which} = "
+                   f"{math.exp(lo):.3g} (set by the other variances, or by the mean of phi(b) "
+                   "in the reduced net); allow a larger --budget")
         raise ConvergenceError(f"could not bracket {which} for a budget of {G:g} nats "
-                               f"({activation}, depth {depth})")
+                               f"({activation}, depth {depth}){why}")
     return math.exp(brentq(f, lo, hi, xtol=1e-12, rtol=1e-10))
 
 
@@ -1544,7 +1795,6 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
     asymptotic formula's value is reported next to it.
     """
     prm0 = _params(arch, 1.0, 0.0 if sigma_b2 is None else sigma_b2, sigma_v2, sigma_a2)
-    _check_reduced_mean(prm0, activation)
     arch = prm0.arch
     K = _kernel(activation)
     depth = check_depth(depth, in_float_range=True)
@@ -1570,6 +1820,10 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         check_variance("sigma_v2", sigma_v2, positive=True)
     notes: list[str] = []
     kind = "p" if reg == "1/2<alpha<1" else "chi"
+    mean = _Model(K, prm0).mean
+    if mean:
+        # the reduced net with E[phi] != 0: the stream's mean makes p grow faster than chi
+        kind = "max"
     # which variance is free
     prefer_v = reg in ("relu", "1/2<alpha<1") and full
     if not full:
@@ -1590,7 +1844,36 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         sv = 1.0
     B = sv + sa
     L = depth
-    if reg == "tanh":
+    if mean:
+        meaning = ("G = the larger of log(p^L/p^0), the growth of the stream's second moment "
+                   "(its mean included, p^0 = 1, m^0 = 0), and log(chi^0/chi^L), in nats")
+        notes.append(f"reduced net with E[phi] != 0: x^l = x^(l-1) + {K.name}(h^l) adds the mean "
+                     "E[phi(h^l)] to every coordinate, so p^l gains 2 m^(l-1) E[phi] per layer and "
+                     "grows faster than the gradient (docs/residual.md); the budget caps both")
+        if reg in ("relu", "1/2<alpha<1", "alpha<=1/2"):
+            a = K.alpha
+            rule = (f"forward-length budget ({'relu' if a == 1.0 else 'alpha-ReLU'}, reduced net "
+                    "with the stream's mean)")
+            if a == 1.0:
+                formula = ("max(log(p^L/p^0), log(chi^0/chi^L)) = G; p binds (at fixed sigma_w2, "
+                           "p^l ~ rho^l with rho = 1 + sigma_w2/2 + 2 r* A > 1 + sigma_w2/2, "
+                           "A = sqrt(sigma_w2/(2 pi))); asymptotically in L at fixed G, "
+                           "p^L/p^0 -> cosh^2(L A), i.e. sigma_w2 = 2 pi (arccosh(e^(G/2)) / L)^2"
+                           " = O(1/L^2)")
+            else:
+                formula = ("max(log(p^L/p^0), log(chi^0/chi^L)) = G; p binds; asymptotically in L at "
+                           "fixed G, p = 1 + m^2 with dm/d(eps l) = (1 + m^2)^(alpha/2), eps = k1 "
+                           "sigma_w^alpha, k1 = E[max(0, z)^alpha]: sigma_w2 = (I / (k1 L))^(2/alpha),"
+                           " I = int_0^sqrt(e^G - 1) (1 + x^2)^(-alpha/2) dx = O(1), so sigma_w2 = "
+                           "O(L^(-2/alpha))")
+            asym = _reduced_budget_asym(a, G, L) if which == "sigma_w2" else None
+        else:
+            rule = "forward-length and gradient budget (numerical)"
+            formula = "max(log(p^L/p^0), log(chi^0/chi^L)) = G, solved on the recursion"
+            asym = None
+            notes.append(f"no closed-form depth law is known for the reduced net with {K.name}; the "
+                         "budget is met numerically")
+    elif reg == "tanh":
         rule = "gradient-explosion budget (tanh)"
         formula = ("log(chi^0/chi^L) = G; asymptotically sigma_w = G sqrt(sigma_v2 + sigma_a2) / "
                    "(1.0638 sigma_v2 sqrt(L)), i.e. sigma_w ~ L^-1/2")
@@ -1662,6 +1945,23 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
                           solved_for=which, asymptotic_value=asym, budget=G,
                           budget_meaning=meaning, budget_is_default=default, width=width,
                           weight_std=std, diagnostics=diag, comparisons=comps, notes=tuple(notes))
+
+
+def _reduced_budget_asym(alpha: float, G: float, L: int) -> float:
+    """sigma_w2 with p^L/p^0 = e^G in the reduced alpha-ReLU net (alpha <= 1; p^0 = 1, m^0 = 0,
+    sigma_b2 = 0) as L -> infinity at fixed G (docs/residual.md, derived): with eps = k1 sigma_w^alpha
+    the variance p - m^2 moves by O(eps^2) per layer, so p = 1 + m^2 and dm/dl = eps p^(alpha/2);
+    eps L = int_0^sqrt(e^G - 1) (1 + x^2)^(-alpha/2) dx (arccosh(e^(G/2)) for relu)."""
+    from . import special
+    k1 = float(special.c_alpha(alpha / 2.0))
+    top = math.sqrt(math.expm1(G))
+    if alpha == 1.0:
+        integral = math.asinh(top)
+    else:
+        from scipy.integrate import quad
+        integral = quad(lambda x: (1.0 + x * x) ** (-alpha / 2.0), 0.0, top, epsabs=0.0,
+                        epsrel=1e-13, limit=200)[0]
+    return (integral / (k1 * L)) ** (2.0 / alpha)
 
 
 def _comparisons(arch, activation, depth, width, K) -> list:

@@ -373,7 +373,8 @@ class ResNetSimulation(_Record):
 
     Arrays have length ``depth + 1``; index 0 is the start x^0 (variance p0, cosine c0), index l
     is block l.  Quantities of h and of block parameters do not exist at index 0 and are NaN
-    there.  ``p``, ``q`` are mean squares of x(a), h(a); ``gamma``, ``lam`` (lambda) the mean
+    there.  ``p``, ``q`` are mean squares of x(a), h(a) (second moments, the mean included);
+    ``m`` the mean over coordinates of x(a); ``gamma``, ``lam`` (lambda) the mean
     products of x(a)x(b), h(a)h(b); ``e`` the cosine of x(a), x(b) and ``s`` the squared distance
     per coordinate, both per network.  ``chi`` is the mean square of dE/dx^l(a) for a random
     readout E = r . x^depth(a); it and the parameter-gradient second moments ``grad_w`` (mean over
@@ -392,11 +393,14 @@ class ResNetSimulation(_Record):
     width: int
     p0: float
     c0: float
+    m0: float
     n_nets: int
     seed: int | None
     method: str
     p: np.ndarray
     p_se: np.ndarray
+    m: np.ndarray
+    m_se: np.ndarray
     q: np.ndarray
     q_se: np.ndarray
     gamma: np.ndarray
@@ -487,13 +491,14 @@ def simulate_mlp(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, 
 
 def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: int, *,
                     arch: str = "full", sigma_v2: float = 1.0, sigma_a2: float = 0.0,
-                    width: int, p0: float, c0: float, n_nets: int = 32, seed: Seed = None,
-                    method: str = "conditional") -> ResNetSimulation:
+                    width: int, p0: float, c0: float, m0: float = 0.0, n_nets: int = 32,
+                    seed: Seed = None, method: str = "conditional") -> ResNetSimulation:
     """Sample the residual-network quantities p, q, gamma, lambda, e, s, chi and the parameter
     gradients of docs/theory.md §A2.2-2.3 in ``n_nets`` independent random networks.
 
-    x^0(a), x^0(b) are drawn exactly Gaussian with coordinate variance ``p0`` and correlation
-    ``c0``; then ``depth`` blocks of §2.1: h^l = W^l x^{l-1} + b^l and x^l = V^l phi(h^l) +
+    x^0(a), x^0(b) are drawn exactly Gaussian with coordinate mean ``m0``, second moment ``p0``
+    (mean included) and second-moment cosine ``c0`` (so their centred parts have variance
+    p0 - m0^2 and correlation (c0 p0 - m0^2) / (p0 - m0^2)); then ``depth`` blocks of §2.1: h^l = W^l x^{l-1} + b^l and x^l = V^l phi(h^l) +
     x^{l-1} + a^l (``arch="full"``) or x^l = phi(h^l) + x^{l-1} (``arch="reduced"``), with
     W, V ~ N(0, sigma_w2/width), N(0, sigma_v2/width), b ~ N(0, sigma_b2), a ~ N(0, sigma_a2).
     """
@@ -507,18 +512,19 @@ def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: in
     depth = _int("depth", depth, 0)
     width = _int("width", width, 1)
     p0, c0 = _var("p0", p0, positive=True), _corr("c0", c0)
+    m0 = _mean_start(m0, p0, c0)
     n_nets = _int("n_nets", n_nets, 2)
     method = _choice("method", method, _METHODS)
     full = arch == "full"
     rng = np.random.default_rng(seed)
 
     keys = ("p", "q", "gamma", "lam", "e", "s", "chi", "grad_w", "grad_b", "grad_v")
-    out = {key: np.full((n_nets, depth + 1), np.nan) for key in keys}
+    out = {key: np.full((n_nets, depth + 1), np.nan) for key in keys + ("m",)}
     size, keep = _chunk_size(method, n_nets, width, depth, 2 if full else 1)
     sb, sa = math.sqrt(sigma_b2), math.sqrt(sigma_a2)
     for lo, hi in _chunks(n_nets, size):
         k = hi - lo
-        X0 = _draw_pair(rng, k, width, p0, c0)
+        X0 = _draw_pair(rng, k, width, p0 - m0 * m0, _centred(c0, p0, m0)) + m0
         Ws = [_layer(method, rng, k, width, width, sigma_w2, keep) for _ in range(depth)]
         bs = [sb * rng.standard_normal((k, 1, width)) for _ in range(depth)]
         Vs = [_layer(method, rng, k, width, width, sigma_v2, keep) for _ in range(depth)] \
@@ -530,6 +536,7 @@ def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: in
         norm = _ms(top[:, 0])
         for l, (X, G) in enumerate(zip(Xs, Gs)):
             out["p"][lo:hi, l] = _ms(X[:, 0])
+            out["m"][lo:hi, l] = np.mean(X[:, 0], axis=-1)
             out["gamma"][lo:hi, l] = np.mean(X[:, 0] * X[:, 1], axis=-1)
             out["e"][lo:hi, l] = _cosine(X[:, 0], X[:, 1])
             out["s"][lo:hi, l] = _ms(X[:, 0] - X[:, 1])
@@ -541,7 +548,7 @@ def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: in
             out["grad_w"][lo:hi, l] = out["grad_b"][lo:hi, l] * out["p"][lo:hi, l - 1]
             out["grad_v"][lo:hi, l] = out["chi"][lo:hi, l] * _ms(_call(phi, H[:, 0]))
     res = {}
-    for key in keys:
+    for key in keys + ("m",):
         res[key], res[key + "_se"] = _mean_se(out[key])
     if full:
         res["grad_a"], res["grad_a_se"] = res["chi"].copy(), res["chi_se"].copy()
@@ -550,8 +557,36 @@ def simulate_resnet(activation: Any, sigma_w2: float, sigma_b2: float, depth: in
         res.update(grad_v=None, grad_v_se=None, grad_a=None, grad_a_se=None)
     return ResNetSimulation(arch=arch, activation=name, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                             sigma_v2=sigma_v2, sigma_a2=sigma_a2, depth=depth, width=width,
-                            p0=p0, c0=c0, n_nets=n_nets, seed=_seed_value(seed), method=method,
-                            **res)
+                            p0=p0, c0=c0, m0=m0, n_nets=n_nets, seed=_seed_value(seed),
+                            method=method, **res)
+
+
+def _mean_start(m0: Any, p0: float, c0: float) -> float:
+    """m0 as a float, checked against p0 and c0: (m0)^2 <= p0 and a centred correlation
+    (c0 p0 - m0^2) / (p0 - m0^2) in [-1, 1]."""
+    try:
+        m = float(m0)
+    except (TypeError, ValueError):
+        raise DomainError(f"m0 must be a real number, got {m0!r}") from None
+    if not math.isfinite(m) or m * m > p0:
+        raise DomainError(f"m0 must be finite with m0^2 <= p0 = {p0} (p0 includes the mean), got {m}")
+    _centred(c0, p0, m)
+    return m
+
+
+def _centred(c0: float, p0: float, m0: float) -> float:
+    if m0 == 0.0:
+        return c0
+    var = p0 - m0 * m0
+    if var <= 0.0:
+        if c0 != 1.0:
+            raise DomainError(f"m0^2 = p0: the inputs are constant vectors, so c0 must be 1 (got {c0})")
+        return 1.0
+    c = (c0 * p0 - m0 * m0) / var
+    if c < -1.0 - 1e-12:
+        raise DomainError(f"c0 = {c0} is below 2 m0^2 / p0 - 1 = {2 * m0 * m0 / p0 - 1:g}: no two "
+                          "inputs with that mean and second moment have that cosine")
+    return max(-1.0, min(1.0, c))
 
 
 # ------------------------------------------------------------------------------------------

@@ -480,8 +480,12 @@ def test_cli_bad_input_exit_code():
 
 
 @pytest.mark.parametrize("act", ["relu", "alpha_relu:0.75", "gelu"])
-def test_reduced_refuses_activations_with_a_mean(act):
-    """x^l = phi(h^l) + x^{l-1} drifts by E phi per layer for non-zero-mean phi, which the
-    reduced recursion omits (simulate.simulate_resnet shows the drift): refused, not wrong."""
-    with pytest.raises(DomainError, match="E\\[phi\\] != 0"):
-        iterate_residual("resnet-reduced", act, 1.0, 0.0, 10)
+def test_reduced_with_a_mean_is_not_full_with_unit_branch(act):
+    """Was a refusal (issue 11 section 4): x^l = phi(h^l) + x^{l-1} drifts by E phi per layer,
+    so 'reduced = full with sigma_v2 = 1, sigma_a2 = 0' is false for these phi; the reduced
+    recursion now carries the mean (tests/test_residual_reduced.py checks it against wide
+    networks and quadrature)."""
+    red = iterate_residual("resnet-reduced", act, 1.0, 0.0, 10)
+    full = iterate_residual("resnet-full", act, 1.0, 0.0, 10)
+    assert red.p[-1] > 2.0 * full.p[-1]
+    assert red.m[-1] > 1.0 and np.all(full.m == 0.0)
