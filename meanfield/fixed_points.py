@@ -36,16 +36,45 @@ STATUS_MESSAGES = {
     UNSTABLE: "the fixed point reached is unstable (|slope| >= 1): the length map oscillates",
     NO_EOC: "no edge of chaos: chi_1(q*) = 1 has no solution",
 }
-class _LazyElementwise:
-    """scipy.optimize.elementwise, imported on first use (start-up time of the CLI)."""
-
-    def __getattr__(self, name):
-        from scipy.optimize import elementwise as mod
-
-        return getattr(mod, name)
-
-
-elementwise = _LazyElementwise()
+def _find_root(f, lo, hi, args=(), xrtol: float = 4 * np.finfo(float).eps, xatol: float = 1e-300,
+               max_iter: int = 100) -> np.ndarray:
+    """Roots of f(x, *args) = 0 in the brackets [lo, hi] (f(lo), f(hi) of opposite signs or 0),
+    elementwise, by Chandrupatla's method (inverse quadratic interpolation safeguarded by
+    bisection, as scipy.optimize's find_root; here so that the CLI need not import
+    scipy.optimize, ~0.5 s).  Stops where the bracket is below 2 (xrtol |x| + xatol) wide or f = 0."""
+    lo, hi = (np.array(v, dtype=float).reshape(-1) for v in (lo, hi))
+    args = tuple(np.broadcast_to(np.asarray(v, dtype=float).reshape(-1), lo.shape) for v in args)
+    b, a = lo.copy(), hi.copy()
+    fb, fa = (np.asarray(f(x, *args), dtype=float).reshape(-1) for x in (b, a))
+    c, fc = a.copy(), fa.copy()
+    xm = np.where(np.abs(fa) < np.abs(fb), a, b)
+    xm[fa == 0] = a[fa == 0]
+    xm[fb == 0] = b[fb == 0]
+    act = np.flatnonzero((fa != 0) & (fb != 0))
+    t = np.full(lo.shape, 0.5)
+    for _ in range(max_iter):
+        if act.size == 0:
+            break
+        ai, bi, ci, fai, fbi, fci, ti = a[act], b[act], c[act], fa[act], fb[act], fc[act], t[act]
+        xt = ai + ti * (bi - ai)
+        ft = np.asarray(f(xt, *(v[act] for v in args)), dtype=float).reshape(-1)
+        same = np.sign(ft) == np.sign(fai)
+        ci, fci = np.where(same, ai, bi), np.where(same, fai, fbi)
+        bi, fbi = np.where(same, bi, ai), np.where(same, fbi, fai)
+        ai, fai = xt, ft
+        first = np.abs(fai) < np.abs(fbi)
+        xmi, fmi = np.where(first, ai, bi), np.where(first, fai, fbi)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            tlim = (xrtol * np.abs(xmi) + xatol) / np.abs(bi - ci)
+            xi = (ai - bi) / (ci - bi)
+            ph = (fai - fbi) / (fci - fbi)
+            iqi = (fai / (fbi - fai) * fci / (fbi - fci)
+                   + (ci - ai) / (bi - ai) * fai / (fci - fai) * fbi / (fci - fbi))
+        ti = np.where((ph * ph < xi) & ((1 - ph) ** 2 < 1 - xi), iqi, 0.5)
+        ti = np.minimum(1 - tlim, np.maximum(tlim, np.nan_to_num(ti, nan=0.5)))
+        a[act], b[act], c[act], fa[act], fb[act], fc[act], t[act], xm[act] = ai, bi, ci, fai, fbi, fci, ti, xmi
+        act = act[~((tlim > 0.5) | (fmi == 0) | ~np.isfinite(tlim))]
+    return xm
 _QGRID = np.concatenate([[0.0], np.logspace(-10, 10, 201)])
 # Where the length map is still above the diagonal at q = 1e10 the search goes on, one point per
 # decade, to the top of the float range: bounded activations (tanh, erf, sigmoid, ...) have
@@ -169,9 +198,7 @@ def _bracket_and_solve(act, sw, sb, q0, vg, grid):
         def f(q, sw_, sb_):
             return sw_ * gaussian.v_phi(act, q) + sb_ - q
 
-        res = elementwise.find_root(f, (lo[todo], hi[todo]), args=(sw[todo], sb[todo]),
-                                    tolerances={"xrtol": 4 * np.finfo(float).eps, "xatol": 1e-300})
-        qs[todo] = res.x
+        qs[todo] = _find_root(f, lo[todo], hi[todo], args=(sw[todo], sb[todo]))
     # unstable fixed point bounding the basin from above: first crossing from G < 0 to G > 0
     # above q*, on the grid.
     qu = np.full(n, np.nan)
@@ -185,9 +212,7 @@ def _bracket_and_solve(act, sw, sb, q0, vg, grid):
         def f2(q, sw_, sb_):
             return sw_ * gaussian.v_phi(act, q) + sb_ - q
 
-        res = elementwise.find_root(f2, (grid[j[idx]], grid[j[idx] + 1]), args=(sw[idx], sb[idx]),
-                                    tolerances={"xrtol": 4 * np.finfo(float).eps, "xatol": 1e-300})
-        qu[idx] = res.x
+        qu[idx] = _find_root(f2, grid[j[idx]], grid[j[idx] + 1], args=(sw[idx], sb[idx]))
     return qs, qu, status
 
 
@@ -434,9 +459,7 @@ def edge_of_chaos_curve(activation, sigma_b2) -> EdgeOfChaos:
                 def f(q, target):
                     return q - gaussian.v_phi(act, q) / gaussian.v_dphi(act, q) - target
 
-                res = elementwise.find_root(f, (qg[j[todo]], qg[j[todo] + 1]), args=(sbf[sl][todo],),
-                                            tolerances={"xrtol": 4 * np.finfo(float).eps, "xatol": 1e-300})
-                qs[loc[todo]] = res.x
+                qs[loc[todo]] = _find_root(f, qg[j[todo]], qg[j[todo] + 1], args=(sbf[sl][todo],))
                 status[loc[todo]] = OK
         _extrapolate_small_q(act, qg, h, good, attracting[0], sbf, qs, status)
         ok = status == OK
