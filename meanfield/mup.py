@@ -81,7 +81,7 @@ from ._memory import check_memory, format_count
 from .errors import DomainError
 
 __all__ = [
-    "PARAMETRIZATIONS", "OPTIMIZERS", "REGIMES", "TOL",
+    "PARAMETRIZATIONS", "OPTIMIZERS", "REGIMES", "TOL", "ZERO_B",
     "LayerScaling", "Condition", "AbcReport", "DepthScaling",
     "abc", "check", "exponents", "parse_exponents", "max_stable_lr_exponent", "depth_mup",
 ]
@@ -90,6 +90,9 @@ PARAMETRIZATIONS = ("sp", "sp-max-lr", "ntp", "mup", "mfp")
 OPTIMIZERS = ("sgd", "adam")
 REGIMES = ("feature learning", "kernel", "trivial", "unstable")
 TOL = 1e-9
+# a + b of a layer that is zero at initialisation (b = infinity): a finite stand-in, so that
+# every record stays plain JSON; any value > 1 + max |r| decides the same conditions.
+ZERO_B = 1e3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -521,19 +524,27 @@ def exponents(parametrization: str, depth: int, optimizer: str = "sgd") -> np.nd
 
 
 def abc(parametrization: str, depth: int, optimizer: str = "sgd", *, width: int | None = None,
-        base_width: int = 1, residual: bool = False) -> AbcReport:
+        base_width: int = 1, residual: bool = False, zero_readout: bool = False) -> AbcReport:
     """The abc table of a named parametrization of an MLP with ``depth`` hidden layers, r and the regime.
 
     ``width`` (with ``base_width``): also report each layer's multiplier, init variance and
     learning-rate factors at that width relative to the base width.  ``residual``: add the
     depth-muP branch and learning-rate scalings for ``depth`` residual blocks.
+    ``zero_readout``: the readout starts at zero (TP V's recommendation): a_{L+1} + b_{L+1} =
+    infinity, held as ``ZERO_B`` (docs/mup.md §7); the learning rates are the named ones.
     """
     name = _parametrization(parametrization)
     L = _positive_int(depth, "depth")
     opt = _optimizer(optimizer)
     n, n0 = _widths(width, base_width)
+    if not isinstance(zero_readout, bool):
+        raise DomainError(f"zero_readout must be True or False, got {zero_readout!r}")
     ex = _named_exponents(name, L, opt)
     notes = []
+    if zero_readout:
+        ex[-1, 1] = ZERO_B - ex[-1, 0]
+        notes.append(f"zero-initialised readout: a_{L + 1} + b_{L + 1} = infinity (held as {ZERO_B:g}); "
+                     "f_0 = 0 and the backward signal starts from the readout's own update")
     if name == "sp-max-lr":
         notes.append(f"SP with its largest stable single learning rate eta {_width_pow(-(ex[0, 2]))} "
                      "(max_stable_lr_exponent)")

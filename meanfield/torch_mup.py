@@ -39,10 +39,11 @@ import torch.nn as nn
 
 from . import mup as _mup
 from .errors import DomainError
-from .torch import Structure, fan_in, init_, trace_structure
+from .torch import LAYER_TYPES, Structure, fan_in, init_, trace_structure
+from .torch.apply import _fill, _generator
 
-__all__ = ["MupRecord", "TensorScaling", "InferredLayer", "ParametrizationCheck", "CoordCheck", "mup_",
-           "check_parametrization", "coord_check"]
+__all__ = ["MupRecord", "TensorScaling", "AttentionScaling", "InferredLayer", "ParametrizationCheck",
+           "CoordCheck", "mup_", "check_parametrization", "coord_check", "ATTENTION_LOGITS"]
 
 MARK = "_meanfield_mup"
 _SP_FOLDED_B = {"input": 0.0, "hidden": 0.5, "output": 0.5}  # a + b of SP, per role
@@ -60,6 +61,37 @@ class TensorScaling:
     c: float
     init_variance: float
     lr: float
+    attention: str = ""  # q, k, v, o (hand-written block), qkv (packed in_proj of nn.MultiheadAttention)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+ATTENTION_LOGITS = ("1/d", "1/sqrt(d)")
+
+
+@dataclass(frozen=True)
+class AttentionScaling:
+    """How mup_ set the attention logits of one attention block (docs/mup.md §7.1).
+
+    ``multiplier`` is what the query projection is multiplied by relative to the model's own
+    q.k / sqrt(d_head): (d_head / d_head0)^{-1/2} for "1/d" (muP, TP V), 1 for "1/sqrt(d)".
+    ``how``: a forward pre-hook on an nn.MultiheadAttention that multiplies its query input, or
+    folded into a hand-written block's q Linear (init variance x multiplier^2, learning rate x
+    multiplier^2 for SGD, x multiplier for Adam).
+    """
+
+    module: str
+    kind: str            # "nn.MultiheadAttention" or "q/k/v/o nn.Linear"
+    q: str
+    k: str
+    v: str
+    o: str
+    heads: int | None
+    head_dim: int | None
+    logits: str
+    multiplier: float
+    how: str
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -80,11 +112,15 @@ class MupRecord:
     seed: int | None
     param_groups: list = field(default_factory=list, repr=False, compare=False)
     notes: tuple[str, ...] = ()
+    zero_readout: bool = False
+    attention: tuple[AttentionScaling, ...] = ()
+    hooks: tuple = field(default=(), repr=False, compare=False)  # the pre-hooks' handles
 
     def to_dict(self) -> dict:
         return {
             "parametrization": self.parametrization, "optimizer": self.optimizer, "width": self.width,
             "base_width": self.base_width, "width_mult": self.width_mult, "lr": self.lr,
+            "zero_readout": self.zero_readout, "attention": [a.to_dict() for a in self.attention],
             "tensors": [t.to_dict() for t in self.tensors], "regime": self.report.regime, "r": self.report.r,
             "report": self.report.to_dict(), "seed": self.seed, "notes": list(self.notes),
         }
@@ -104,6 +140,7 @@ class InferredLayer:
     c_estimate: float
     b: float
     c: float
+    zero_at_init: bool = False   # then b = meanfield.mup.ZERO_B (infinity): no variance to read
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -184,15 +221,101 @@ def _lrs(opt: Any) -> dict[int, float]:
 # mup_
 # ------------------------------------------------------------------------------------------
 
+def _attention_blocks(attention: Any, mods: dict[str, nn.Module]) -> dict[str, tuple[str, str]]:
+    """{q/k/v/o module name: (its part, the block's q name)} of the hand-written blocks given."""
+    if attention is None:
+        return {}
+    if isinstance(attention, (str, bytes)) or not hasattr(attention, "__iter__"):
+        raise DomainError(f"attention= takes (q, k, v, o) tuples of nn.Linear module names, got {attention!r}")
+    parts: dict[str, tuple[str, str]] = {}
+    for blk in attention:
+        if isinstance(blk, (str, bytes)) or not hasattr(blk, "__len__") or len(blk) != 4:
+            raise DomainError(f"attention= takes (q, k, v, o) tuples of nn.Linear module names, got {blk!r}")
+        for part, nm in zip("qkvo", blk):
+            if not isinstance(nm, str) or not isinstance(mods.get(nm), nn.Linear):
+                raise DomainError(f"attention block {tuple(blk)!r}: {nm!r} is not an nn.Linear of the model")
+            if nm in parts:
+                raise DomainError(f"attention: {nm!r} is named twice")
+            parts[nm] = (part, blk[0])
+    return parts
+
+
+def _check_mha(name: str, m: nn.MultiheadAttention) -> None:
+    """Refuse the nn.MultiheadAttention variants whose query projection cannot be scaled alone."""
+    why = None
+    if not m._qkv_same_embed_dim:
+        why = "kdim/vdim differ from embed_dim (separate q/k/v projections)"
+    elif m.bias_k is not None or m.add_zero_attn:
+        why = "add_bias_kv / add_zero_attn is set"
+    elif m.in_proj_bias is not None:
+        why = ("bias=True packs the query bias with the key and value biases, so 1/d_head logits "
+               "cannot be applied to the query alone; build it with bias=False")
+    if why:
+        raise DomainError(f"mup_ cannot give {name!r} (nn.MultiheadAttention) muP's 1/d_head logits: {why}, "
+                          "or write the block with q/k/v/o nn.Linear and pass attention=[(q, k, v, o)]")
+
+
+def _attention_layers(model: nn.Module, parts: dict[str, tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(module name, role, attention part) of a model with attention, in registration order
+    (taken as the forward order; the width checks below catch a readout or input out of place)."""
+    entries: list[tuple[str, str]] = []
+    inside: set[str] = set()
+    for nm, m in model.named_modules():
+        if nm in inside:
+            continue
+        if isinstance(m, nn.MultiheadAttention):
+            _check_mha(nm, m)
+            entries += [(nm, "qkv"), (f"{nm}.out_proj", "o")]
+            inside.add(f"{nm}.out_proj")
+        elif isinstance(m, LAYER_TYPES):
+            entries.append((nm, parts.get(nm, ("", ""))[0]))
+        elif any(True for _ in m.parameters(recurse=False)):
+            raise DomainError(f"mup_ with attention reads nn.Linear, nn.ConvNd and nn.MultiheadAttention; "
+                              f"{nm or '(the model itself)'} ({type(m).__name__}) has parameters of its own")
+    if len(entries) < 3 or entries[0][1] or entries[-1][1]:
+        raise DomainError("mup_ with attention needs an input layer first and a readout last (nn.Linear / "
+                          "nn.ConvNd, outside the attention blocks), in registration order")
+    return [(nm, "input" if i == 0 else "output" if i == len(entries) - 1 else "hidden", part)
+            for i, (nm, part) in enumerate(entries)]
+
+
+def _weight_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    if isinstance(layer, nn.MultiheadAttention):
+        return layer.in_proj_weight, layer.in_proj_bias, "in_proj_"
+    return layer.weight, getattr(layer, "bias", None), ""
+
+
+def _scale_query(alpha: float):
+    def hook(module, args, kwargs):
+        if args:
+            return (args[0] * alpha,) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "query": kwargs["query"] * alpha}
+    return hook
+
+
 def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float,
-         parametrization: str = "mup", structure: Structure | None = None, seed: int | None = None,
-         generator: torch.Generator | None = None, **init_options: Any) -> MupRecord:
+         parametrization: str = "mup", zero_readout: bool = False, attention: Any = None,
+         attention_logits: str | None = None, structure: Structure | None = None,
+         seed: int | None = None, generator: torch.Generator | None = None, **init_options: Any) -> MupRecord:
     """Initialise ``model`` in place for ``parametrization`` at its width and return the record.
 
     ``base_width``: the width the hyperparameters were tuned at (the parametrization equals SP
-    there).  ``lr``: the learning rate tuned at the base width.  ``init_options`` go to
-    :func:`meanfield.torch.init_` (e.g. ``sigma_w2=2.0``; default: meanfield's advice).  Refused
-    on a model it has already been applied to.
+    there).  ``lr``: the learning rate tuned at the base width.  ``zero_readout``: start the
+    readout (weight and bias) at zero, TP V's recommendation (f_0 = 0 at every width; the
+    exponents of docs/theory.md §A7.1 with a_{L+1} + b_{L+1} = infinity, ``meanfield.mup.abc``'s
+    ``zero_readout``); off by default, so that at the base width mup_ is init_ (docs/mup.md §7).
+    ``init_options`` go to :func:`meanfield.torch.init_` (e.g. ``sigma_w2=2.0``; default:
+    meanfield's advice).  Refused on a model it has already been applied to.
+
+    Attention (docs/mup.md §7.1): a model with ``nn.MultiheadAttention`` modules, or with
+    hand-written blocks named by ``attention=[(q, k, v, o), ...]`` (nn.Linear names; the block
+    computing q.k / sqrt(d_head) itself), is read layer by layer in registration order (first
+    layer input, last readout, the rest hidden, attention projections included) and drawn
+    N(0, sigma_w2 / fan_in), biases N(0, sigma_b2) (``init_options`` may hold only these two;
+    defaults 1 and 0: meanfield's advice covers Linear/Conv chains only).  ``attention_logits``:
+    "1/d" (muP, TP V; the default for muP) or "1/sqrt(d)" (the model's own; the default for the
+    others) -- "1/d" multiplies the query projection by (d_head / d_head0)^{-1/2} = k^{-1/2},
+    the number of heads being the same at the base width.
     """
     if not isinstance(model, nn.Module):
         raise DomainError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -205,40 +328,106 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
     opt = _mup._optimizer(optimizer)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise DomainError(f"lr must be a positive number, got {lr!r}")
-    st = structure if structure is not None else trace_structure(model)
-    roles = _layer_roles(st)
-    n = _width_of(model, roles)
+    if not isinstance(zero_readout, bool):
+        raise DomainError(f"zero_readout must be True or False, got {zero_readout!r}")
+    logits = attention_logits if attention_logits is not None else ("1/d" if name == "mup" else "1/sqrt(d)")
+    if logits not in ATTENTION_LOGITS:
+        raise DomainError(f"attention_logits must be one of {', '.join(ATTENTION_LOGITS)}, got {attention_logits!r}")
+    mods = dict(model.named_modules())
+    parts = _attention_blocks(attention, mods)
+    has_attention = bool(parts) or any(isinstance(m, nn.MultiheadAttention) for m in mods.values())
+    if has_attention:
+        if structure is not None:
+            raise DomainError("structure= describes Linear/Conv chains for init_; a model with attention is read "
+                              "layer by layer (pass attention= for hand-written blocks)")
+        extra = sorted(set(init_options) - {"sigma_w2", "sigma_b2"})
+        if extra:
+            raise DomainError(f"a model with attention is drawn N(0, sigma_w2 / fan_in), biases N(0, sigma_b2); "
+                              f"{extra[0]!r} does not apply to it")
+        layers = _attention_layers(model, parts)
+        roles = [(nm, r) for nm, r, _ in layers]
+        n = int(_weight_bias(mods[roles[0][0]])[0].shape[0])
+        for nm, r, _ in layers[1:]:
+            w = _weight_bias(mods[nm])[0]
+            if w.shape[1] % n or (r == "hidden" and w.shape[0] % n):
+                raise DomainError(f"{nm!r} ({tuple(w.shape)}) does not map width to width (width {n}, from the "
+                                  f"input layer {roles[0][0]!r}); mup_ reads layers in registration order")
+    else:
+        st = structure if structure is not None else trace_structure(model)
+        roles = _layer_roles(st)
+        layers = [(nm, r, "") for nm, r in roles]
+        n = _width_of(model, roles)
     n, n0 = _mup._widths(n, base_width)
     k = n / n0
     depth = sum(1 for _, r in roles if r != "output")
     if name == "mfp" and depth != 1:
         raise DomainError(f"mfp is defined for one hidden layer; this model has {depth} (use mup)")
     role_ex = _role_exponents(name, opt)
+    # 1/d logits as q.k / sqrt(d_head) with q multiplied by s = k^{-1/2} (exponent t = 1/2 of width);
+    # folded into q (abc symmetry): variance x s^2 (b + t), lr x s^2 (SGD, c + 2t) or x s (Adam, c + t)
+    t_q = 0.5 if logits == "1/d" else 0.0
+    s_q = k ** -t_q
 
-    init_(model, structure=st, seed=seed, generator=generator, force=True, **init_options)
-    init_rec = getattr(model, "_meanfield_init", None)
-    mods = dict(model.named_modules())
-    tensors, groups = [], []
+    if has_attention:
+        g, used_seed = _generator(generator, seed)
+        sw2, sb2 = (float(init_options.get(key, dflt)) for key, dflt in (("sigma_w2", 1.0), ("sigma_b2", 0.0)))
+        if not (math.isfinite(sw2) and sw2 > 0 and math.isfinite(sb2) and sb2 >= 0):
+            raise DomainError(f"sigma_w2 must be positive and sigma_b2 non-negative, got {sw2!r}, {sb2!r}")
+        with torch.no_grad():
+            for nm, _, _ in layers:
+                w, bias, _ = _weight_bias(mods[nm])
+                _fill(w, sw2 / (w[0].numel()), g)
+                if bias is not None:
+                    _fill(bias, sb2, g)
+    else:
+        init_(model, structure=st, seed=seed, generator=generator, force=True, **init_options)
+        init_rec = getattr(model, "_meanfield_init", None)
+        used_seed = None if init_rec is None else init_rec.seed
+    tensors, groups, attn, hooks = [], [], [], []
     with torch.no_grad():
-        for mod_name, role in roles:
+        for mod_name, role, part in layers:
             layer = mods[mod_name]
+            weight, bias, prefix = _weight_bias(layer)
             a, b, c = role_ex[role]
             bf, cf = _fold(a, b, c, opt)
             scale = k ** (-2 * (bf - _SP_FOLDED_B[role]))
-            layer.weight.mul_(math.sqrt(scale))
-            var = float(layer.weight.detach().double().pow(2).mean()) if layer.weight.numel() else 0.0
+            bb, bc = (0.0, 0.0) if role == "output" else _fold(*role_ex["input"], opt)  # readout bias: no width
+            if part == "q" and t_q:
+                scale *= s_q ** 2
+                bf, cf = bf + t_q, cf + (2 * t_q if opt == "sgd" else t_q)
+                bb, bc = bb + t_q, bc + (2 * t_q if opt == "sgd" else t_q)
+                if bias is not None:
+                    bias.mul_(s_q)
+            weight.mul_(math.sqrt(scale))
+            if zero_readout and role == "output":
+                bf = _mup.ZERO_B
+                weight.zero_()
+                if bias is not None:
+                    bias.zero_()
+            var = float(weight.detach().double().pow(2).mean()) if weight.numel() else 0.0
             wlr = float(lr * k ** (-cf))
-            tensors.append(TensorScaling(f"{mod_name}.weight", mod_name, role, "weight", bf, cf, var, wlr))
-            groups.append({"params": [layer.weight], "lr": wlr, "name": f"{mod_name}.weight"})
-            if getattr(layer, "bias", None) is not None:
-                if role == "output":
-                    bb, bc = 0.0, 0.0  # no width dimension
-                else:
-                    bb, bc = _fold(*role_ex["input"], opt)
+            tensors.append(TensorScaling(f"{mod_name}.{prefix}weight", mod_name, role, "weight", bf, cf, var, wlr,
+                                         part))
+            groups.append({"params": [weight], "lr": wlr, "name": f"{mod_name}.{prefix}weight"})
+            if bias is not None:
                 blr = float(lr * k ** (-bc))
-                bvar = float(layer.bias.detach().double().pow(2).mean()) if layer.bias.numel() else 0.0
-                tensors.append(TensorScaling(f"{mod_name}.bias", mod_name, role, "bias", bb, bc, bvar, blr))
-                groups.append({"params": [layer.bias], "lr": blr, "name": f"{mod_name}.bias"})
+                bvar = float(bias.detach().double().pow(2).mean()) if bias.numel() else 0.0
+                tensors.append(TensorScaling(f"{mod_name}.{prefix}bias", mod_name, role, "bias", bb, bc, bvar, blr,
+                                             part))
+                groups.append({"params": [bias], "lr": blr, "name": f"{mod_name}.{prefix}bias"})
+            if part == "qkv":
+                if t_q:
+                    hooks.append(layer.register_forward_pre_hook(_scale_query(s_q), with_kwargs=True))
+                attn.append(AttentionScaling(
+                    mod_name, "nn.MultiheadAttention", *(f"{mod_name}.in_proj_weight",) * 3,
+                    f"{mod_name}.out_proj.weight", layer.num_heads, layer.head_dim, logits, s_q,
+                    "forward pre-hook multiplying the query input" if t_q else "unchanged"))
+            elif part == "q":
+                blk = [nm for nm, (_, q) in parts.items() if q == mod_name]
+                pn = {parts[nm][0]: f"{nm}.weight" for nm in blk}
+                attn.append(AttentionScaling(
+                    mod_name.rpartition(".")[0], "q/k/v/o nn.Linear", pn["q"], pn["k"], pn["v"], pn["o"], None,
+                    None, logits, s_q, "folded into q (init and learning rate)" if t_q else "unchanged"))
     covered = {id(g["params"][0]) for g in groups}
     rest = [p for p in model.parameters() if id(p) not in covered]
     notes = []
@@ -246,10 +435,16 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
         groups.append({"params": rest, "lr": lr, "name": "untraced"})
         notes.append(f"{len(rest)} parameter tensor(s) outside the traced layers keep lr {lr:g} "
                      "(norm gains and the like have no width dimension)")
-    report = _mup.abc(name, depth, opt, width=n, base_width=n0)
+    if zero_readout:
+        notes.append(f"the readout {roles[-1][0]} (weight and bias) starts at zero: f_0 = 0, and the first "
+                     "step moves the readout only (no backward signal reaches the features through it)")
+    if hooks:
+        notes.append("the 1/d_head logits of nn.MultiheadAttention live in forward pre-hooks on the module "
+                     "(record.hooks): load a state_dict into a model mup_ has set up, not into a fresh one")
+    report = _mup.abc(name, depth, opt, width=n, base_width=n0, zero_readout=zero_readout)
     rec = MupRecord(parametrization=name, optimizer=opt, width=n, base_width=n0, width_mult=k, lr=float(lr),
-                    tensors=tuple(tensors), report=report,
-                    seed=None if init_rec is None else init_rec.seed, param_groups=groups, notes=tuple(notes))
+                    tensors=tuple(tensors), report=report, seed=used_seed, param_groups=groups,
+                    notes=tuple(notes), zero_readout=zero_readout, attention=tuple(attn), hooks=tuple(hooks))
     object.__setattr__(model, MARK, rec)
     return rec
 
@@ -259,7 +454,6 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
 # ------------------------------------------------------------------------------------------
 
 _GRID = 4          # exponents are rounded to multiples of 1/_GRID
-_ZERO_B = 1e3      # a zero-initialised weight: effectively b = infinity
 
 
 def check_parametrization(model: nn.Module, optimizer: Any, base_model: nn.Module, base_optimizer: Any, *,
@@ -270,9 +464,12 @@ def check_parametrization(model: nn.Module, optimizer: Any, base_model: nn.Modul
     ``model``/``optimizer`` at the larger width, ``base_model``/``base_optimizer`` at the smaller
     one, both freshly initialised (before training).  Variances are the mean squares of the
     weights; learning rates those of the optimizer group holding each weight.  Exponents are
-    rounded to multiples of 1/4 (the raw estimates are reported); a weight that is zero at both
-    widths (a zero-initialised readout) counts as b = infinity.  Raises DomainError when the
-    inferred exponents blow up at initialisation (the message names the layer).
+    rounded to multiples of 1/4 (the raw estimates are reported).  A weight that is zero at both
+    widths (a zero-initialised readout) has no variance to read: it is reported with
+    ``zero_at_init=True`` and b = b_estimate = ``meanfield.mup.ZERO_B`` (b = infinity), its c is
+    read from the learning rates as for any layer, and the regime follows from those (for a
+    readout, c alone decides whether f moves).  Raises DomainError when the inferred exponents
+    blow up at initialisation (the message names the layer).
     """
     kind = _optimizer_kind(optimizer, optimizer_kind)
     base_kind = _optimizer_kind(base_optimizer, optimizer_kind)
@@ -302,9 +499,11 @@ def check_parametrization(model: nn.Module, optimizer: Any, base_model: nn.Modul
         lr, lr0 = lrs[id(w)], lrs0[id(w0)]
         if lr <= 0 or lr0 <= 0:
             raise DomainError(f"{name!r} has learning rate {lr if lr <= 0 else lr0:g}; a frozen layer has no exponent c")
-        if v == 0 and v0 == 0:
-            b_est = b = _ZERO_B
-            notes.append(f"{name} is zero at initialisation (b = infinity)")
+        zero = v == 0 and v0 == 0
+        if zero:
+            b_est = b = _mup.ZERO_B
+            notes.append(f"{name} is zero at initialisation (b = infinity, reported as {_mup.ZERO_B:g}); "
+                         "its c is read from the learning rates")
         elif v == 0 or v0 == 0:
             raise DomainError(f"{name!r} is zero at one width and not at the other")
         else:
@@ -314,7 +513,7 @@ def check_parametrization(model: nn.Module, optimizer: Any, base_model: nn.Modul
         c = round(c_est * _GRID) / _GRID
         if role == "input" and fan_in(mods[name]) != fan_in(mods0[name0]):
             notes.append(f"{name}: the input layer's fan-in changes with width; it is read as an input layer anyway")
-        layers.append(InferredLayer(name, role, v, v0, lr, lr0, b_est, c_est, b, c))
+        layers.append(InferredLayer(name, role, v, v0, lr, lr0, b_est, c_est, b, c, zero))
         rows.append((0.0, b, c))
     report = _mup.check(np.array(rows), kind, width=n, base_width=n0)
     return ParametrizationCheck(optimizer=kind, width=n, base_width=n0, layers=tuple(layers), report=report,
@@ -357,6 +556,10 @@ class CoordCheck:
         return d
 
 
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out  # nn.MultiheadAttention returns (output, weights)
+
+
 def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optimizer: str = "sgd",
                 lr: float, steps: int = 3, seeds=(0, 1, 2), base_width: int | None = None,
                 **init_options: Any) -> CoordCheck:
@@ -392,8 +595,9 @@ def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optim
             names = layer_names
             mods = dict(model.named_modules())
             outs: dict[str, torch.Tensor] = {}
-            hooks = [mods[nm].register_forward_hook(lambda m, i, o, nm=nm, outs=outs: outs.__setitem__(nm, o.detach().clone()))
-                     for nm in layer_names]
+            hooks = [mods[nm].register_forward_hook(
+                lambda m, i, o, nm=nm, outs=outs: outs.__setitem__(nm, _first(o).detach().clone()))
+                for nm in layer_names]
             try:
                 with torch.no_grad():
                     out = model(X)

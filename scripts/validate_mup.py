@@ -83,17 +83,42 @@ class Config:
     coord_parametrizations: tuple[str, ...] = ("mup", "ntp", "sp", "sp-max-lr")
     rich_parametrizations: tuple[str, ...] = ("mup", "ntp", "sp-max-lr")
     transfer_parametrizations: tuple[str, ...] = ("mup", "sp")
+    # Added later (ADDED): each only plans new runs of (a), so a file from before keeps its runs.
+    coord_zero_readout: tuple[str, ...] = ("mup", "ntp")      # (a) with mup_(zero_readout=True)
+    adam_lr: float = 0.01                                     # (a) with Adam, tuned at width 64
+    coord_adam_parametrizations: tuple[str, ...] = ("mup", "ntp", "sp", "sp-max-lr")
+    coord_wide: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)   # (a) up to 4096
+    coord_wide_parametrizations: tuple[str, ...] = ("mup", "ntp")
+    coord_adam_zero_readout: tuple[str, ...] = ("mup",)       # (a) with Adam and the zero readout
+    # (d) attention logits (synthetic tokens; muP by mup_, the logits 1/d_head or 1/sqrt(d_head))
+    attn_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
+    attn_seeds: tuple[int, ...] = (0, 1, 2, 3)
+    attn_runs: tuple[tuple[str, str, float], ...] = (("sgd", "linear", 0.5), ("adam", "linear", 0.01),
+                                                     ("sgd", "mha", 0.5), ("adam", "mha", 0.01))
+    attn_steps: int = 3
+
+
+# Config fields added after docs/mup_results.json was started, with the value that file's runs
+# were made under (none of its runs depends on them: they only plan more runs).
+ADDED = ("coord_zero_readout", "adam_lr", "coord_adam_parametrizations", "coord_wide",
+         "coord_wide_parametrizations", "coord_adam_zero_readout", "attn_widths", "attn_seeds", "attn_runs",
+         "attn_steps")
 
 
 QUICK = Config(data="synthetic", widths=(16, 32), base_width=16, seeds=(0, 1), n_train=24, n_test=8,
                n_gram=8, batch=8, steps=6, lr=1.0, lr_grid=(0.25, 1.0), coord_n=16, coord_steps=2,
                coord_parametrizations=("mup", "sp"), rich_parametrizations=("mup",),
-               transfer_parametrizations=("mup", "sp"))
+               transfer_parametrizations=("mup", "sp"), coord_zero_readout=("mup",), adam_lr=0.01,
+               coord_adam_parametrizations=("mup",), coord_wide=(16, 32, 64), coord_wide_parametrizations=(),
+               coord_adam_zero_readout=(), attn_widths=(16, 32), attn_seeds=(0, 1),
+               attn_runs=(("adam", "mha", 0.01),), attn_steps=2)
 
 # muP's best learning rate on the main grid is its largest stable one (2, with 4 diverging):
 # half-octaves around it say whether that edge moves with width by less than a factor 2.
 FINE = replace(Config(), lr_grid=(2.0 ** 0.5, 2.0, 2.0 ** 1.5), coord_parametrizations=(),
-               rich_parametrizations=(), transfer_parametrizations=("mup",))
+               rich_parametrizations=(), transfer_parametrizations=("mup",), coord_zero_readout=(),
+               coord_adam_parametrizations=(), coord_wide_parametrizations=(), coord_adam_zero_readout=(),
+               attn_runs=())
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,19 +207,29 @@ def _finite(x: float) -> float | None:
 TARGET_SCALE = 4.0  # the diagnostic coord check: targets x4 and lr / 4
 
 
-def coord_run(cfg: Config, data: dict, parametrization: str, target_scale: float = 1.0) -> dict:
+def coord_run(cfg: Config, data: dict, parametrization: str, target_scale: float = 1.0,
+              variant: str = "") -> dict:
     """(a): meanfield.torch.coord_check over all widths and seeds at the fixed learning rate.
 
     ``target_scale`` s != 1 trains on s * Y at lr / s: the same change driven by the targets,
     while the part driven by the random initial output f_0 (Theta(n^{-1/2}) under muP) is s
-    times smaller relative to it (a diagnostic of the finite-width correction)."""
+    times smaller relative to it (a diagnostic of the finite-width correction).  ``variant``:
+    "zero-readout" (mup_'s zero_readout=True, f_0 = 0), "adam" (Adam at ``cfg.adam_lr``) or
+    "wide" (widths ``cfg.coord_wide``)."""
+    if variant not in ("", "zero-readout", "adam", "adam-zero-readout", "wide"):
+        raise DomainError(f"unknown coord variant {variant!r}")
     X, Y = data["X"][: cfg.coord_n], data["Y"][: cfg.coord_n] * target_scale
     d = X.shape[1]
-    cc = coord_check(lambda w: make_mlp(d, w, cfg.depth, cfg.activation), list(cfg.widths), X, Y,
-                     parametrization=parametrization, optimizer="sgd", lr=cfg.lr / target_scale,
-                     steps=cfg.coord_steps, seeds=cfg.seeds, base_width=cfg.base_width)
+    adam = variant.startswith("adam")
+    widths = list(cfg.coord_wide if variant == "wide" else cfg.widths)
+    cc = coord_check(lambda w: make_mlp(d, w, cfg.depth, cfg.activation), widths, X, Y,
+                     parametrization=parametrization, optimizer="adam" if adam else "sgd",
+                     lr=(cfg.adam_lr if adam else cfg.lr) / target_scale,
+                     steps=cfg.coord_steps, seeds=cfg.seeds, base_width=cfg.base_width,
+                     zero_readout=variant.endswith("zero-readout"))
     rec = cc.to_dict()
     rec["target_scale"] = target_scale
+    rec["variant"] = variant
     rec["change"] = [[_finite(v) for v in row] for row in rec["change"]]
     for k in ("exponent", "exponent_sd"):
         rec[k] = [_finite(v) for v in rec[k]]
@@ -272,12 +307,120 @@ def train_run(cfg: Config, data: dict, parametrization: str, width: int, lr: flo
     }
 
 
+class HandAttention(nn.Module):
+    """Self-attention written with q/k/v/o nn.Linear and the usual q.k / sqrt(d_head) logits;
+    ``self.logits`` (an identity) is where a forward hook reads them."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.heads = heads
+        self.logits = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, n = x.shape[0], x.shape[1], x.shape[2]
+        d = n // self.heads
+
+        def split(t):
+            return t.view(B, T, self.heads, d).transpose(1, 2)
+
+        s = self.logits(split(self.q(x)) @ split(self.k(x)).transpose(-1, -2) / math.sqrt(d))
+        a = s.softmax(-1) @ split(self.v(x))
+        return self.o(a.transpose(1, 2).reshape(B, T, n))
+
+
+class TinyTransformer(nn.Module):
+    """tanh(input layer) -> + attention (residual) -> tanh -> readout, averaged over tokens."""
+
+    def __init__(self, d_in: int, width: int, kind: str = "linear", heads: int = 2):
+        super().__init__()
+        self.inp = nn.Linear(d_in, width)
+        self.kind = kind
+        self.attn = (nn.MultiheadAttention(width, heads, bias=False, batch_first=True) if kind == "mha"
+                     else HandAttention(width, heads))
+        self.out = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(x))
+        h = h + (self.attn(h, h, h, need_weights=False)[0] if self.kind == "mha" else self.attn(h))
+        return self.out(torch.tanh(h)).mean(1)
+
+
+def _mha_logits(mod: nn.MultiheadAttention, q_in: torch.Tensor, k_in: torch.Tensor) -> torch.Tensor:
+    """The logits q.k / sqrt(d_head) nn.MultiheadAttention computes (batch first, no bias), from its
+    inputs after mup_'s pre-hook and its packed in_proj weight."""
+    E, H = mod.embed_dim, mod.num_heads
+    d = E // H
+    W = mod.in_proj_weight
+    B, T = q_in.shape[:2]
+    q = (q_in @ W[:E].T).view(B, T, H, d).transpose(1, 2)
+    k = (k_in @ W[E: 2 * E].T).view(B, T, H, d).transpose(1, 2)
+    return q @ k.transpose(-1, -2) / math.sqrt(d)
+
+
+def attention_logit_change(widths, kind: str, logits: str, optimizer: str, lr: float, steps: int, seeds,
+                           X: torch.Tensor, y: torch.Tensor, base_width: int) -> dict:
+    """RMS change of the attention logits of a :class:`TinyTransformer` (``kind`` "linear": the
+    hand-written q/k/v/o block, "mha": nn.MultiheadAttention) after ``steps`` full-batch steps of
+    1/2 MSE, set up by ``mup_`` (muP) with ``attention_logits=logits``; per width (mean over
+    seeds) and the slope of log change against log width (mean, sd over seeds)."""
+    change = np.zeros((len(seeds), len(widths)))
+    for si, seed in enumerate(seeds):
+        for wi, w in enumerate(widths):
+            with torch.random.fork_rng(devices=[]):
+                model = TinyTransformer(X.shape[-1], w, kind)
+            rec = mup_(model, base_width, optimizer=optimizer, lr=lr, seed=seed, attention_logits=logits,
+                       attention=None if kind == "mha" else [("attn.q", "attn.k", "attn.v", "attn.o")])
+            got: dict[str, torch.Tensor] = {}
+            if kind == "mha":
+                hk = model.attn.register_forward_hook(
+                    lambda m, a, kw, o, got=got: got.__setitem__("s", _mha_logits(m, a[0], a[1]).detach().clone()),
+                    with_kwargs=True)
+            else:
+                hk = model.attn.logits.register_forward_hook(
+                    lambda m, i, o, got=got: got.__setitem__("s", o.detach().clone()))
+            with torch.no_grad():
+                model(X)
+            s0 = got["s"]
+            opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(rec.param_groups)
+            for _ in range(steps):
+                opt.zero_grad()
+                _loss(model(X), y).backward()
+                opt.step()
+            with torch.no_grad():
+                model(X)
+            hk.remove()
+            change[si, wi] = float((got["s"] - s0).double().pow(2).mean().sqrt())
+    logw = np.log(np.asarray(widths, float))
+    slopes = [float(np.polyfit(logw, np.log(row), 1)[0]) for row in change]
+    return {"widths": list(widths), "change": change.mean(0).tolist(), "slope": float(np.mean(slopes)),
+            "slope_sd": float(np.std(slopes, ddof=1)) if len(slopes) > 1 else None, "slopes": slopes}
+
+
+def attention_run(cfg: Config, data: dict, optimizer: str, kind: str, lr: float, logits: str) -> dict:
+    """(d): :func:`attention_logit_change` on synthetic tokens (4 sequences of 6 tokens in R^8,
+    Gaussian targets; generator seed 0), widths ``cfg.attn_widths``, 2 heads."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(4, 6, 8, generator=g), torch.randn(4, 1, generator=g)
+    rec = attention_logit_change(list(cfg.attn_widths), kind, logits, optimizer, lr, cfg.attn_steps,
+                                 cfg.attn_seeds, X, y, base_width=min(cfg.attn_widths))
+    rec.update(optimizer=optimizer, kind=kind, lr=lr, logits=logits, steps=cfg.attn_steps)
+    return rec
+
+
 def planned_runs(cfg: Config) -> list[tuple[str, tuple]]:
     """(key, arguments) in the order they are run: (a), then (b), then (c) seed by seed, so a
     stopped measurement has whole seeds."""
     plan: list[tuple[str, tuple]] = [(f"coord/{p}", ("coord", p)) for p in cfg.coord_parametrizations]
     plan += [(f"coord/{p}/targets-x4", ("coord", p, TARGET_SCALE))
              for p in cfg.coord_parametrizations if p in ("mup", "ntp")]
+    plan += [(f"coord/{p}/zero-readout", ("coord", p, 1.0, "zero-readout")) for p in cfg.coord_zero_readout]
+    plan += [(f"coord/{p}/adam", ("coord", p, 1.0, "adam")) for p in cfg.coord_adam_parametrizations]
+    plan += [(f"coord/{p}/wide", ("coord", p, 1.0, "wide")) for p in cfg.coord_wide_parametrizations]
+    plan += [(f"coord/{p}/adam-zero-readout", ("coord", p, 1.0, "adam-zero-readout"))
+             for p in cfg.coord_adam_zero_readout]
+    plan += [(f"attn/{o}/{kind}/{lg}", ("attn", o, kind, lr, lg))
+             for o, kind, lr in cfg.attn_runs for lg in ("1/d", "1/sqrt(d)")]
     if cfg.rich_parametrizations:
         plan.append(("reference", ("reference",)))
     for seed in cfg.seeds:
@@ -310,6 +453,8 @@ def load_results(path: str, cfg: Config) -> dict:
         raise DomainError(f"cannot read results file {path!r}: {exc}") from None
     want = _config_dict(cfg)
     have = res.get("config", {})
+    for k in ADDED:  # a file from before these fields existed: its runs do not depend on them
+        have.setdefault(k, want[k])
     diff = [k for k in want if have.get(k) != want[k]]
     if diff:
         raise DomainError(f"{path!r} was measured with other settings ({diff[0]}: {have.get(diff[0])!r}, "
@@ -333,7 +478,7 @@ def measure(cfg: Config, data: dict, path: str, max_seconds: float = math.inf, l
             log(f"stopped after {max_seconds:.0f} s of CPU; rerun to resume")
             break
         t0 = time.process_time()
-        run = {"coord": coord_run, "train": train_run, "reference": reference_run}[args[0]]
+        run = {"coord": coord_run, "train": train_run, "reference": reference_run, "attn": attention_run}[args[0]]
         rec = run(cfg, data, *args[1:])
         rec["cpu_s"] = time.process_time() - t0
         res["runs"][key] = rec
@@ -372,6 +517,7 @@ def summarise(res: dict) -> dict:
             fc = {k: r[k] for k in ("widths", "layers", "change", "exponent", "exponent_sd", "predicted",
                                     "steps", "lr")}
             fc["target_scale"] = r.get("target_scale", 1.0)
+            fc["variant"] = r.get("variant", "")
             # the slope over the three largest widths (of the seed mean): how far the fit over all
             # widths is from its large-width value
             top = r["widths"][-3:]
@@ -491,8 +637,8 @@ def plot(summary: dict, folder: str) -> list[str]:
     fig1, axs = plt.subplots(2, 2, figsize=(12, 8.6))
     ax = axs.ravel()
     for p, r in summary["feature_change"].items():
-        if r.get("target_scale", 1.0) != 1.0:
-            continue  # the diagnostic runs are in the text, not the figure
+        if r.get("target_scale", 1.0) != 1.0 or r.get("variant"):
+            continue  # the diagnostic and added runs are in the text, not the figure
         ch = np.array([[np.nan if v is None else v for v in row] for row in r["change"]])
         j = len(r["layers"]) - 2  # the last hidden layer's pre-activation h^L
         e, s = r["exponent"][j], r["exponent_sd"][j]

@@ -661,6 +661,58 @@ def test_check_parametrization_zero_readout():
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("name", ["mup", "ntp", "sp-max-lr"])
+@pytest.mark.parametrize("optimizer", mup.OPTIMIZERS)
+def test_mup_zero_readout(name, optimizer):
+    """mup_(zero_readout=True): the readout (weight and bias) is exactly zero, everything else as
+    without it; the record says so; the linter reads the readout as b = infinity (ZERO_B, flagged
+    zero_at_init) and its c from the learning rates, and then agrees with mup_'s own report.
+
+    The regimes are derived by hand from docs/mup.md §2 with a_{L+1} + b_{L+1} = infinity
+    (L = 2): the conditions on the initial readout always hold, so r is set by the readout's
+    update, m = 2a + c (SGD) and nontriviality by u = 1.  muP: u = 1, r = 0 (feature learning).
+    NTP SGD: m = 1, r = 1 + 0 - 1 + min(0 + 1, 1) = 1 (kernel; 1/2 with the random readout).
+    NTP Adam: r = min(0 + 1/2 + 1, 1 + 1) - 1 = 1/2, u = 1 (kernel).  SP at its largest lr, SGD
+    (c = 1): m = 1, r = 1 - 1 + min(1 + 1, 1) = 1, u = 1 (kernel); Adam (c = 3/2): u = 3/2 > 1
+    and A + r = infinity, so f does not move: trivial."""
+    torch = _torch()
+    from meanfield.torch_mup import check_parametrization, mup_
+
+    want = {("mup", "sgd"): ("feature learning", 0.0), ("mup", "adam"): ("feature learning", 0.0),
+            ("ntp", "sgd"): ("kernel", 1.0), ("ntp", "adam"): ("kernel", 0.5),
+            ("sp-max-lr", "sgd"): ("kernel", 1.0), ("sp-max-lr", "adam"): ("trivial", 0.5)}[(name, optimizer)]
+    opt = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+    small, large, plain = _mlp(64), _mlp(256), _mlp(256)
+    kw = dict(optimizer=optimizer, lr=0.1, parametrization=name, sigma_w2=1.0, sigma_b2=0.1)
+    r0 = mup_(small, 64, seed=0, zero_readout=True, **kw)
+    r1 = mup_(large, 64, seed=1, zero_readout=True, **kw)
+    rp = mup_(plain, 64, seed=1, **kw)
+    assert r1.zero_readout and not rp.zero_readout and r1.to_dict()["zero_readout"] is True
+    assert (r1.report.regime, r1.report.r) == want
+    assert not large[-1].weight.any() and not large[-1].bias.any()
+    for (na, pa), pb in zip(large.named_parameters(), plain.parameters()):
+        if not na.startswith("4."):
+            assert torch.equal(pa, pb), na      # only the readout differs
+    assert [g["lr"] for g in r1.param_groups] == [g["lr"] for g in rp.param_groups]
+    out = {t.name: t for t in r1.tensors}["4.weight"]
+    assert out.init_variance == 0 and out.b == mup.ZERO_B
+    assert any("starts at zero" in n for n in r1.notes)
+    json.dumps(r1.to_dict(), allow_nan=False)
+
+    chk = check_parametrization(large, opt(r1.param_groups), small, opt(r0.param_groups))
+    read = chk.layers[-1]
+    assert read.zero_at_init and read.b == read.b_estimate == mup.ZERO_B and read.variance == 0
+    assert not any(x.zero_at_init for x in chk.layers[:-1])
+    folded_c = [(2 * x.a + x.c) if optimizer == "sgd" else (x.a + x.c) for x in rp.report.layers]
+    assert [x.c for x in chk.layers] == folded_c
+    assert (chk.regime, chk.report.r) == want
+    assert [x.change_exponent for x in chk.report.layers] == [x.change_exponent for x in r1.report.layers]
+    json.dumps(chk.to_dict(), allow_nan=False)
+    with pytest.raises(DomainError, match="zero_readout"):
+        mup_(_mlp(128), 64, lr=0.1, zero_readout=1)
+
+
+@pytest.mark.torch
 def test_coord_check_record_and_rng():
     torch = _torch()
     from meanfield.torch_mup import coord_check
@@ -822,3 +874,149 @@ def test_validate_mup_measures_what_the_plot_reads(tmp_path):
     paths = vm.plot(s, str(tmp_path))
     assert all(os.path.getsize(p) > 1000 for p in paths)
     assert "(c) sp" in vm.report(s)
+
+
+# ------------------------------------------------------------------------------------------
+# attention in mup_: 1/d_head logits (TP V), docs/mup.md §7.1
+# ------------------------------------------------------------------------------------------
+
+_QKVO = [("attn.q", "attn.k", "attn.v", "attn.o")]
+
+
+def _init_logits(model, kind):
+    """The attention logits of ``model`` (a validate_mup.TinyTransformer) on fixed tokens."""
+    torch = _torch()
+    vm = _validate_mup_script()
+    X = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(0))
+    got = {}
+    if kind == "mha":
+        hk = model.attn.register_forward_hook(lambda m, a, kw, o: got.update(s=vm._mha_logits(m, a[0], a[1])),
+                                              with_kwargs=True)
+    else:
+        hk = model.attn.logits.register_forward_hook(lambda m, i, o: got.update(s=o))
+    with torch.no_grad():
+        model(X)
+    hk.remove()
+    return got["s"]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("optimizer", mup.OPTIMIZERS)
+def test_mup_attention_record(optimizer):
+    """k = 4 (width 256, base 64).  Hand-written q/k/v/o: q folded with s = k^{-1/2} = 1/2 --
+    variance 1/n x 1/4, lr x 1/4 (SGD) or x 1/2 (Adam) on top of the hidden layer's (SGD 0.1,
+    Adam 0.1/4), its bias on top of the input layer's (SGD 0.4, Adam 0.1); k, v, o plain hidden
+    layers.  nn.MultiheadAttention: in_proj / out_proj hidden, the factor 1/2 in a pre-hook on
+    the query.  In both the logits are exactly 1/2 of those with attention_logits="1/sqrt(d)"
+    from the same draw (logits are linear in q), and at the base width the factor is 1."""
+    torch = _torch()
+    from meanfield.torch_mup import mup_
+
+    vm = _validate_mup_script()
+    adam = optimizer == "adam"
+    hidden = 0.1 / 4 if adam else 0.1
+    bias_in = 0.1 if adam else 0.4
+    rec = mup_(vm.TinyTransformer(8, 256), 64, optimizer=optimizer, lr=0.1, seed=0, attention=_QKVO,
+               sigma_w2=1.0, sigma_b2=0.0)
+    t = {x.name: x for x in rec.tensors}
+    assert {n: x.attention for n, x in t.items() if x.attention} == {
+        f"attn.{p}.{kind}": p for p in "qkvo" for kind in ("weight", "bias")}
+    assert t["attn.q.weight"].lr == pytest.approx(hidden * (0.5 if adam else 0.25))
+    assert t["attn.q.bias"].lr == pytest.approx(bias_in * (0.5 if adam else 0.25))
+    assert t["attn.k.weight"].lr == t["attn.v.weight"].lr == t["attn.o.weight"].lr == pytest.approx(hidden)
+    assert t["attn.q.weight"].b == 1.0 and t["attn.k.weight"].b == 0.5
+    for name, want in (("attn.q.weight", 1 / (4 * 256)), ("attn.k.weight", 1 / 256)):
+        v, n_entries = t[name].init_variance, 256 * 256
+        assert abs(v / want - 1) < 5 * math.sqrt(2 / n_entries), (name, v)
+    (a,) = rec.attention
+    assert (a.module, a.q, a.k, a.v, a.o, a.logits, a.multiplier) == (
+        "attn", "attn.q.weight", "attn.k.weight", "attn.v.weight", "attn.o.weight", "1/d", 0.5)
+    assert rec.hooks == () and [x.role for x in rec.report.layers] == ["input"] + ["hidden"] * 4 + ["output"]
+    json.dumps(rec.to_dict(), allow_nan=False)
+
+    rec = mup_(vm.TinyTransformer(8, 256, "mha"), 64, optimizer=optimizer, lr=0.1, seed=0)
+    t = {x.name: x for x in rec.tensors}
+    assert {n: x.attention for n, x in t.items() if x.attention} == {"attn.in_proj_weight": "qkv",
+                                                                      "attn.out_proj.weight": "o"}
+    assert t["attn.in_proj_weight"].lr == t["attn.out_proj.weight"].lr == pytest.approx(hidden)
+    (a,) = rec.attention
+    assert (a.kind, a.heads, a.head_dim, a.multiplier, len(rec.hooks)) == ("nn.MultiheadAttention", 2, 128, 0.5, 1)
+    assert any("pre-hook" in n for n in rec.notes)
+    json.dumps(rec.to_dict(), allow_nan=False)
+
+    for kind in ("linear", "mha"):
+        att = _QKVO if kind == "linear" else None
+        logits = {}
+        for lg in ("1/d", "1/sqrt(d)"):
+            for w in (64, 256):
+                m = vm.TinyTransformer(8, w, kind)
+                mup_(m, 64, optimizer=optimizer, lr=0.1, seed=3, attention=att, attention_logits=lg)
+                logits[lg, w] = _init_logits(m, kind)
+        torch.testing.assert_close(logits["1/d", 256], 0.5 * logits["1/sqrt(d)", 256])
+        torch.testing.assert_close(logits["1/d", 64], logits["1/sqrt(d)", 64])
+    # the default follows the parametrization: SP keeps the model's own 1/sqrt(d)
+    assert mup_(vm.TinyTransformer(8, 256, "mha"), 64, lr=0.1, parametrization="sp").attention[0].multiplier == 1
+
+
+@pytest.mark.torch
+def test_mup_attention_refusals():
+    torch = _torch()
+    nn = torch.nn
+    from meanfield.torch_mup import mup_
+
+    vm = _validate_mup_script()
+
+    class Net(nn.Module):
+        def __init__(self, attn, extra=None):
+            super().__init__()
+            self.inp, self.attn, self.out = nn.Linear(8, 128), attn, nn.Linear(128, 1)
+            self.extra = extra
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.out(h + self.attn(h, h, h)[0])
+
+    for attn, needle in ((nn.MultiheadAttention(128, 2, batch_first=True), "bias=True"),
+                         (nn.MultiheadAttention(128, 2, bias=False, kdim=64, vdim=64), "kdim"),
+                         (nn.MultiheadAttention(128, 2, bias=False, add_bias_kv=True), "add_bias_kv")):
+        with pytest.raises(DomainError, match=needle) as exc:
+            mup_(Net(attn), 64, lr=0.1)
+        assert "\n" not in str(exc.value) and "nn.MultiheadAttention" in str(exc.value)
+    mha = lambda: nn.MultiheadAttention(128, 2, bias=False)  # noqa: E731
+    with pytest.raises(DomainError, match="LayerNorm"):
+        mup_(Net(mha(), nn.LayerNorm(128)), 64, lr=0.1)
+    with pytest.raises(DomainError, match="does not apply"):
+        mup_(Net(mha()), 64, lr=0.1, sigma_o2=2.0)
+    with pytest.raises(DomainError, match="attention_logits"):
+        mup_(Net(mha()), 64, lr=0.1, attention_logits="1/d^2")
+    hand = vm.TinyTransformer(8, 128)
+    for bad, needle in (([("attn.q", "attn.k")], r"\(q, k, v, o\)"), ("attn.q", r"\(q, k, v, o\)"),
+                        ([("attn.q", "attn.k", "attn.v", "attn.logits")], "not an nn.Linear"),
+                        ([("attn.q", "attn.k", "attn.v", "attn.q")], "named twice")):
+        with pytest.raises(DomainError, match=needle):
+            mup_(hand, 64, lr=0.1, attention=bad)
+    with pytest.raises(DomainError):  # the hand-written block without attention=: tracing refuses it
+        mup_(hand, 64, lr=0.1)
+    with pytest.raises(DomainError, match="width to width"):  # the readout registered before the input layer
+        mup_(Net(mha(), nn.Linear(128, 3)), 64, lr=0.1)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_attention_logits_coord_check():
+    """The logits' RMS change after 3 full-batch steps on 4 sequences of 6 tokens, d_head = width / 2.
+    Theory (docs/mup.md §7.1): under muP with 1/d_head logits it is Theta(1); with the model's
+    own 1/sqrt(d_head) it grows as width^(1/2) under Adam (q moves Theta(1) per coordinate along
+    k: q.k = Theta(d)) and as width under SGD (q's update is lr n dL/dq, itself ~ d^(-1/2)).
+    Tolerance: 5 standard errors over the 4 seeds plus 0.1 (finite-width bias), as for the
+    logits in test_coord_check_exponents."""
+    torch = _torch()
+    vm = _validate_mup_script()
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(4, 6, 8, generator=g), torch.randn(4, 1, generator=g)
+    cases = [("adam", "mha", 0.01, (64, 128, 256, 512), 0.5), ("adam", "linear", 0.01, (64, 128, 256, 512), 0.5),
+             ("sgd", "linear", 0.5, (64, 128, 256, 512, 1024), 1.0)]
+    for optimizer, kind, lr, widths, sp_slope in cases:
+        for logits, want in (("1/d", 0.0), ("1/sqrt(d)", sp_slope)):
+            r = vm.attention_logit_change(widths, kind, logits, optimizer, lr, 3, range(4), X, y, base_width=64)
+            assert abs(r["slope"] - want) < 5 * r["slope_sd"] / 2 + 0.1, (optimizer, kind, logits, r)
