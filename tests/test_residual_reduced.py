@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import mpmath as mp
 import numpy as np
@@ -74,6 +75,42 @@ def test_against_wide_random_networks(act, sw, sb, m0):
             ext = (4 * b[l] - a[l]) / 3
             se = math.hypot(4 * b_se[l], a_se[l]) / 3
             assert abs(ext - th[l]) <= 5 * se, (key, l, ext, th[l], se)
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "softplus"])
+def test_against_the_network_algebra(act):
+    """meanfield.network's residual fold carries the channel means itself (another code path:
+    its cross term mu_s mu_b' + mu_b mu_s'); its reduced preset on two inputs with x.x/d = 1,
+    x.x'/d = 0.5 (after the input layer: p^0 = 1, c^0 = 0.5, m^0 = 0).  Not alpha_relu:0.75:
+    the algebra's mean is gaussian.expect1 of max(0, u)^0.75, 9e-7 off at q = 1.7 (mpmath), while
+    residual uses the closed form (test_one_step_against_mpmath)."""
+    from meanfield import network as nw
+    from meanfield.simulate import inputs_on_sphere
+
+    L, sw, sb = 12, 0.9, 0.1
+    X = inputs_on_sphere(2, 16, correlation=0.5, seed=0)
+    P = nw.preset("resnet-reduced", act, L, sigma_w2=sw, sigma_b2=sb, sigma_in2=1.0).propagate(X)
+    T = iterate_residual("resnet-reduced", act, sw, sb, L, p0=1.0, c0=0.5)
+    blocks = [i for i, name in enumerate(P.layers) if name == "residual"]
+    q = np.asarray(P.q)[[0] + blocks, 0]
+    e = np.asarray(P.correlation)[[0] + blocks, 0, 1]
+    assert np.max(np.abs(q / T.p - 1)) < 1e-10
+    assert np.max(np.abs(e - T.e)) < 1e-10
+
+
+def test_simulated_inputs_have_the_mean():
+    from meanfield.simulate import simulate_resnet
+
+    S = simulate_resnet("relu", 1.0, 0.0, 0, arch="reduced", width=4096, p0=2.0, c0=0.6, m0=-0.8,
+                        n_nets=32, seed=1)
+    assert abs(S.m[0] + 0.8) <= 5 * S.m_se[0] and abs(S.p[0] - 2.0) <= 5 * S.p_se[0]
+    assert abs(S.e[0] - 0.6) <= 5 * S.e_se[0]
+    for kw, word in ((dict(m0=float("nan")), "m0"), (dict(m0=1.5), "m0^2 <= p0"),
+                     (dict(m0=0.9, c0=0.0), "below")):
+        args = dict(arch="reduced", width=8, p0=1.0, c0=0.5, n_nets=2)
+        args.update(kw)
+        with pytest.raises(DomainError, match=re.escape(word)):
+            simulate_resnet("relu", 1.0, 0.0, 2, **args)
 
 
 # ------------------------------------------------------------------------------------------
