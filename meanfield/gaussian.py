@@ -37,17 +37,44 @@ The one table facility is here too (docs/theory.md section 1): a spline in log q
 moments of large arrays; ``CTable``, functions of c at fixed lengths in x = sqrt(1 - |c|)
 (meanfield.kernels' tables); ``QCTable``, a function of (q, c) over a wide range of q on a
 stretched-angle grid (meanfield.residual's distance kernel).
+
+Disk cache of the tables (issue 10).  A table is built once per activation and kept on disk, so
+a later process reads it instead of integrating:
+
+* Folder: ``$MEANFIELD_CACHE_DIR``, else ``$XDG_CACHE_HOME/meanfield``, else
+  ``~/.cache/meanfield`` (:func:`cache_dir`); ``MEANFIELD_CACHE_DIR=off`` (or ``none``, ``0``,
+  ``false``, ``no``) disables it.  The folder is safe to delete at any time.
+* API: ``cached_arrays(kind, act, params, build)`` returns the dict of arrays ``build()`` makes,
+  read from disk when a valid file holds them.  ``params`` (JSON) must name everything the
+  values depend on besides the activation.  ``CTable.sample(..., cache=(kind, act, params))``
+  does this for a sampled table.  :func:`activation_spec` is the activation's registry spec, or
+  None for custom callables, which are never written.  :func:`cache_stats` counts builds,
+  reads and rejected files (the tests use it).
+* What is stored is what costs: the spline's piecewise polynomials (read back without
+  scipy.interpolate), CTable.sample's Chebyshev series (CorrelationTable) and the node values of
+  the kernels' TableSet (2-D quadratures).  CTable's Taylor grid is rebuilt from the series on
+  every read: it is deterministic, so the values are bit-equal to a fresh build, and the grid
+  can be a hundred times larger than the series.
+* Safety: one ``.npz`` per table, named kind-spec-hash.  It holds its key (:func:`cache_key`:
+  file format, package version, a digest of the sources that compute tables, kind, spec,
+  params) and a SHA-256 of its arrays.  A file that does not load, holds another key or fails
+  its checksum is rebuilt and replaced, never trusted.  Writes go to a temporary file in the
+  same folder, then ``os.replace``.  A folder that cannot be written warns once, and the tables
+  then stay in memory only.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from .activations import Activation
 
 ArrayLike = "np.typing.ArrayLike"
@@ -328,15 +355,42 @@ _TABLE_LOGQ = (np.log(1e-6), np.log(1e6))
 _TABLE_STEP = 0.01
 
 
-@lru_cache(maxsize=64)
-def _table(act: "Activation", name: str):
-    from scipy.interpolate import make_interp_spline
+class _LogQSpline:
+    """A quintic interpolating spline in x = log q as its piecewise polynomials (breaks, coef):
+    read with numpy alone (a search and a Horner step), so a table read from the disk cache
+    needs no scipy.interpolate."""
+
+    def __init__(self, breaks: np.ndarray, coef: np.ndarray):
+        self.breaks, self.coef = breaks, coef  # breaks: (m + 1,), coef: (6, m), highest power first
+        self.lo, self.hi = float(breaks[0]), float(breaks[-1])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        i = np.clip(np.searchsorted(self.breaks, x, side="right") - 1, 0, self.coef.shape[1] - 1)
+        dx = x - self.breaks[i]
+        out = self.coef[0, i]
+        for j in range(1, self.coef.shape[0]):
+            out = out * dx + self.coef[j, i]
+        return out
+
+
+def _build_spline(act: "Activation", name: str) -> dict:
+    from scipy.interpolate import PPoly, make_interp_spline
 
     x = np.arange(_TABLE_LOGQ[0], _TABLE_LOGQ[1] + _TABLE_STEP / 2, _TABLE_STEP)
     y = _QUAD[name](act, np.exp(x))
     if not np.all(np.isfinite(y)):  # a moment past the float range (elu:-1e308): no table
-        return None
-    return make_interp_spline(x, y, k=5)
+        return {"breaks": np.zeros(0), "coef": np.zeros((6, 0))}
+    pp = PPoly.from_spline(make_interp_spline(x, y, k=5))
+    keep = np.flatnonzero(np.diff(pp.x) > 0)  # the repeated end knots give empty pieces
+    return {"breaks": np.append(pp.x[keep], pp.x[-1]), "coef": np.ascontiguousarray(pp.c[:, keep])}
+
+
+@lru_cache(maxsize=64)
+def _table(act: "Activation", name: str) -> _LogQSpline | None:
+    params = {"moment": name, "logq": list(_TABLE_LOGQ), "step": _TABLE_STEP, "degree": 5}
+    z = cached_arrays("spline", act, params, lambda: _build_spline(act, name))
+    return _LogQSpline(z["breaks"], z["coef"]) if z["breaks"].size else None
 
 
 def _table_built(act: "Activation", name: str) -> bool:
@@ -357,9 +411,12 @@ def _tabulated(act: "Activation", name: str, q: np.ndarray, method: str) -> np.n
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.log(q)
         inside = (x >= _TABLE_LOGQ[0]) & (x <= _TABLE_LOGQ[1])
-        if inside.mean() > 0.5 and _table(act, name) is not None:
+        tab = _table(act, name) if inside.mean() > 0.5 else None
+        if tab is not None:
+            # the grid's last node, log q = 13.8145, is short of log 1e6: read only between nodes
+            inside &= x <= tab.hi
             out = np.empty(q.shape)
-            out[inside] = _table(act, name)(x[inside])
+            out[inside] = tab(x[inside])
             if (~inside).any():
                 out[~inside] = _QUAD[name](act, q[~inside])
             return out
@@ -521,7 +578,8 @@ class CorrelationTable:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            self._tab = CTable.sample(f, tol=1e-13, max_level=4)
+            self._tab = CTable.sample(f, tol=1e-13, max_level=4,
+                                      cache=("correlation", act, {"q": self.q, "derivative": derivative}))
 
     def _read(self, k: int, c) -> np.ndarray:
         if isinstance(c, float):
@@ -660,12 +718,37 @@ class CTable:
 
     @classmethod
     def sample(cls, f: Callable[[np.ndarray], np.ndarray], tol: float = 1e-13, max_level: int = 6,
-               pieces: int = 2) -> "CTable":
+               pieces: int = 2, cache: "tuple[str, Activation, dict] | None" = None) -> "CTable":
         """Tabulate ``f`` (a 1-D array of correlations -> an array (n_out, len(c))): the
         Chebyshev degree doubles (17 ... 16 2^max_level + 1 nodes per piece, nested) until the
-        trailing coefficients of every output fall below ``tol`` times its largest value."""
+        trailing coefficients of every output fall below ``tol`` times its largest value.
+
+        ``cache`` = (kind, activation, params) keys the Chebyshev series in the disk cache
+        (:func:`cached_arrays`; params must name everything ``f`` depends on besides the
+        activation); the Taylor grid is rebuilt from them (deterministic, bit-equal)."""
         import warnings
 
+        def build() -> dict:
+            coefs, scale, tail, n = cls._sample_series(f, tol, max_level, pieces)
+            return {"coefs": np.stack(coefs), "scale": scale, "tail": np.float64(tail),
+                    "n": np.int64(n)}
+
+        if cache is None:
+            z = build()
+        else:
+            kind, act, params = cache
+            z = cached_arrays(kind, act, {**params, "tol": tol, "max_level": max_level,
+                                          "pieces": pieces}, build)
+        tail, n = float(z["tail"]), int(z["n"])
+        if tail > tol:
+            warnings.warn(f"kernel table did not converge at {n + 1} nodes (tail {tail:.1e})",
+                          RuntimeWarning, stacklevel=3)
+        tab = cls.from_series(list(z["coefs"]), n + 1, tol, [z["scale"]] * pieces, seed=54321)
+        tab.error_estimate = max(tab.error_estimate, tail * 10)
+        return tab
+
+    @staticmethod
+    def _sample_series(f, tol: float, max_level: int, pieces: int):
         levels = tuple(16 * 2 ** k for k in range(max_level + 1))
         signs = (1.0, -1.0)[:pieces]
         n = levels[0]
@@ -677,10 +760,7 @@ class CTable:
             scale = np.max([np.max(np.abs(v), axis=1) for v in vals], axis=0) + 1e-300
             tail = max(float(np.max(np.max(np.abs(a[:, -3:]), axis=1) / scale)) for a in coefs)
             if tail <= tol or level + 1 == len(levels):
-                if tail > tol:
-                    warnings.warn(f"kernel table did not converge at {n + 1} nodes (tail {tail:.1e})",
-                                  RuntimeWarning, stacklevel=3)
-                break
+                return coefs, scale, tail, n
             level += 1
             n2 = levels[level]
             y2 = cheb_points(n2)
@@ -690,9 +770,6 @@ class CTable:
                 new[:, 1::2] = f(sg * (1.0 - (0.5 * (y2[1::2] + 1.0)) ** 2))
                 vals[i] = new
             y, n = y2, n2
-        tab = cls.from_series(coefs, n + 1, tol, [scale] * pieces, seed=54321)
-        tab.error_estimate = max(tab.error_estimate, tail * 10)
-        return tab
 
     def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Grid index (with the piece offset) and offset in grid steps of every entry."""
@@ -838,6 +915,177 @@ class QCTable:
 
 
 # --------------------------------------------------------------------------------------------
+# The disk cache of the table facility: what a table costs to build (its quadrature node values,
+# a spline's coefficients) is written once per activation and read by every later process.
+# --------------------------------------------------------------------------------------------
+
+#: environment variable naming the cache folder; "off" (or "none", "0", "false", "no") disables it
+CACHE_ENV = "MEANFIELD_CACHE_DIR"
+_CACHE_OFF = ("off", "none", "0", "false", "no")
+#: bumped when the file layout changes (the key also holds the package version and a digest of
+#: the source files that compute the stored values, so an edited quadrature is never read back)
+_CACHE_FORMAT = 1
+_CACHE_SOURCES = ("gaussian.py", "activations.py", "special.py", "kernels/_tables.py")
+_CACHE_COUNTS = {"built": 0, "read": 0, "rejected": 0, "written": 0, "unwritable": 0}
+_CACHE_UNWRITABLE: set = set()
+
+
+def cache_dir() -> "Path | None":
+    """The table cache folder: ``$MEANFIELD_CACHE_DIR``, else ``$XDG_CACHE_HOME/meanfield``, else
+    ``~/.cache/meanfield``; None when ``MEANFIELD_CACHE_DIR=off`` (the cache is then memory only)."""
+    from pathlib import Path
+
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return None if env.lower() in _CACHE_OFF else Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    # the XDG spec: a relative XDG_CACHE_HOME is invalid and ignored
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "meanfield"
+
+
+def activation_spec(act: "Activation") -> str | None:
+    """The spec string that rebuilds ``act`` when it is a registry activation (the object
+    ``activations.get_activation`` made), else None: custom callables, registered customs and
+    modified copies have no stable spec, and their tables are never written to disk."""
+    from . import activations as A
+
+    if not any(v is act for v in A._CACHE.values()):
+        return None
+    name = act.name
+    return name if isinstance(name, str) and name.partition(":")[0] in A._REGISTRY else None
+
+
+def cache_stats() -> dict:
+    """Counts of this process's table-cache events: tables ``built`` (computed), ``read`` from
+    disk, files ``rejected`` (corrupt, truncated or another key: rebuilt), ``written``, and
+    writes that failed (``unwritable``)."""
+    return dict(_CACHE_COUNTS)
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for rel in _CACHE_SOURCES:
+        try:
+            h.update((root / rel).read_bytes())
+        except OSError:  # an install without sources: the package version alone keys the files
+            h.update(rel.encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(kind: str, spec: str, params: dict) -> str:
+    """The key text of a table: format, package version, source digest, kind, activation spec
+    and the table's parameters (JSON, floats written exactly by repr)."""
+    import json
+
+    from . import __version__
+
+    return json.dumps({"format": _CACHE_FORMAT, "version": __version__, "code": _code_digest(),
+                       "kind": kind, "activation": spec, "params": params}, sort_keys=True)
+
+
+def _arrays_digest(arrays: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def cache_path(kind: str, spec: str, key: str) -> "Path | None":
+    """Where the table of this key lives (None with the cache off)."""
+    import hashlib
+    import re
+
+    d = cache_dir()
+    if d is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}-{spec}")[:80]
+    return d / f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+
+
+def _cache_read(path, key: str) -> dict | None:
+    """The arrays stored under ``key``, or None when the file is absent, unreadable, truncated,
+    holds another key or fails its checksum (then it is rebuilt and replaced, never trusted)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {n: z[n] for n in z.files}
+    except FileNotFoundError:
+        return None
+    except Exception:  # noqa: BLE001 - any broken file (BadZipFile, EOFError, ValueError, ...)
+        _CACHE_COUNTS["rejected"] += 1
+        return None
+    stored_key, stored_sha = arrays.pop("__key__", None), arrays.pop("__sha__", None)
+    if (stored_key is None or stored_sha is None or str(stored_key) != key
+            or str(stored_sha) != _arrays_digest(arrays)):
+        _CACHE_COUNTS["rejected"] += 1
+        return None
+    return arrays
+
+
+def _cache_write(path, key: str, arrays: dict) -> None:
+    """Atomically: a temporary file in the same folder, then os.replace, so a reader sees the
+    old file, no file, or the whole new one."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, __key__=np.array(key), __sha__=np.array(_arrays_digest(arrays)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def cached_arrays(kind: str, act: "Activation", params: dict,
+                  build: Callable[[], dict]) -> dict:
+    """The table's arrays ``build()`` returns (a dict name -> array), read from the disk cache
+    when a valid file holds them, else built and written there.
+
+    The key (:func:`cache_key`) is the package version, a digest of the sources that compute
+    tables, ``kind``, the activation's spec and ``params`` (JSON-serialisable, and everything
+    else the values depend on).  Activations without a stable spec, a disabled cache and a folder
+    that cannot be written build in memory (a folder that cannot be written warns once)."""
+    spec = activation_spec(act)
+    key = None if spec is None else cache_key(kind, spec, params)
+    path = None if key is None else cache_path(kind, spec, key)
+    if path is not None:
+        hit = _cache_read(path, key)
+        if hit is not None:
+            _CACHE_COUNTS["read"] += 1
+            return hit
+    _CACHE_COUNTS["built"] += 1
+    arrays = {n: np.asarray(a) for n, a in build().items()}
+    if path is not None and path.parent not in _CACHE_UNWRITABLE:
+        try:
+            _cache_write(path, key, arrays)
+            _CACHE_COUNTS["written"] += 1
+        except OSError as exc:
+            import warnings
+
+            _CACHE_COUNTS["unwritable"] += 1
+            _CACHE_UNWRITABLE.add(path.parent)
+            if len(_CACHE_UNWRITABLE) == 1:
+                warnings.warn(f"meanfield: the table cache {path.parent} cannot be written "
+                              f"({exc.strerror or exc}); tables stay in memory (set {CACHE_ENV}=off "
+                              f"to silence this)", RuntimeWarning, stacklevel=2)
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------
 # Hermite coefficients: phi(sqrt(q) z) = sum_k a_k He_k(z) / sqrt(k!), so that at equal lengths
 # W_phi(q, q, c) = sum_k a_k^2 c^k (Mehler; docs/theory.md "the chaotic c* by Hermite series").
 # --------------------------------------------------------------------------------------------
@@ -877,4 +1125,5 @@ def hermite_coefficients(f: Callable[[np.ndarray], np.ndarray], q, n_coef: int,
     return out.reshape(q.shape + (b.shape[1],))
 
 
-__all__ += ["hermite_coefficients", "expect2_inner"]
+__all__ += ["hermite_coefficients", "expect2_inner", "cached_arrays", "cache_dir", "cache_key", "cache_path",
+            "cache_stats", "activation_spec", "CACHE_ENV"]

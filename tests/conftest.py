@@ -20,6 +20,23 @@ EXAMPLES = {
 SPECS = [spec for name in sorted(_REGISTRY) for spec in EXAMPLES.get(name, [name])]
 
 
+def pytest_configure(config):
+    """The tables' disk cache (meanfield.gaussian.cached_arrays) goes to a temporary folder for
+    the session: tests never write to the user's home, and every session starts cold."""
+    import tempfile
+
+    from meanfield.gaussian import CACHE_ENV
+
+    config._meanfield_cache = tempfile.TemporaryDirectory(prefix="meanfield-cache-")
+    os.environ[CACHE_ENV] = config._meanfield_cache.name
+
+
+def pytest_unconfigure(config):
+    tmp = getattr(config, "_meanfield_cache", None)
+    if tmp is not None:
+        tmp.cleanup()
+
+
 def pytest_generate_tests(metafunc):
     """A test that takes the argument ``registry_spec`` runs once per entry of SPECS."""
     if "registry_spec" in metafunc.fixturenames:

@@ -111,48 +111,44 @@ class TableSet:
         order = QUAD_ORDER_KINKED if self.act.kinks else QUAD_ORDER
         return gaussian.expect2(d1, d1, q1, q2, cc, self.act.kinks, order=order)
 
-    def _build(self) -> None:
+    def _analyse(self, vals: list, y: np.ndarray) -> tuple:
+        """Series of D and of its integral on each piece from the node values ``vals`` at the
+        Chebyshev points ``y``, the trailing-coefficient size and the W check (see the module
+        docstring, step 2)."""
         from numpy.polynomial import chebyshev as C
 
-        act = self.act
-        T = self.q1.size
         s = np.sqrt(self.q1 * self.q2)
-        w1 = np.asarray(gaussian.w_phi(act, self.q1, self.q2, np.ones(T)), dtype=float)
-        w_m1 = None if self.odd else np.asarray(gaussian.w_phi(act, self.q1, self.q2, -np.ones(T)),
-                                                 dtype=float)
-        kinked = bool(act.kinks) and act.closed_forms.get("wd") is None
-        cheb_tol, check_tol = (CHEB_TOL_KINKED, CHECK_TOL_KINKED) if kinked else (CHEB_TOL, CHECK_TOL)
-        self.check_tol = check_tol
+        x = 0.5 * (y + 1.0)
+        a_d = [_cheb_coef(v) for v in vals]
+        # int_0^x D(c(xi)) 2 xi dxi = int dy D x  (dxi = dy / 2)
+        a_i = [C.chebint(_cheb_coef(v * x[None, :]).T, lbnd=-1.0).T for v in vals]
+        tail = np.zeros(self.q1.size)
+        for a in a_d:
+            scale = np.max(np.abs(a), axis=1) + 1e-300
+            tail = np.maximum(tail, np.max(np.abs(a[:, -3:]), axis=1) / scale)
+        j_pos = C.chebval(1.0, a_i[0].T)          # int_0^1 D dc
+        w0 = self._w1 - s * j_pos                   # W(c = 0)
+        scale_w = np.abs(self._w1) + s * np.max(np.abs(vals[0]), axis=1) + 1e-300
+        if self.odd:
+            err_w = np.abs(w0) / scale_w            # E[phi]^2 = 0
+        else:
+            k_neg = C.chebval(1.0, a_i[1].T)        # int_{-1}^0 D dc
+            err_w = np.abs(w0 - s * k_neg - self._w_m1) / scale_w
+        return a_d, a_i, tail, err_w, w0
+
+    def _sample(self) -> dict:
+        """D's node values per piece, the Chebyshev degree doubling until the series and the W
+        check converge (what the disk cache stores: the quadratures are the cost)."""
+        T = self.q1.size
         signs = (1.0,) if self.odd else (1.0, -1.0)
         level, n = 0, _CHEB_LEVELS[0]
         y = _cheb_points(n)
         vals = [self._node_values(0.5 * (y + 1.0), sg) for sg in signs]
         while True:
-            x = 0.5 * (y + 1.0)
-            a_d = [_cheb_coef(v) for v in vals]
-            # int_0^x D(c(xi)) 2 xi dxi = int dy D x  (dxi = dy / 2)
-            a_i = [C.chebint(_cheb_coef(v * x[None, :]).T, lbnd=-1.0).T for v in vals]
-            tail = np.zeros(T)
-            for a in a_d:
-                scale = np.max(np.abs(a), axis=1) + 1e-300
-                tail = np.maximum(tail, np.max(np.abs(a[:, -3:]), axis=1) / scale)
-            j_pos = C.chebval(1.0, a_i[0].T)          # int_0^1 D dc
-            w0 = w1 - s * j_pos                         # W(c = 0)
-            scale_w = np.abs(w1) + s * np.max(np.abs(vals[0]), axis=1) + 1e-300
-            if self.odd:
-                err_w = np.abs(w0) / scale_w            # E[phi]^2 = 0
-            else:
-                k_neg = C.chebval(1.0, a_i[1].T)        # int_{-1}^0 D dc
-                err_w = np.abs(w0 - s * k_neg - w_m1) / scale_w
-            bad = (tail > cheb_tol) | (err_w > check_tol)
+            _, _, tail, err_w, _ = self._analyse(vals, y)
+            bad = (tail > self._cheb_tol) | (err_w > self.check_tol)
             if not bad.any() or level + 1 == len(_CHEB_LEVELS):
-                if bad.any():
-                    warnings.warn(
-                        f"kernel table for {act.name} did not converge at {n + 1} nodes "
-                        f"(q up to {float(np.max(np.maximum(self.q1, self.q2))):.3g}); relative error "
-                        f"about {float(np.max(np.maximum(tail, err_w))):.1e}", RuntimeWarning, stacklevel=4)
-                self.error_estimate = float(np.max(np.maximum(tail * 10, err_w)))
-                break
+                return {f"piece{i}": v for i, v in enumerate(vals)}
             level += 1
             n2 = _CHEB_LEVELS[level]
             y2 = _cheb_points(n2)
@@ -162,11 +158,36 @@ class TableSet:
                 new[:, 1::2] = self._node_values(0.5 * (y2[1::2] + 1.0), sg)
                 vals[i] = new
             y, n = y2, n2
+
+    def _build(self) -> None:
+        from numpy.polynomial import chebyshev as C
+
+        act = self.act
+        T = self.q1.size
+        s = np.sqrt(self.q1 * self.q2)
+        self._w1 = np.asarray(gaussian.w_phi(act, self.q1, self.q2, np.ones(T)), dtype=float)
+        self._w_m1 = None if self.odd else np.asarray(gaussian.w_phi(act, self.q1, self.q2, -np.ones(T)),
+                                                       dtype=float)
+        kinked = bool(act.kinks) and act.closed_forms.get("wd") is None
+        self._cheb_tol, self.check_tol = (CHEB_TOL_KINKED, CHECK_TOL_KINKED) if kinked else (CHEB_TOL, CHECK_TOL)
+        params = {"q1": self.q1.tolist(), "q2": self.q2.tolist(), "order": QUAD_ORDER,
+                  "order_kinked": QUAD_ORDER_KINKED, "cheb_tol": self._cheb_tol,
+                  "check_tol": self.check_tol, "levels": list(_CHEB_LEVELS)}
+        z = gaussian.cached_arrays("wd", act, params, self._sample)
+        vals = [z[f"piece{i}"] for i in range(1 if self.odd else 2)]
+        n = vals[0].shape[1] - 1
+        a_d, a_i, tail, err_w, w0 = self._analyse(vals, _cheb_points(n))
+        if ((tail > self._cheb_tol) | (err_w > self.check_tol)).any():
+            warnings.warn(
+                f"kernel table for {act.name} did not converge at {n + 1} nodes "
+                f"(q up to {float(np.max(np.maximum(self.q1, self.q2))):.3g}); relative error "
+                f"about {float(np.max(np.maximum(tail, err_w))):.1e}", RuntimeWarning, stacklevel=4)
+        self.error_estimate = float(np.max(np.maximum(tail * 10, err_w)))
         self.n_nodes = n + 1
         # W on each piece as a Chebyshev series in y:
         #   pos: W = w1 - s J(x),   neg: W = (w0 - s K(1)) + s K(x)
         a_w = [-s[:, None] * a_i[0]]
-        a_w[0][:, 0] += w1
+        a_w[0][:, 0] += self._w1
         if not self.odd:
             aw_neg = s[:, None] * a_i[1]
             aw_neg[:, 0] += w0 - s * C.chebval(1.0, a_i[1].T)
