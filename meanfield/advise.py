@@ -383,8 +383,13 @@ def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: 
     q_star = d.q_star if d.q_star is not None else float("nan")
     excess = float(_jacobian_excess(act, q_star)) if math.isfinite(q_star) else 0.0
     spectra = _weight_advice(act, sw, sb, depth, q_star, jacobian_budget, k is not None)
-    comps = [diagnose(act, w2, b2, depth, name=nm, note=nt).to_dict()
-             for nm, w2, b2, nt in _default_inits(act, width)]
+    comps, seen = [], {}
+    for nm, w2, b2, nt in _default_inits(act, width):
+        # xavier and lecun are the same point for square layers: diagnosed once
+        if (w2, b2) not in seen:
+            seen[(w2, b2)] = diagnose(act, w2, b2, depth)
+        d_i = seen[(w2, b2)]
+        comps.append(dict(d_i.to_dict(), name=nm, note="; ".join(x for x in (nt, d_i.note) if x)))
     ntk_cond = None
     if ntk and depth > _NTK_MAX_DEPTH:
         notes.append(f"NTK condition number not computed above depth {_NTK_MAX_DEPTH} (meanfield.kernels "
