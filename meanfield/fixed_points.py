@@ -275,10 +275,11 @@ def c_star(activation, q_star: float, sigma_w2: float, sigma_b2: float,
         chi1 = float(sigma_w2 * gaussian.v_dphi(act, q_star))
     if chi1 <= 1 + _PHASE_TOL:
         return 1.0
-    from scipy.optimize import brentq
-
     def h(c: float) -> float:
         return float(_cmap(act, c, q_star, sigma_w2, sigma_b2, bivariate)) - c
+
+    def brentq(f, a: float, b: float, xtol: float, rtol: float) -> float:
+        return float(_find_root(lambda x: np.array([f(float(v)) for v in x]), a, b, xrtol=rtol, xatol=xtol)[0])
 
     h0 = h(0.0)
     if h0 == 0.0:
