@@ -123,6 +123,7 @@ class _Kernel:
         self.noise_v = _EPS64 if (cf.get("v") is not None and
                                   (cf.get("vd") is not None or act.d1 is None)) else 1e-9
         self.grad_reason = ""
+        self._lk1 = None  # log E[max(0, z)^alpha], cached by moments()
         if act.d1 is None and "vd" not in act.closed_forms:
             self.grad_reason = (act.missing_reason or f"{act.name} has no derivative") + \
                 ": chi and the parameter gradients are infinite"
@@ -172,6 +173,23 @@ class _Kernel:
                 return math.log(k1) + 0.5 * self.alpha * lq, np.ones(lq.shape)
             m = gaussian.expect1(self.act.fn, _exp_q(lq, self.name), self.act.kinks)
             return np.log(np.abs(m)), np.sign(m)
+
+    def moments(self, lq: float) -> tuple[float, float, float]:
+        """(log V_phi(q), log |M(q)|, sign M(q)) at one q = exp(lq), in plain floats (the
+        reduced net's layer-by-layer loop; closed forms without numpy where there are some)."""
+        if self.kind == "leaky":
+            a = 1.0 - self.slope
+            return (math.log(self.k) + lq, math.log(abs(a)) + 0.5 * (lq - math.log(2.0 * math.pi)),
+                    math.copysign(1.0, a))
+        if self.kind == "alpha":
+            if self._lk1 is None:
+                from . import special
+                self._lk1 = math.log(float(special.c_alpha(self.alpha / 2.0)))
+            lv = math.log(self.c_alpha) + (self.alpha * lq if self.alpha != 0.0 else 0.0)
+            return lv, self._lk1 + 0.5 * self.alpha * lq, 1.0
+        arr = np.array([lq])
+        lm, sm = self.lm(arr)
+        return float(self.lv(arr)[0]), float(lm[0]), float(sm[0])
 
     def _is_leaky(self) -> bool:
         n = self.act.name
@@ -377,22 +395,34 @@ class _Model:
             du = np.logaddexp(0.0, lg)
         return du, lv, lg, lq
 
-    def forward_mean(self, u: np.ndarray, r: np.ndarray):
+    def step_mean(self, u: float, r: float) -> tuple[float, float, float, float]:
         """(du, r^l, lv, lq) of the reduced net with a mean, r = m / sqrt(p) (|r| <= 1):
-        p^l = p^{l-1} + 2 m^{l-1} M(q^l) + V_phi(q^l) and m^l = m^{l-1} + M(q^l)."""
-        lq = self.logq(u)
-        lv = self.K.lv(lq)
-        lm, sm = self.K.lm(lq)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mu = sm * np.exp(lm - 0.5 * u)  # M / sqrt(p^{l-1})
-            nu = np.exp(lv - u)  # V / p^{l-1}
+        p^l = p^{l-1} + 2 m^{l-1} M(q^l) + V_phi(q^l) and m^l = m^{l-1} + M(q^l); plain floats
+        (one layer at a time; numpy's per-call overhead would be most of the cost)."""
+        a, b = self.lsw + u, self.lsb
+        hi = max(a, b)
+        lq = hi if hi == -math.inf else hi + math.log1p(math.exp(min(a, b) - hi))
+        lv, lm, sm = self.K.moments(lq)
+        lmu, lnu = lm - 0.5 * u, lv - u  # log |M| / sqrt(p^{l-1}), log V / p^{l-1}
+        if lnu > 600.0:
+            # the branch dwarfs the stream (alpha > 1): V >= M^2, so V / p leads; in logs
+            du = lnu + math.log1p(2.0 * r * sm * math.exp(lmu - lnu) + math.exp(-lnu))
+        else:
+            mu = sm * math.exp(lmu) if lm != -math.inf else 0.0
+            nu = math.exp(lnu) if lv != -math.inf else 0.0
             g = 2.0 * r * mu + nu  # (p^l - p^{l-1}) / p^{l-1}
-            # g -> -1 only when the mean flips sign (r -> -1, M ~ sqrt(p)): there p^l / p^{l-1}
-            # is the sum of its non-negative parts (mean^2, variance left, Var phi / p)
-            parts = (r + mu) ** 2 + (1.0 - r) * (1.0 + r) + np.maximum(nu - mu * mu, 0.0)
-            du = np.where(g > -0.5, np.log1p(g), np.log(parts))
-            r_new = np.clip((r + mu) * np.exp(-0.5 * du), -1.0, 1.0)
-        return du, r_new, lv, lq
+            if g > -0.5:
+                du = math.log1p(g)
+            else:
+                # g -> -1 only when the mean flips sign (r -> -1, M ~ sqrt(p)): there
+                # p^l / p^{l-1} is the sum of its non-negative parts (mean^2, variance left,
+                # Var phi / p)
+                du = math.log((r + mu) ** 2 + (1.0 - r) * (1.0 + r) + max(nu - mu * mu, 0.0))
+        # r^l = (r + M / sqrt(p^{l-1})) sqrt(p^{l-1} / p^l), each term below 1 in size
+        r_new = r * math.exp(-0.5 * du)
+        if lm != -math.inf:
+            r_new += sm * math.exp(lmu - 0.5 * du)
+        return du, min(1.0, max(-1.0, r_new)), lv, lq
 
     def dC(self, lq: np.ndarray) -> np.ndarray:
         """log(1 + sigma_v2 sigma_w2 V_phi'(q^l)) (docs/theory.md §A2.3, backward)."""
@@ -641,31 +671,54 @@ class _Runner:
     def sequential_mean(self, a: int, b: int, u: float, r: float, x: float,
                         C: float) -> tuple[float, float, float]:
         """The loop for the reduced net with E[phi] != 0, state (log p, m / sqrt(p), 1 - e,
-        log chi): (u, r) are coupled, which the scalar collocation does not solve, so every
-        layer is computed (about 0.1 ms a layer with closed-form kernels)."""
-        m = self.m
-        o = self.out
-        for l in range(a + 1, b + 1):
-            ua, ra = np.array([u]), np.array([r])
+        log chi).  (u, r) are coupled, which the scalar collocation does not solve, so they are
+        stepped layer by layer (a few microseconds a layer for relu and alpha-ReLU); chi then
+        follows from all layers' q at once and 1 - e by its own loop (~0.3 ms a layer)."""
+        m, K, o = self.m, self.m.K, self.out
+        n = b - a
+        us, rs = np.empty(n + 1), np.empty(n + 1)
+        dus, lvs, lqs = np.empty(n), np.empty(n), np.empty(n)
+        us[0], rs[0] = u, r
+        fail, why = None, _overflow_reason(K)
+        for i in range(n):
             try:
-                du, r_new, lv, lq = m.forward_mean(ua, ra)
-                dC = m.dC(lq) if self.grads else np.zeros(1)
-                dx = m.dx_du(np.array([x]), ua, lv, du, lq) if self.cosine else np.zeros(1)
+                du, r, lv, lq = m.step_mean(u, r)
             except _OutOfRange as exc:
-                self._fail(l, str(exc))
-            if not (np.isfinite(du[0]) and np.isfinite(r_new[0]) and np.isfinite(dC[0])
-                    and np.isfinite(dx[0])):
-                self._fail(l, _overflow_reason(self.m.K))
-            u_prev = u
-            u, r, C = u + float(du[0]), float(r_new[0]), C + float(dC[0])
-            x = min(max(x + float(dx[0]), 0.0), 2.0)
-            if not (abs(u) < 1e300 and abs(C) < 1e300):
-                self._fail(l, _overflow_reason(self.m.K))
-            i = self._index(l)
-            if i is not None:
-                o.u[i], o.uprev[i], o.x[i], o.C[i], o.r[i] = u, u_prev, x, C, r
-                o.dC[i], o.lv[i] = float(dC[0]), float(lv[0])
-        return u, x, C
+                fail, why = i, str(exc)
+                break
+            u = u + du
+            if not (math.isfinite(du) and math.isfinite(r) and abs(u) < 1e300):
+                fail = i
+                break
+            us[i + 1], rs[i + 1], dus[i], lvs[i], lqs[i] = u, r, du, lv, lq
+        k = n if fail is None else fail  # layers a+1 .. a+k are valid
+        dC = m.dC(lqs[:k]) if self.grads else np.zeros(k)
+        Cs = C + np.concatenate([[0.0], np.cumsum(dC)])
+        bad = np.flatnonzero(~(np.isfinite(dC) & (np.abs(Cs[1:]) < 1e300)))
+        if bad.size:
+            fail, why, k = int(bad[0]), _overflow_reason(K), int(bad[0])
+        xs = np.full(k + 1, x)
+        if self.cosine:
+            for i in range(k):
+                try:
+                    dx = float(m.dx_du(np.array([x]), us[i:i + 1], lvs[i:i + 1], dus[i:i + 1],
+                                       lqs[i:i + 1])[0])
+                except _OutOfRange as exc:
+                    fail, why, k = i, str(exc), i
+                    break
+                if not math.isfinite(dx):
+                    fail, why, k = i, _overflow_reason(K), i
+                    break
+                x = min(max(x + dx, 0.0), 2.0)
+                xs[i + 1] = x
+        if fail is not None:
+            self._fail(a + fail + 1, why)
+        lay = o.layers
+        lo, hi = np.searchsorted(lay, a, side="right"), np.searchsorted(lay, b, side="right")
+        j = lay[lo:hi] - a  # 1..n
+        o.u[lo:hi], o.uprev[lo:hi], o.r[lo:hi] = us[j], us[j - 1], rs[j]
+        o.x[lo:hi], o.C[lo:hi], o.dC[lo:hi], o.lv[lo:hi] = xs[j], Cs[j], dC[j - 1], lvs[j - 1]
+        return float(us[n]), float(xs[n]), float(Cs[n])
 
     # collocation on one block ---------------------------------------------------------------
     def block(self, a: int, b: int, u: float, x: float, C: float):
@@ -926,7 +979,7 @@ def _simulate(kernel: _Kernel, prm: _Params, depth: int, p0: float, c0: float,
 
 
 #: the reduced net with E[phi] != 0 runs layer by layer (_Runner.sequential_mean)
-_MEAN_MAX_DEPTH = 10 ** 6
+_MEAN_MAX_DEPTH = 10 ** 5
 
 
 def _check_m0(m0: Any, p0: float, c0: float) -> float:
@@ -970,7 +1023,7 @@ def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, de
     It matters only for the reduced net with E[phi] != 0 (relu, gelu, alpha-ReLU, ...), whose
     stream gains the mean m^l = m^{l-1} + E[phi(h^l)] and p^l, gamma^l its cross terms
     (docs/residual.md, "The reduced network with a non-zero-mean activation"); p and e stay
-    second moments (mean included).  That case runs layer by layer (depth <= 1e6).  ``m`` is
+    second moments (mean included).  That case runs layer by layer (depth <= 1e5).  ``m`` is
     m^l (m0 at every layer otherwise: V phi and odd phi add no mean).
     """
     prm = _params(arch, sigma_w2, sigma_b2, sigma_v2, sigma_a2)
@@ -982,7 +1035,7 @@ def iterate_residual(arch: str, activation, sigma_w2: float, sigma_b2: float, de
     c0 = float(check_correlation("c0", c0))
     m0 = _check_m0(m0, p0, c0)
     if _Model(K, prm).mean and depth > _MEAN_MAX_DEPTH:
-        raise DomainError(f"depth must be at most 1e6 for resnet-reduced with {K.name} (E[phi] != 0: "
+        raise DomainError(f"depth must be at most 1e5 for resnet-reduced with {K.name} (E[phi] != 0: "
                           f"the recursion with the stream's mean runs layer by layer), got {depth}")
     every, layers = _kept_layers(depth, every)
     if method not in ("auto", "sequential"):
@@ -1211,7 +1264,7 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         fit_depth = {"tanh": 10 ** 6, "1/2<alpha<1": 10 ** 6, "alpha<=1/2": 10 ** 6,
                      "relu": 10 ** 5, "alpha>1": 0}.get(reg, 10 ** 5)
         if mean and reg != "alpha>1":
-            # layer by layer (~0.5 ms a layer); relu's 1 - e^l decays exponentially, so stop
+            # layer by layer (~0.4 ms a layer with e); relu's 1 - e^l decays exponentially, so stop
             # before it underflows (log(1 - e^l) ~ log(1/2) - l * rate)
             fit_depth = 4096
             if reg == "relu":
@@ -1328,12 +1381,9 @@ def exponents(activation, arch: str = "resnet-full", *, sigma_w2: float = 1.0,
         pe = _dexp_entry(T, a, "log p^l ~ C alpha^l", "docs/theory.md §A2.5 (alpha > 1) [D] [?]")
         ce = _dexp_entry(T, a, "log(chi^0/chi^L) ~ C alpha^L", "docs/theory.md §A2.5 (alpha > 1) [D] [?]",
                          key="C")
+        # with a mean too: once each layer's branch dwarfs the stream (p^l ~ V_phi(q^l)), the
+        # mean's cross terms are relatively negligible and e^l follows the vanilla kernel map
         ee = _exp_cosine_entry(T, e_star, jd)
-        if mean:
-            ee = _entry("fitted only", "|e^l - e*| ~ C l^k", None, None, source="not derived",
-                        note="not derived for the reduced net with a mean: its cosine first rises "
-                             "towards 1 (the mean's cross terms) before p^l leaves float range; see "
-                             "iterate_residual")
         se = _dexp_entry(T, a, "log s^l ~ C alpha^l", "docs/theory.md §A2.5 (alpha > 1) [D]", key="log_s")
         notes.append(f"log p^l leaves float range after layer {top} (double-exponential growth): "
                      f"the fits use depth {L}")

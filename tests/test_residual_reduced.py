@@ -217,6 +217,18 @@ def test_alpha_relu_reduced_laws():
         assert d["law"] == "bounded" and _agrees(d), (k, d)
 
 
+def test_alpha_relu_above_one_reduced_is_double_exponential():
+    """Once the branch dwarfs the stream the mean no longer matters: base alpha, and the cosine
+    goes to the vanilla fixed point at the rate Jbar'(e*) (the loop follows p^l / p^(l-1) in
+    logs, so log p reaches the float range, as in the full net, instead of overflowing at 33)."""
+    E = exponents("alpha_relu:1.5", "resnet-reduced", sigma_w2=0.2)
+    for k in ("p", "s", "chi"):
+        d = getattr(E, k)
+        assert d["law"] == "double-exponential" and abs(d["fitted_exponent"] - 1.5) < 1e-6, (k, d)
+    assert abs(E.e["fitted_constant"] / E.e["constant"] - 1) < 1e-4, E.e
+    assert any("after layer 1717" in n for n in E.notes), E.notes
+
+
 def test_alpha_relu_half_has_infinite_gradients_but_a_length_law():
     E = exponents("alpha_relu:0.4", "resnet-reduced", sigma_w2=1.0, fit_depth=1024)
     assert E.chi["law"] == "infinite"
