@@ -591,9 +591,19 @@ def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optim
             rec = mup_(model, n0, optimizer=opt_name, lr=lr, parametrization=parametrization, seed=seed,
                        **init_options)
             report = rec.report
-            layer_names = tuple(t.module for t in rec.tensors if t.kind == "weight")
-            names = layer_names
             mods = dict(model.named_modules())
+            # nn.MultiheadAttention applies its out_proj's weight without calling the module: its
+            # output is the attention module's own, already measured
+            weights = [(i, t.module) for i, t in enumerate(t for t in rec.tensors if t.kind == "weight")
+                       if not (t.attention == "o" and isinstance(mods.get(t.module.rpartition(".")[0]),
+                                                                   nn.MultiheadAttention))]
+            kept = [i for i, _ in weights]
+            # a hand-written block's q is multiplied by k^{-1/2} under 1/d logits: its output moves
+            # as width^{-1/2} by design (the logits, q.k / sqrt(d), move Theta(1))
+            q_shift = {a.q.rpartition(".")[0]: (-0.5 if a.logits == "1/d" else 0.0)
+                       for a in rec.attention if a.kind != "nn.MultiheadAttention"}
+            layer_names = tuple(nm for _, nm in weights)
+            names = layer_names
             outs: dict[str, torch.Tensor] = {}
             hooks = [mods[nm].register_forward_hook(
                 lambda m, i, o, nm=nm, outs=outs: outs.__setitem__(nm, _first(o).detach().clone()))
@@ -625,4 +635,5 @@ def coord_check(make_model, widths, X, y, *, parametrization: str = "mup", optim
                       steps=n_steps, lr=float(lr), seeds=seeds, layers=names, change=C.mean(axis=0),
                       exponent=slopes.mean(axis=0),
                       exponent_sd=slopes.std(axis=0, ddof=1) if len(seeds) > 1 else np.zeros(C.shape[2]),
-                      predicted=np.array([x.change_exponent for x in report.layers]))
+                      predicted=np.array([report.layers[i].change_exponent + q_shift.get(nm, 0.0)
+                                          for i, nm in zip(kept, names)]))

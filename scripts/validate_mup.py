@@ -90,6 +90,7 @@ class Config:
     coord_wide: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096)   # (a) up to 4096
     coord_wide_parametrizations: tuple[str, ...] = ("mup", "ntp")
     coord_adam_zero_readout: tuple[str, ...] = ("mup",)       # (a) with Adam and the zero readout
+    coord_wide_zero_readout: tuple[str, ...] = ("mup",)       # (a) up to 4096 with the zero readout
     # (d) attention logits (synthetic tokens; muP by mup_, the logits 1/d_head or 1/sqrt(d_head))
     attn_widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
     attn_seeds: tuple[int, ...] = (0, 1, 2, 3)
@@ -101,7 +102,7 @@ class Config:
 # Config fields added after docs/mup_results.json was started, with the value that file's runs
 # were made under (none of its runs depends on them: they only plan more runs).
 ADDED = ("coord_zero_readout", "adam_lr", "coord_adam_parametrizations", "coord_wide",
-         "coord_wide_parametrizations", "coord_adam_zero_readout", "attn_widths", "attn_seeds", "attn_runs",
+         "coord_wide_parametrizations", "coord_adam_zero_readout", "coord_wide_zero_readout", "attn_widths", "attn_seeds", "attn_runs",
          "attn_steps")
 
 
@@ -110,7 +111,7 @@ QUICK = Config(data="synthetic", widths=(16, 32), base_width=16, seeds=(0, 1), n
                coord_parametrizations=("mup", "sp"), rich_parametrizations=("mup",),
                transfer_parametrizations=("mup", "sp"), coord_zero_readout=("mup",), adam_lr=0.01,
                coord_adam_parametrizations=("mup",), coord_wide=(16, 32, 64), coord_wide_parametrizations=(),
-               coord_adam_zero_readout=(), attn_widths=(16, 32), attn_seeds=(0, 1),
+               coord_adam_zero_readout=(), coord_wide_zero_readout=(), attn_widths=(16, 32), attn_seeds=(0, 1),
                attn_runs=(("adam", "mha", 0.01),), attn_steps=2)
 
 # muP's best learning rate on the main grid is its largest stable one (2, with 4 diverging):
@@ -118,7 +119,7 @@ QUICK = Config(data="synthetic", widths=(16, 32), base_width=16, seeds=(0, 1), n
 FINE = replace(Config(), lr_grid=(2.0 ** 0.5, 2.0, 2.0 ** 1.5), coord_parametrizations=(),
                rich_parametrizations=(), transfer_parametrizations=("mup",), coord_zero_readout=(),
                coord_adam_parametrizations=(), coord_wide_parametrizations=(), coord_adam_zero_readout=(),
-               attn_runs=())
+               coord_wide_zero_readout=(), attn_runs=())
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,14 +215,14 @@ def coord_run(cfg: Config, data: dict, parametrization: str, target_scale: float
     ``target_scale`` s != 1 trains on s * Y at lr / s: the same change driven by the targets,
     while the part driven by the random initial output f_0 (Theta(n^{-1/2}) under muP) is s
     times smaller relative to it (a diagnostic of the finite-width correction).  ``variant``:
-    "zero-readout" (mup_'s zero_readout=True, f_0 = 0), "adam" (Adam at ``cfg.adam_lr``) or
-    "wide" (widths ``cfg.coord_wide``)."""
-    if variant not in ("", "zero-readout", "adam", "adam-zero-readout", "wide"):
+    "zero-readout" (mup_'s zero_readout=True, f_0 = 0), "adam" (Adam at ``cfg.adam_lr``),
+    "wide" (widths ``cfg.coord_wide``), or "adam-" / "wide-" with "zero-readout"."""
+    if variant not in ("", "zero-readout", "adam", "adam-zero-readout", "wide", "wide-zero-readout"):
         raise DomainError(f"unknown coord variant {variant!r}")
     X, Y = data["X"][: cfg.coord_n], data["Y"][: cfg.coord_n] * target_scale
     d = X.shape[1]
     adam = variant.startswith("adam")
-    widths = list(cfg.coord_wide if variant == "wide" else cfg.widths)
+    widths = list(cfg.coord_wide if variant.startswith("wide") else cfg.widths)
     cc = coord_check(lambda w: make_mlp(d, w, cfg.depth, cfg.activation), widths, X, Y,
                      parametrization=parametrization, optimizer="adam" if adam else "sgd",
                      lr=(cfg.adam_lr if adam else cfg.lr) / target_scale,
@@ -419,6 +420,8 @@ def planned_runs(cfg: Config) -> list[tuple[str, tuple]]:
     plan += [(f"coord/{p}/wide", ("coord", p, 1.0, "wide")) for p in cfg.coord_wide_parametrizations]
     plan += [(f"coord/{p}/adam-zero-readout", ("coord", p, 1.0, "adam-zero-readout"))
              for p in cfg.coord_adam_zero_readout]
+    plan += [(f"coord/{p}/wide-zero-readout", ("coord", p, 1.0, "wide-zero-readout"))
+             for p in cfg.coord_wide_zero_readout]
     plan += [(f"attn/{o}/{kind}/{lg}", ("attn", o, kind, lr, lg))
              for o, kind, lr in cfg.attn_runs for lg in ("1/d", "1/sqrt(d)")]
     if cfg.rich_parametrizations:
@@ -524,6 +527,8 @@ def summarise(res: dict) -> dict:
             fc["exponent_top3"] = [_slope(top, [row[j] for row in r["change"][-3:]]) for j in range(len(r["layers"]))]
             out["feature_change"][key[len("coord/"):]] = fc
     out["reference"] = runs.get("reference")
+    out["attention"] = {key[len("attn/"):]: {k: r[k] for k in ("widths", "change", "slope", "slope_sd", "lr", "steps")}
+                        for key, r in runs.items() if key.startswith("attn/")}
 
     def train(p, w, lr, s):
         return runs.get(_train_key(p, w, lr, s))
@@ -598,6 +603,10 @@ def report(summary: dict) -> str:
                        for e, s, q in zip(r["exponent"], r["exponent_sd"], r["predicted"]))
         top = ", ".join("n/a" if e is None else f"{e:+.2f}" for e in r["exponent_top3"])
         lines.append(f"(a) {p:20s} exponents per layer [fit ± sd (theory)]: {ex}; top 3 widths: {top}")
+    for p, r in summary.get("attention", {}).items():
+        sd = "n/a" if r["slope_sd"] is None else f"{r['slope_sd']:.2f}"
+        lines.append(f"(d) {p:24s} logits' change slope {r['slope']:+.2f} ± {sd} (lr {r['lr']:g}); per width "
+                     + ", ".join(f"{c:.4f}" for c in r["change"]))
     if summary.get("reference"):
         lines.append(f"(b) infinite-width Gram eigenvalue at init (NNGP): {summary['reference']}")
     for p, r in summary["richness"].items():

@@ -735,19 +735,21 @@ def test_coord_check_record_and_rng():
 
 @pytest.mark.torch
 @pytest.mark.slow
-def test_coord_check_exponents():
-    """2 hidden layers, widths 64..1024, 4 seeds, 3 SGD steps at lr 0.1 (lr 0.5 overshoots at
-    these sizes: the logits then move by ~7 for targets of size 1 and the slopes scatter by 0.2).
-    Hidden layers: muP 0, NTP -1/2 (theory: AbcReport change_exponent); tolerance 5 standard
-    errors over seeds plus 0.05 finite-width bias, as in the numpy check."""
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adam", 0.01)])
+def test_coord_check_exponents(optimizer, lr):
+    """2 hidden layers, widths 64..1024, 4 seeds, 3 steps: SGD at lr 0.1 (lr 0.5 overshoots at
+    these sizes: the logits then move by ~7 for targets of size 1 and the slopes scatter by 0.2),
+    Adam at lr 0.01 (its derived exponents, docs/mup.md §2).  Hidden layers: muP 0, NTP -1/2
+    for both optimizers (theory: AbcReport change_exponent); tolerance 5 standard errors over
+    seeds plus 0.05 finite-width bias, as in the numpy check."""
     torch = _torch()
     from meanfield.torch_mup import coord_check
 
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(8, 8, generator=g), torch.randn(8, 1, generator=g)
     for name, want in (("mup", 0.0), ("ntp", -0.5)):
-        cc = coord_check(_mlp, [64, 128, 256, 512, 1024], X, y, parametrization=name, lr=0.1, steps=3,
-                         seeds=range(4), sigma_w2=1.0)
+        cc = coord_check(_mlp, [64, 128, 256, 512, 1024], X, y, parametrization=name, optimizer=optimizer,
+                         lr=lr, steps=3, seeds=range(4), sigma_w2=1.0)
         np.testing.assert_array_equal(cc.predicted[:2], [want, want])
         se = cc.exponent_sd / 2
         for j in range(2):
@@ -956,6 +958,19 @@ def test_mup_attention_record(optimizer):
         torch.testing.assert_close(logits["1/d", 64], logits["1/sqrt(d)", 64])
     # the default follows the parametrization: SP keeps the model's own 1/sqrt(d)
     assert mup_(vm.TinyTransformer(8, 256, "mha"), 64, lr=0.1, parametrization="sp").attention[0].multiplier == 1
+
+    # coord_check runs on both; MHA's out_proj is applied inside the module (not measured apart);
+    # the hand-written q carries the factor k^{-1/2}, so its own output's theory is -1/2
+    from meanfield.torch_mup import coord_check
+
+    X, y = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1)), torch.ones(2, 1)
+    cc = coord_check(lambda w: vm.TinyTransformer(8, w, "mha"), [64, 128], X, y, optimizer=optimizer, lr=0.01,
+                     steps=1, seeds=[0])
+    assert cc.layers == ("inp", "attn", "out") and list(cc.predicted) == [0, 0, 0]
+    cc = coord_check(lambda w: vm.TinyTransformer(8, w), [64, 128], X, y, optimizer=optimizer, lr=0.01, steps=1,
+                     seeds=[0], attention=_QKVO)
+    assert cc.layers == ("inp", "attn.q", "attn.k", "attn.v", "attn.o", "out")
+    assert list(cc.predicted) == [0, -0.5, 0, 0, 0, 0] and np.isfinite(cc.change).all()
 
 
 @pytest.mark.torch
