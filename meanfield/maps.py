@@ -141,7 +141,8 @@ class Trajectory:
 # the squared coefficients of both phi and phi' in its last quarter hold at most _SERIES_TAIL of
 # their sum: the aliasing error of the sums is then of that order (measured for tanh, sigmoid,
 # silu, softplus, erf from q = 1e-8 to 100 against expect1 / expect2: <= 3e-14 relative).  Larger
-# node counts are only taken where needed: the basis recurrence itself rounds to ~2e-14 at 256.
+# node counts are only taken where needed: from 256 nodes on, scipy's asymptotic Gauss-Hermite
+# nodes leave E[z^2] off by ~1e-14, a common relative error of V and W that cancels in C(c).
 _SERIES_NODES = (64, 128, 256, 512)
 _SERIES_TAIL = 1e-16
 # the coefficients kept: those before the point where the rest hold below this share of V
@@ -237,11 +238,11 @@ class _Layer:
     precision (|q^{l+1} - q^l| <= 1e-15 q^l) it is held there, so further layers cost only the
     correlation map at that length."""
 
-    def __init__(self, act: Activation, sw: float, sb: float, *, series: bool = True):
+    def __init__(self, act: Activation, sw: float, sb: float):
         self.act, self.sw, self.sb = act, sw, sb
         self.table = None
         self.smooth = act.closed_forms.get("w") is None and not act.kinks
-        self.series = _HermiteMaps(act) if series and self.smooth and act.d1 is not None else None
+        self.series = _HermiteMaps(act) if self.smooth and act.d1 is not None else None
         self._at = (None, None)  # the last length's series moments
         self.frozen: float | None = None  # the converged length, once reached
 
