@@ -6,9 +6,10 @@ built on the theory of :mod:`meanfield.mup` (docs/mup.md) and on the tracing and
 
 * :func:`mup_` sets a parametrization (muP by default; any of ``meanfield.mup.PARAMETRIZATIONS``)
   in place and returns a :class:`MupRecord` whose ``param_groups`` carry the per-layer learning
-  rates (``torch.optim.SGD(rec.param_groups)``).  No multipliers are added to the forward pass:
-  every layer is used in the folded form a = 0 of TP V Table 3 (same training, by the abc
-  symmetry), so the model's code and modules are untouched; no attribute is glued onto a
+  rates (``torch.optim.SGD(rec.param_groups)``).  No multipliers are added to the forward pass
+  (one exception: the 1/d_head logits of nn.MultiheadAttention, a pre-hook on its query input,
+  docs/mup.md §7.1): every layer is used in the folded form a = 0 of TP V Table 3 (same
+  training, by the abc symmetry), so the model's code is untouched; no attribute is glued onto a
   parameter (FSDP and state_dict see plain tensors); the metadata lives in the returned record,
   which is also kept on the model (one attribute on the module) so that a second application is
   refused.
@@ -285,12 +286,17 @@ def _weight_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, s
     return layer.weight, getattr(layer, "bias", None), ""
 
 
-def _scale_query(alpha: float):
-    def hook(module, args, kwargs):
+class _ScaleQuery:
+    """Forward pre-hook multiplying an nn.MultiheadAttention's query input (a class, not a
+    closure, so that a model carrying it still pickles)."""
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+
+    def __call__(self, module, args, kwargs):
         if args:
-            return (args[0] * alpha,) + tuple(args[1:]), kwargs
-        return args, {**kwargs, "query": kwargs["query"] * alpha}
-    return hook
+            return (args[0] * self.alpha,) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "query": kwargs["query"] * self.alpha}
 
 
 def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float,
@@ -417,7 +423,7 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
                 groups.append({"params": [bias], "lr": blr, "name": f"{mod_name}.{prefix}bias"})
             if part == "qkv":
                 if t_q:
-                    hooks.append(layer.register_forward_pre_hook(_scale_query(s_q), with_kwargs=True))
+                    hooks.append(layer.register_forward_pre_hook(_ScaleQuery(s_q), with_kwargs=True))
                 attn.append(AttentionScaling(
                     mod_name, "nn.MultiheadAttention", *(f"{mod_name}.in_proj_weight",) * 3,
                     f"{mod_name}.out_proj.weight", layer.num_heads, layer.head_dim, logits, s_q,

@@ -945,6 +945,17 @@ def test_mup_attention_record(optimizer):
     assert (a.kind, a.heads, a.head_dim, a.multiplier, len(rec.hooks)) == ("nn.MultiheadAttention", 2, 128, 0.5, 1)
     assert any("pre-hook" in n for n in rec.notes)
     json.dumps(rec.to_dict(), allow_nan=False)
+    # the hook scales the query whether it comes as an argument or a keyword; the model still pickles
+    mha, x, ones = vm.TinyTransformer(8, 256, "mha"), torch.full((2, 3, 256), 0.1), torch.ones(2, 3, 256)
+    mup_(mha, 64, optimizer=optimizer, lr=0.1, seed=0)
+    torch.testing.assert_close(mha.attn(x, ones, ones)[0], mha.attn(query=x, key=ones, value=ones)[0])
+    import io
+
+    buf = io.BytesIO()
+    torch.save(mha, buf)
+    buf.seek(0)
+    X = torch.randn(2, 3, 8)
+    torch.testing.assert_close(torch.load(buf, weights_only=False)(X), mha(X))
 
     for kind in ("linear", "mha"):
         att = _QKVO if kind == "linear" else None
