@@ -359,7 +359,11 @@ def mup_(model: nn.Module, base_width: int, *, optimizer: str = "sgd", lr: float
                 raise DomainError(f"{nm!r} ({tuple(w.shape)}) does not map width to width (width {n}, from the "
                                   f"input layer {roles[0][0]!r}); mup_ reads layers in registration order")
     else:
-        st = structure if structure is not None else trace_structure(model)
+        try:
+            st = structure if structure is not None else trace_structure(model)
+        except DomainError as exc:
+            raise DomainError(f"{exc}; for attention written with nn.Linear layers, pass "
+                              "mup_(..., attention=[(q, k, v, o)]) (docs/mup.md §7.1)") from None
         roles = _layer_roles(st)
         layers = [(nm, r, "") for nm, r in roles]
         n = _width_of(model, roles)

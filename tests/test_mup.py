@@ -1021,8 +1021,9 @@ def test_mup_attention_refusals():
                         ([("attn.q", "attn.k", "attn.v", "attn.q")], "named twice")):
         with pytest.raises(DomainError, match=needle):
             mup_(hand, 64, lr=0.1, attention=bad)
-    with pytest.raises(DomainError):  # the hand-written block without attention=: tracing refuses it
+    with pytest.raises(DomainError, match=r"attention=\[\(q, k, v, o\)\]") as exc:  # tracing refuses it
         mup_(hand, 64, lr=0.1)
+    assert "\n" not in str(exc.value)
     with pytest.raises(DomainError, match="width to width"):  # the readout registered before the input layer
         mup_(Net(mha(), nn.Linear(128, 3)), 64, lr=0.1)
 
