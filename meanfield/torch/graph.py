@@ -237,14 +237,23 @@ def _describe_mode(model: nn.Module) -> Iterator[None]:
                     getattr(m, k).copy_(v)
 
 
-class _Run(fx.Interpreter):
-    """Runs the traced model and keeps every tensor's shape and, for the nodes in ``axes``, each
-    channel's mean square only (the values are freed as the interpreter goes)."""
+_GROUPS = 16  # channel groups whose Gram matrices give the correlation's standard error
 
-    def __init__(self, gm: fx.GraphModule, axes: dict[fx.Node, int]):
+
+class _Run(fx.Interpreter):
+    """Runs the traced model and keeps every tensor's shape and, for the nodes in ``axes``,
+    summary statistics only (the values are freed as the interpreter goes): each channel's mean
+    square, the batch's Gram matrix (mean over units and positions) in up to 16 channel groups
+    and, when ``grads`` is set, each channel's mean squared gradient from a tensor hook.  The
+    memory kept per layer is C + 16 N^2 + C numbers, whatever the positions."""
+
+    def __init__(self, gm: fx.GraphModule, axes: dict[fx.Node, int], grads: bool = False):
         super().__init__(gm)
         self.axes = axes
+        self.grads = grads
         self.ms: dict[fx.Node, np.ndarray] = {}
+        self.grams: dict[fx.Node, tuple[np.ndarray, np.ndarray]] = {}
+        self.gms: dict[fx.Node, np.ndarray] = {}
         self.shapes: dict[fx.Node, tuple[int, ...]] = {}
 
     def shapes_of(self, x: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
@@ -256,11 +265,24 @@ class _Run(fx.Interpreter):
         if isinstance(out, torch.Tensor):
             self.shapes[n] = tuple(int(s) for s in out.shape)
         if n in self.axes:
-            t = out.detach().to(torch.float64)
             ax = self.axes[n]
-            red = tuple(i for i in range(t.ndim) if i != ax)
-            self.ms[n] = t.pow(2).mean(dim=red).cpu().numpy()
+            t = out.detach().to(torch.float64).movedim(ax, -1)
+            t = t.reshape(t.shape[0], -1, t.shape[-1])           # (N, positions, C)
+            self.ms[n] = t.pow(2).mean(dim=(0, 1)).cpu().numpy()
+            G = min(_GROUPS, t.shape[-1])
+            grams = [torch.einsum("npc,mpc->nm", t[..., g::G], t[..., g::G]) for g in range(G)]
+            sizes = [t[..., g::G].shape[-1] for g in range(G)]
+            self.grams[n] = (torch.stack(grams).cpu().numpy(), np.array(sizes, float))
+            if self.grads and out.requires_grad:
+                out.register_hook(self._grad_hook(n, ax))
         return out
+
+    def _grad_hook(self, n: fx.Node, ax: int):
+        def hook(g: torch.Tensor) -> None:
+            t = g.detach().to(torch.float64)
+            red = tuple(i for i in range(t.ndim) if i != ax)
+            self.gms[n] = t.pow(2).mean(dim=red).cpu().numpy()
+        return hook
 
 
 class _Reader:
@@ -293,6 +315,7 @@ class _Reader:
         self.notes: list[str] = []
         self.vals: dict[fx.Node, _Val] = {}
         self.called: dict[str, str] = {}
+        self.paths: dict[int, str] = {}   # id(algebra layer) -> the module path it was read from
 
     # -- helpers --
     def _tshape(self, n: fx.Node) -> tuple[int, ...]:
@@ -310,6 +333,8 @@ class _Reader:
             raise DomainError(f"{err}; its input is the output of {_where(self.gm, prev.node)} "
                               f"({prev.layer.name})") from None
         e = _Entry(layer, n, frozenset({n}), shape)
+        if n.op == "call_module":
+            self.paths[id(layer)] = str(n.target)
         return _Val(v.seq + (e,), shape, self._tshape(n), v.cf if cf is None else cf)
 
     def _same(self, n: fx.Node, v: _Val) -> _Val:

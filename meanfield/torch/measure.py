@@ -377,7 +377,7 @@ def _variances_for_compare(model, st, advice_or_variances):
     notes: list[str] = []
     if advice_or_variances is None:
         rec = getattr(model, MARK, None)
-        if rec is not None:
+        if rec is not None and rec.variances is not None:
             return rec.variances, "init_", notes
         real = realised_variances(model, st)
         if st.arch == "mlp":
@@ -579,8 +579,12 @@ _LIN_QUANTITIES = {"c": "$c^l$ (correlation of input pairs)", "e": "$e^l$ (cosin
 def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
     """Draw one quantity of a :class:`Comparison` over depth: measured (markers), predicted (line).
 
-    ``quantity``: q, c, grad2, grad_w2 (all architectures), p, e (residual nets).  Returns the Axes.
+    ``quantity``: q, c, grad2, grad_w2 (all architectures), p, e (residual nets).  A
+    :class:`ModelComparison` (from :func:`compare_model`) draws q, c or grad per row of the
+    network, the measurement with its error bar (2 standard errors).  Returns the Axes.
     """
+    if isinstance(comparison, ModelComparison):
+        return _plot_model(comparison, ax, quantity)
     if not isinstance(comparison, Comparison):
         raise DomainError(
             f"plot_profile needs a Comparison from compare(), got {type(comparison).__name__}"
@@ -618,6 +622,40 @@ def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
     return ax
 
 
+_MODEL_QUANTITIES = {"q": "$q^l$ (mean squared output)", "c": "mean correlation of input pairs",
+                     "grad": "gradient second moment / output's"}
+
+
+def _plot_model(cmp: "ModelComparison", ax, quantity: str):
+    if quantity not in _MODEL_QUANTITIES:
+        raise DomainError(f"quantity must be one of {', '.join(_MODEL_QUANTITIES)} for a "
+                          f"ModelComparison, got {quantity!r}")
+    meas, pred, err = {
+        "q": (cmp.measured, cmp.predicted, cmp.rel_se * cmp.measured),
+        "c": (cmp.c_measured, cmp.c_predicted, cmp.c_se),
+        "grad": (cmp.grad_measured, cmp.grad_predicted, cmp.grad_rel_se * cmp.grad_measured),
+    }[quantity]
+    from ..plot import _plt
+
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.8))
+    l = np.arange(len(cmp.layers))
+    ax.plot(l, np.asarray(pred, float), "-", color="C0", label="theory")
+    ax.errorbar(l, np.asarray(meas, float), yerr=2 * np.nan_to_num(np.asarray(err, float)),
+                fmt="o", color="C1", ms=3.5, label="measured (2 se)")
+    vals = np.concatenate([np.asarray(meas, float), np.asarray(pred, float)])
+    vals = vals[np.isfinite(vals)]
+    if quantity != "c" and vals.size and np.all(vals > 0):
+        ax.set_yscale("log")
+    ax.set_xticks(l)
+    ax.set_xticklabels(cmp.layers, rotation=90, fontsize=7)
+    ax.set_ylabel(_MODEL_QUANTITIES[quantity])
+    ax.set_title(f"{len(cmp.layers)} rows, width {cmp.width}, batch {cmp.batch}", fontsize=10)
+    ax.legend(frameon=False)
+    return ax
+
+
 # ------------------------------------------------------------------------------------------
 # measuring against the prediction
 # ------------------------------------------------------------------------------------------
@@ -625,15 +663,30 @@ def plot_profile(comparison: Comparison, ax=None, *, quantity: str = "q"):
 
 @dataclass(frozen=True)
 class ModelComparison:
-    """Per layer of ``net.flat()``: the model's measured q (mean squared output, averaged over
-    units, positions and the batch) beside the algebra's prediction.
+    """Per layer of ``net.flat()``: the model's measured q, correlation and gradient beside the
+    algebra's prediction (``Network.propagate``, docs/theory.md §A1.2-1.5).
 
-    ``se``: the measurement's standard error from the spread of its channels' mean squares
-    (this layer's sampling only: the channels are independent given the layer's input);
-    ``rel_se``: se/q of row l summed in quadrature with that of every earlier block (a weight
+    q: ``measured``/``predicted`` are the mean squared output (averaged over units, positions and
+    the batch); ``se`` the measurement's standard error from the spread of its channels' mean
+    squares (this layer's sampling only: the channels are independent given the layer's input);
+    ``rel_se`` se/q of row l summed in quadrature with that of every earlier block (a weight
     layer and the rows after it, which see the same draw; the largest of the block's), the
     spread of q^l when each layer's map of log q has slope at most 1, as for relu (slope 1),
-    tanh, normalisations and residual streams (docs/torch.md); ``z = rel_error / rel_se``."""
+    tanh, normalisations and residual streams (docs/torch.md); ``z = rel_error / rel_se``.
+
+    c: ``c_measured``/``c_predicted`` the mean over the batch's pairs of inputs of their
+    correlation (position-averaged second moments, normalised); ``c_error`` their difference
+    and ``c_se`` its standard error from 16 channel groups' correlations, accumulated over
+    blocks as rel_se is; ``c_z = c_error / c_se``.
+
+    gradient: ``grad_measured``/``grad_predicted`` the gradient's second moment at the layer's
+    output (averaged over units, positions and the batch) for E = sum(r * model(x)), r ~ N(0, 1),
+    divided by its value at the output.  The algebra's backward maps assume a weight layer keeps
+    its width, so the prediction is multiplied by fan_out/fan_in channels of every weight layer
+    above (exact for the per-unit mean square of W^T delta).  ``grad_rel_se`` accumulates the
+    channels' spread from the top down, as rel_se does from the bottom up; NaN where the
+    algebra has no backward map (batch_norm), with a note.
+    """
 
     layers: tuple[str, ...]
     modules: tuple[str, ...]
@@ -645,37 +698,84 @@ class ModelComparison:
     width: int
     batch: int
     notes: tuple[str, ...] = ()
+    c_measured: np.ndarray | None = None
+    c_predicted: np.ndarray | None = None
+    c_error: np.ndarray | None = None
+    c_se: np.ndarray | None = None
+    grad_measured: np.ndarray | None = None
+    grad_predicted: np.ndarray | None = None
+    grad_rel_error: np.ndarray | None = None
+    grad_rel_se: np.ndarray | None = None
 
     @property
     def z(self) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.rel_error / self.rel_se
 
+    @property
+    def c_z(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.c_error / self.c_se
+
+    @property
+    def grad_z(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.grad_rel_error / self.grad_rel_se
+
+    @property
+    def log10_gradient_ratio(self) -> tuple[float, float]:
+        """(measured, predicted) log10 of the first row's gradient over the output's."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (float(np.log10(self.grad_measured[0])), float(np.log10(self.grad_predicted[0])))
+
+    _EXTRA = ("c_measured", "c_predicted", "c_error", "c_se", "grad_measured", "grad_predicted",
+              "grad_rel_error", "grad_rel_se")
+
     def rows(self) -> list[dict]:
-        return [{"l": i, "layer": self.layers[i], "module": self.modules[i],
+        out = []
+        cz, gz, z = self.c_z, self.grad_z, self.z
+        for i in range(len(self.layers)):
+            r = {"l": i, "layer": self.layers[i], "module": self.modules[i],
                  "measured": float(self.measured[i]), "predicted": float(self.predicted[i]),
                  "rel_error": float(self.rel_error[i]), "se": float(self.se[i]),
-                 "rel_se": float(self.rel_se[i])} for i in range(len(self.layers))]
+                 "rel_se": float(self.rel_se[i]), "z": float(z[i])}
+            for k in self._EXTRA:
+                r[k] = float(getattr(self, k)[i])
+            r.update(c_z=float(cz[i]), grad_z=float(gz[i]))
+            out.append(r)
+        return out
 
     def to_dict(self) -> dict:
-        return {"layers": list(self.layers), "modules": list(self.modules),
-                "measured": self.measured.tolist(), "predicted": self.predicted.tolist(),
-                "rel_error": self.rel_error.tolist(), "se": self.se.tolist(),
-                "rel_se": self.rel_se.tolist(), "width": self.width, "batch": self.batch,
-                "notes": list(self.notes)}
+        d = {"layers": list(self.layers), "modules": list(self.modules),
+             "measured": self.measured.tolist(), "predicted": self.predicted.tolist(),
+             "rel_error": self.rel_error.tolist(), "se": self.se.tolist(),
+             "rel_se": self.rel_se.tolist(), "width": self.width, "batch": self.batch,
+             "notes": list(self.notes)}
+        for k in self._EXTRA:
+            d[k] = _nan_list(getattr(self, k))
+        return d
 
 
-def predicted_q(net: Network, X: np.ndarray) -> np.ndarray:
-    """q[l, n] of ``net.propagate(X)``, forward only: a network with batch_norm has no backward
-    map (docs/theory.md §A5.6), and q needs none."""
+def forward_diagnostics(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """q[l, n] and the N x N correlation[l] of ``net.propagate(X)``, forward only: a network
+    with batch_norm has no backward map (docs/theory.md §A5.6), and these need none."""
     X = np.asarray(X, float)
     net.check(X)
     st = initial_state(X, net.parametrization, False, "auto")
-    out = []
+    qs, cs = [], []
     for layer in net.flat():
         st, _ = layer.fold(st)
-        out.append(st.q().reshape(st.N, -1).mean(axis=1))
-    return np.array(out)
+        q = st.q().reshape(st.N, -1).mean(axis=1)
+        Kbar = np.einsum("nsms->nm", st.K.reshape(st.N, st.P, st.N, st.P)) / st.P
+        qs.append(q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cs.append(Kbar / np.sqrt(np.outer(q, q)))
+    return np.array(qs), np.array(cs)
+
+
+def predicted_q(net: Network, X: np.ndarray) -> np.ndarray:
+    """q[l, n] of ``net.propagate(X)``, forward only (see :func:`forward_diagnostics`)."""
+    return forward_diagnostics(net, X)[0]
 
 
 def _walk(layer: Layer) -> Iterator[Layer]:
@@ -687,46 +787,139 @@ def _walk(layer: Layer) -> Iterator[Layer]:
             yield from _walk(getattr(layer, k))
 
 
-def compare_model(model: nn.Module, x: torch.Tensor) -> ModelComparison:
-    """The model's per-layer q on the batch x beside the network algebra's prediction for the
-    variances now in its weights (issue 12 section 2; docs/theory.md §A1.2 and 4.1-4.4).  The model runs
-    with dropout off and BatchNorm on batch statistics (its modes and BatchNorm buffers are
-    restored); only per-channel mean squares are kept."""
-    r = _Reader(model, x)
-    net, layout = r.read()
-    flat = net.flat()
-    out_val = None
-    for n in r.gm.graph.nodes:
-        if n.op == "output":
-            out_val = r.vals[n.args[0]]
-    entries = [e for e in out_val.seq for _ in e.layer.flat()]
-    if len(entries) != len(flat):   # pragma: no cover - a nested serial inside an entry
-        raise DomainError("compare_model: a traced layer holds several algebra layers")
-    axes = {e.node: r.vals[e.node].channel_axis for e in entries}
-    interp = _Run(r.gm, axes)
-    with _describe_mode(model), torch.no_grad():
-        interp.run(x)
-    ms = [interp.ms[e.node] for e in entries]
-    measured = np.array([m.mean() for m in ms])
-    C = np.array([m.size for m in ms])
-    # one channel (a scalar readout) has no spread to estimate its error from
-    se = np.array([m.std(ddof=1) / math.sqrt(m.size) if m.size > 1 else math.nan for m in ms])
-    pred = predicted_q(net, layout.to_channels_last(x)).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = (measured - pred) / pred
-        r2 = (se / measured) ** 2
-    # fresh randomness enters at weight layers; the rows after one (its activation, pooling)
-    # see the same draw, so a block counts once, with its largest relative spread
+def _accumulate(r2: np.ndarray, fresh: list[bool]) -> np.ndarray:
+    """sqrt of the running sum, block by block, of squared relative errors ``r2`` (rows in the
+    order the randomness enters), a block starting at each row with ``fresh`` set and counting
+    with its largest value (docs/torch.md)."""
     done, block, acc = 0.0, 0.0, []
-    for layer, v in zip(flat, r2):
-        if any(isinstance(k, (nw.Dense, nw.Conv, nw.Residual)) for k in _walk(layer)):
+    for v, new in zip(r2, fresh):
+        if new:
             done, block = done + block, 0.0
         if math.isnan(v):
             acc.append(math.nan)
             continue
         block = max(block, float(v))
         acc.append(done + float(v))
-    rel_se = np.sqrt(np.array(acc))
+    return np.sqrt(np.array(acc))
+
+
+def _pair_mean(K: np.ndarray) -> float:
+    """The mean over pairs n < m of K[n, m] / sqrt(K[n, n] K[m, m])."""
+    d = np.sqrt(np.diagonal(K))
+    iu = np.triu_indices(K.shape[0], 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.mean(K[iu] / (d[iu[0]] * d[iu[1]]))) if len(iu[0]) else math.nan
+
+
+def _rows(r: _Reader) -> tuple[list, list[int], list[bool]]:
+    """The traced entries behind the rows of ``net.flat()``, each row's channel count, and
+    whether fresh weights enter at it (a weight layer, or a residual block holding one)."""
+    out_val = None
+    for n in r.gm.graph.nodes:
+        if n.op == "output":
+            out_val = r.vals[n.args[0]]
+    entries = [e for e in out_val.seq for _ in e.layer.flat()]
+    C = [int(r.vals[e.node].tshape[r.vals[e.node].channel_axis]) for e in entries]
+    fresh = [any(isinstance(k, (nw.Dense, nw.Conv, nw.Residual)) for k in _walk(e.layer))
+             for e in entries]
+    return entries, C, fresh
+
+
+def _width_factors(r: _Reader) -> np.ndarray:
+    """Per row, the product of fan_out / fan_in channels over the weight layers above it: the
+    algebra's per-unit backward maps assume a weight layer keeps its width, and the per-unit
+    mean square of W^T delta is that factor times larger (docs/torch.md)."""
+    _, C, fresh = _rows(r)
+    ts = r._tshape(r.inp)
+    c_in = [int(ts[1] if (r.vals[r.inp].cf and len(ts) > 2) else ts[-1])] + C[:-1]
+    ratio = np.array([C[i] / c_in[i] if fresh[i] else 1.0 for i in range(len(C))])
+    return np.concatenate([np.cumprod(ratio[::-1])[::-1][1:], [1.0]])
+
+
+def compare_model(model: nn.Module, x: torch.Tensor, *, net: Network | None = None,
+                  seed: int = 0) -> ModelComparison:
+    """The model's per-layer q, input-pair correlation and gradient second moment on the batch
+    x beside the network algebra's prediction (``Network.propagate``) for the variances now in
+    its weights (issue 12 section 2; docs/theory.md §A1.2-1.5 and 4.1-4.4), with a standard error
+    per row.  ``net``: predict with this network instead (the same layers as
+    ``to_network(model, x)``, other variances: e.g. advice, or a deliberately wrong one).  The
+    gradients are those of E = sum(r * model(x)), r ~ N(0, 1) drawn from ``seed``, taken with
+    ``torch.autograd.grad`` on the input (parameters' ``.grad`` are left alone).  The model runs
+    with dropout off and BatchNorm on batch statistics (its modes and BatchNorm buffers are
+    restored); hooks keep per-channel summaries only (docs/torch.md)."""
+    r = _Reader(model, x)
+    read, layout = r.read()
+    if net is None:
+        net = read
+    elif not isinstance(net, Network) or [l.name for l in net.flat()] != [
+            l.name for l in read.flat()]:
+        raise DomainError(
+            f"net must be a meanfield Network with the layers of to_network(model, x) "
+            f"({', '.join(l.name for l in read.flat())}), got "
+            f"{type(net).__name__ if not isinstance(net, Network) else [l.name for l in net.flat()]}")
+    flat = net.flat()
+    entries, C_rows, fresh = _rows(r)
+    axes = {e.node: r.vals[e.node].channel_axis for e in entries}
+    interp = _Run(r.gm, axes, grads=True)
+    ref = next((p for p in model.parameters()), None)
+    xin = x.detach().clone()
+    if ref is not None and xin.is_floating_point():
+        xin = xin.to(ref.device, ref.dtype)
+    xin.requires_grad_(True)
+    with _describe_mode(model), torch.enable_grad():
+        out = interp.run(xin)
+        gen = torch.Generator().manual_seed(int(seed))
+        rr = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
+        torch.autograd.grad((rr * out).sum(), [xin])
+    del out
+    ms = [interp.ms[e.node] for e in entries]
+    measured = np.array([m.mean() for m in ms])
+    C = np.array([m.size for m in ms])
+    # one channel (a scalar readout) has no spread to estimate its error from
+    se = np.array([m.std(ddof=1) / math.sqrt(m.size) if m.size > 1 else math.nan for m in ms])
+    X = layout.to_channels_last(x)
+    notes = list(layout.notes)
+    try:
+        prop = net.propagate(X)
+        pq, pc, pg = prop.q, prop.correlation, prop.gradient.mean(axis=1)
+    except DomainError as exc:      # batch_norm has no backward map: q and c only
+        q, K = forward_diagnostics(net, X)
+        pq, pc, pg = q, K, np.full(len(flat), math.nan)
+        notes.append(f"no gradient prediction: {exc}")
+    pred = pq.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (measured - pred) / pred
+        rel_se = _accumulate((se / measured) ** 2, fresh)
+    # correlations: the mean over pairs, measured from the whole Gram and from 16 channel groups
+    c_meas, c_se2 = [], []
+    for e in entries:
+        grams, sizes = interp.grams[e.node]
+        c_meas.append(_pair_mean(grams.sum(axis=0)))
+        cg = np.array([_pair_mean(g) for g in grams])
+        c_se2.append(float(np.var(cg, ddof=1) / len(cg)) if len(cg) > 1 else math.nan)
+    c_meas = np.array(c_meas)
+    c_pred = np.array([_pair_mean(k) for k in pc])
+    c_se = _accumulate(np.array(c_se2), fresh)
+    # gradients: per unit, over the output's; the algebra's per-unit backward maps assume a
+    # weight layer keeps its width (fan_out = fan_in), so each weight layer above multiplies
+    # the per-unit gradient by its fan_out / fan_in channels
+    gm = [interp.gms.get(e.node) for e in entries]
+    if any(g is None for g in gm):   # pragma: no cover - a layer the backward pass skipped
+        missing = [flat[i].name for i, g in enumerate(gm) if g is None]
+        raise DomainError(f"compare_model: no gradient reached rows {missing}")
+    g_meas = np.array([g.mean() for g in gm])
+    g_meas = g_meas / g_meas[-1]
+    g_pred = pg / pg[-1] * _width_factors(r)
+    g_se = np.array([g.std(ddof=1) / math.sqrt(g.size) / g.mean() if g.size > 1 else math.nan
+                     for g in gm])
+    # the gradient at row l's output has passed the backward maps of the rows above it; fresh
+    # randomness enters at each weight layer's W^T; the top row is the normalisation
+    g_r2 = np.concatenate([g_se[:-1] ** 2, [math.nan]])
+    fresh_down = [True] + [fresh[i + 1] for i in range(len(flat) - 2, -1, -1)]
+    g_rel_se = _accumulate(g_r2[::-1], fresh_down)[::-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g_rel = (g_meas - g_pred) / g_pred
     width = int(C[:-1].min()) if len(C) > 1 else int(C[0])
     return ModelComparison(tuple(l.name for l in flat), layout.modules, measured, pred, rel, se,
-                           rel_se, width, int(x.shape[0]), layout.notes)
+                           rel_se, width, int(x.shape[0]), tuple(notes), c_meas, c_pred,
+                           c_meas - c_pred, c_se, g_meas, g_pred, g_rel, g_rel_se)
