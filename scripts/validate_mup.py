@@ -636,7 +636,8 @@ COLORS = {"mup": "C0", "ntp": "C1", "sp": "C3", "sp-max-lr": "C2"}
 
 
 def plot(summary: dict, folder: str) -> list[str]:
-    """figures/mup_feature_change.png ((a) and (b)) and figures/mup_transfer.png ((c)), written together."""
+    """figures/mup_feature_change.png ((a) and (b)), figures/mup_transfer.png ((c)) and
+    figures/mup_variants.png (the added runs of (a), and (d)), written together."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -705,12 +706,51 @@ def plot(summary: dict, folder: str) -> list[str]:
         a.legend(fontsize=8)
     fig2.suptitle("missing points: the loss diverged for at least one seed; stars: best learning rate")
     fig2.tight_layout()
-    paths = [os.path.join(folder, "mup_feature_change.png"), os.path.join(folder, "mup_transfer.png")]
-    atomic_write_many([(paths[0], savefig_writer(fig1, paths[0], dpi=110), ".png"),
-                       (paths[1], savefig_writer(fig2, paths[1], dpi=110), ".png")])
-    plt.close(fig1)
-    plt.close(fig2)
+    fig3 = _plot_variants(summary, plt)
+    figs = [fig1, fig2, fig3]
+    paths = [os.path.join(folder, f"mup_{x}.png") for x in ("feature_change", "transfer", "variants")]
+    atomic_write_many([(pth, savefig_writer(fig, pth, dpi=110), ".png") for pth, fig in zip(paths, figs)])
+    for fig in figs:
+        plt.close(fig)
     return paths
+
+
+VARIANT_STYLE = {"mup/wide": ("muP, SGD", "C0", "o-"), "mup/wide-zero-readout": ("muP, SGD, zero readout", "C0", "s--"),
+                 "ntp/wide": ("NTP, SGD", "C1", "o-"), "mup/adam": ("muP, Adam", "C4", "o-"),
+                 "mup/adam-zero-readout": ("muP, Adam, zero readout", "C4", "s--"), "ntp/adam": ("NTP, Adam", "C5", "o-"),
+                 "mup/zero-readout": ("muP, SGD, zero readout", "C0", "s--")}
+
+
+def _plot_variants(summary: dict, plt):
+    """figures/mup_variants.png: the added runs of (a) (zero readout, Adam, to 4096) and (d)."""
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.6))
+    fc = summary["feature_change"]
+    shown = [k for k in VARIANT_STYLE if k in fc and not (k == "mup/zero-readout" and "mup/wide-zero-readout" in fc)]
+    for k in shown:
+        r = fc[k]
+        j = len(r["layers"]) - 2  # the last hidden layer
+        ch = np.array([np.nan if row[j] is None else row[j] for row in r["change"]])
+        lab, col, ls = VARIANT_STYLE[k]
+        ax[0].loglog(r["widths"], ch / ch[0], ls, color=col, label=f"{lab}: slope {r['exponent'][j]:+.2f}")
+    w = np.asarray(summary["config"].get("coord_wide", summary["config"]["widths"]), float)
+    for e, ls in ((0.0, ":"), (-0.5, "--"), (-1.0, "-.")):
+        ax[0].loglog(w, (w / w[0]) ** e, "k", ls=ls, lw=0.8, label=f"width^{e:g}")
+    ax[0].set(xlabel="width", ylabel="change of h^L / change at the base width",
+              title="(a) last hidden layer: zero readout, Adam, width 4096")
+    ax[0].legend(fontsize=7)
+    for k, r in summary.get("attention", {}).items():
+        opt, kind, lg = k.split("/", 2)
+        ch = np.asarray(r["change"], float)
+        ax[1].loglog(r["widths"], ch / ch[0], "o-" if lg == "1/d" else "x--",
+                     color={"sgd": "C0", "adam": "C4"}[opt], alpha=1.0 if kind == "linear" else 0.5,
+                     label=f"{opt}, {'q/k/v/o Linear' if kind == 'linear' else 'MultiheadAttention'}, "
+                           f"logits {lg}: slope {r['slope']:+.2f}")
+    ax[1].set(xlabel="width (d_head = width / 2)", ylabel="change of the logits / change at the base width",
+              title="(d) attention logits after 3 steps, muP elsewhere")
+    ax[1].legend(fontsize=7)
+    fig.suptitle(f"{summary['config']['data']} (a) and synthetic tokens (d); mean over seeds")
+    fig.tight_layout()
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
