@@ -33,13 +33,14 @@ and after the last (the head) are drawn with variance ``sigma_in2`` / ``sigma_o2
 The package is split by role: ``trace`` (reading a model for init_: Structure, trace_structure),
 ``graph`` (reading any model into the algebra: to_network), ``apply`` (init_, Variances,
 InitRecord), ``measure`` (measure, compare, compare_model, plot_profile), ``ntk``
-(empirical_ntk).
+(empirical_ntk), ``advice`` (advise_model, any readable model).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .advice import LayerAdvice, ModelAdvice, ModelDiagnostics, ModelInitRecord, advise_model
 from .apply import InitRecord, Variances, fan_in, init_
 from .graph import Layout, to_channels_last, to_network
 from .measure import (Comparison, ModelComparison, Profile, compare, compare_model, measure,
@@ -67,6 +68,11 @@ __all__ = [
     "Layout",
     "ModelComparison",
     "init_",
+    "advise_model",
+    "ModelAdvice",
+    "LayerAdvice",
+    "ModelDiagnostics",
+    "ModelInitRecord",
     "trace_structure",
     "Structure",
     "Variances",

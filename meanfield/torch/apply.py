@@ -253,13 +253,25 @@ def init_(
     if not isinstance(model, nn.Module):
         raise DomainError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     from ..spectra import _check_weights
+    from .advice import ModelAdvice, init_model_
 
+    if isinstance(advice, ModelAdvice):
+        extra = [k for k, v in (("activation", activation), ("depth", depth), ("arch", arch),
+                                ("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2),
+                                ("sigma_v2", sigma_v2), ("sigma_a2", sigma_a2),
+                                ("structure", structure)) if v is not None]
+        extra += sorted(advise_options) + (["weights"] if weights != "gaussian" else [])
+        if extra:
+            raise DomainError(f"a ModelAdvice from advise_model carries every layer's variances; "
+                              f"{', '.join(extra)} cannot be given with it")
+        return init_model_(model, advice, generator=generator, seed=seed, force=force)
     weights = _check_weights(weights)
     prev = getattr(model, MARK, None)
     if prev is not None and not force:
+        sw = f"sigma_w2={prev.variances.sigma_w2:g}, " if prev.variances is not None else ""
         raise DomainError(
-            f"{type(model).__name__} was already initialised by meanfield.torch.init_ (sigma_w2="
-            f"{prev.variances.sigma_w2:g}, seed={prev.seed}); a second application would redraw "
+            f"{type(model).__name__} was already initialised by meanfield.torch.init_ ({sw}"
+            f"seed={prev.seed}); a second application would redraw "
             f"every "
             f"weight and discard any training since. Pass force=True to re-initialise on purpose."
         )

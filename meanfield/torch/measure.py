@@ -773,6 +773,19 @@ def forward_diagnostics(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.array(qs), np.array(cs)
 
 
+def predict_rows(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """``net.propagate(X)``'s q[l, n], correlation[l] and gradient[l] (mean over the inputs), and
+    a note; a network with batch_norm, which has no backward map (docs/theory.md §A5.6), is
+    folded forward once and gets NaN gradients and the note saying so."""
+    if any(k.name == "batch_norm" for layer in net.flat() for k in _walk(layer)):
+        q, K = forward_diagnostics(net, X)
+        return q, K, np.full(q.shape[0], math.nan), (
+            "no gradient prediction: batch_norm's gradients through the batch statistics are not "
+            "in the algebra (docs/theory.md §A5.6)")
+    p = net.propagate(X)
+    return p.q, p.correlation, p.gradient.mean(axis=1), ""
+
+
 def predicted_q(net: Network, X: np.ndarray) -> np.ndarray:
     """q[l, n] of ``net.propagate(X)``, forward only (see :func:`forward_diagnostics`)."""
     return forward_diagnostics(net, X)[0]
@@ -879,13 +892,9 @@ def compare_model(model: nn.Module, x: torch.Tensor, *, net: Network | None = No
     se = np.array([m.std(ddof=1) / math.sqrt(m.size) if m.size > 1 else math.nan for m in ms])
     X = layout.to_channels_last(x)
     notes = list(layout.notes)
-    try:
-        prop = net.propagate(X)
-        pq, pc, pg = prop.q, prop.correlation, prop.gradient.mean(axis=1)
-    except DomainError as exc:      # batch_norm has no backward map: q and c only
-        q, K = forward_diagnostics(net, X)
-        pq, pc, pg = q, K, np.full(len(flat), math.nan)
-        notes.append(f"no gradient prediction: {exc}")
+    pq, pc, pg, note = predict_rows(net, X)
+    if note:
+        notes.append(note)
     pred = pq.mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = (measured - pred) / pred

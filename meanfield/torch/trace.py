@@ -827,7 +827,7 @@ def _structure(model: nn.Module, structure: Structure | None) -> Structure:
         st = structure
     else:
         rec = getattr(model, MARK, None)
-        if rec is not None:
+        if rec is not None and rec.structure is not None:
             st = rec.structure
             if st._act is None:
                 try:
