@@ -1728,12 +1728,18 @@ def _max_depth(K: _Kernel, prm: _Params, cap: int = 10 ** 6) -> int:
 # Depth-dependent advice (docs/theory.md §A2.8)
 # --------------------------------------------------------------------------------------------
 
-#: Default budget in nats.  Schoenholz et al. (2017) find vanilla networks trainable up to a depth
-#: of about 6 xi_c; off criticality the gradient then changes by chi_1^L = exp(-L/xi_c) = e^-6
-#: over the network.  We read e^6 (~400x) as the largest end-to-end gradient change a network
-#: tolerates and advise it as the residual network's budget (tunable: the optimum of Yang &
-#: Schoenholz's experiments is not known, docs/theory.md §A2.8).
+#: Default budget in nats where no training run calibrated one (resnet-reduced, and full nets
+#: with activations other than those of DEFAULT_BUDGETS).  Schoenholz et al. (2017) find vanilla
+#: networks trainable up to a depth of about 6 xi_c; off criticality the gradient then changes by
+#: chi_1^L = exp(-L/xi_c) = e^-6 over the network.  We read e^6 (~400x) as the largest end-to-end
+#: gradient change a network tolerates (a ceiling, docs/theory.md §A2.8).
 DEFAULT_BUDGET = 6.0
+
+#: Default budgets (nats) of full residual nets per activation family ('tanh', 'relu',
+#: '1/2<alpha<1'), calibrated on training maps (docs/residual.md, "Calibrating the budget";
+#: scripts/validate_residual.py): on digits the best test accuracy sat at about 1 nat or less at
+#: depths 10 to 100, and 6 nats trained worse (tanh) or diverged (relu).
+DEFAULT_BUDGETS = {"tanh": 1.0, "relu": 1.0, "1/2<alpha<1": 1.0}
 
 
 @dataclass(frozen=True)
@@ -1851,7 +1857,8 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
     if K.grad_reason:
         raise DomainError(K.grad_reason + " for every initialisation; no residual advice")
     if budget is None:
-        G, default = DEFAULT_BUDGET, True
+        G = DEFAULT_BUDGETS.get(_regime(K), DEFAULT_BUDGET) if arch == "resnet-full" else DEFAULT_BUDGET
+        default = True
     else:
         G, default = float(budget), False
         if not (math.isfinite(G) and G > 0):
@@ -2046,5 +2053,5 @@ def _comparisons(arch, activation, depth, width, K) -> list:
     return out
 
 
-__all__ = ["ARCHS", "TANH_CHI_CONSTANT", "DEFAULT_BUDGET", "ResidualTrajectory", "Exponents",
+__all__ = ["ARCHS", "TANH_CHI_CONSTANT", "DEFAULT_BUDGET", "DEFAULT_BUDGETS", "ResidualTrajectory", "Exponents",
            "ResidualAdvice", "iterate_residual", "exponents", "advise_residual"]

@@ -27,6 +27,8 @@ from meanfield import gaussian
 from meanfield.activations import get_activation
 from meanfield.errors import DomainError
 from meanfield.residual import (
+    DEFAULT_BUDGET,
+    DEFAULT_BUDGETS,
     TANH_CHI_CONSTANT,
     _kernel,
     _Model,
@@ -333,13 +335,27 @@ def test_tanh_advice_meets_budget_and_scales_like_inverse_depth():
 
 def test_relu_advice_is_exact():
     a = advise_residual("resnet-full", "relu", 100, width=512)
-    assert a.budget == 6.0 and a.budget_is_default
-    assert abs(a.sigma_w2 * a.sigma_v2 - 2 * math.expm1(6.0 / 100)) < 1e-12
-    assert abs(a.diagnostics["log_explosion"] - 6.0) < 1e-10
+    G = DEFAULT_BUDGETS["relu"]
+    assert a.budget == G and a.budget_is_default
+    assert abs(a.sigma_w2 * a.sigma_v2 - 2 * math.expm1(G / 100)) < 1e-12
+    assert abs(a.diagnostics["log_explosion"] - G) < 1e-10
     assert abs(a.weight_std["W"] - math.sqrt(a.sigma_w2 / 512)) < 1e-15
     assert abs(a.weight_std["V"] - math.sqrt(a.sigma_v2 / 512)) < 1e-15
     he = [c for c in a.comparisons if c["name"] == "he"][0]
     assert abs(he["log_explosion"] - 100 * math.log(3.0)) < 1e-9
+
+
+def test_default_budgets_per_family():
+    """Full nets: the calibrated budgets of DEFAULT_BUDGETS (issue 11, docs/residual.md); other
+    activations and resnet-reduced keep DEFAULT_BUDGET; an explicit budget wins."""
+    for act, reg in (("tanh", "tanh"), ("relu", "relu"), ("alpha_relu:0.75", "1/2<alpha<1")):
+        a = advise_residual("resnet-full", act, 30)
+        assert a.budget == DEFAULT_BUDGETS[reg] and a.budget_is_default
+    assert advise_residual("resnet-full", "gelu", 30).budget == DEFAULT_BUDGET
+    assert advise_residual("resnet-reduced", "tanh", 30).budget == DEFAULT_BUDGET
+    b = advise_residual("resnet-full", "tanh", 30, budget=6.0)
+    assert b.budget == 6.0 and not b.budget_is_default
+    assert abs(b.diagnostics["log_explosion"] - 6.0) < 1e-8
 
 
 def test_alpha_relu_advice_uses_squared_distance():
