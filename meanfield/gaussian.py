@@ -35,7 +35,10 @@ NaN in any argument gives NaN in that position; no error is raised inside the ve
 
 The one table facility is here too (docs/theory.md section 1): a spline in log q for the 1-D
 moments of large arrays; ``CTable``, functions of c at fixed lengths in x = sqrt(1 - |c|)
-(meanfield.kernels' tables); ``QCTable``, a function of (q, c) over a wide range of q on a
+(``CorrelationTable`` for maps.py, meanfield.kernels' whole-network tables); ``TableSet``, W and
+D at a list of variance pairs on one CTable; ``LogQTable``, W and D for any pair of variances
+in a range, by Chebyshev interpolation in (log q1, log q2) between TableSets (meanfield.kernels'
+per-layer tables); ``QCTable``, a function of (q, c) over a wide range of q on a
 stretched-angle grid (meanfield.residual's distance kernel).
 
 Disk cache of the tables (issue 10).  A table is built once per activation and kept on disk, so
@@ -67,6 +70,8 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from collections import OrderedDict
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable
 
@@ -915,6 +920,333 @@ class QCTable:
 
 
 # --------------------------------------------------------------------------------------------
+# W and D at many variance pairs: TableSet (one CTable per pair, W from D by the Price identity)
+# and LogQTable (Chebyshev interpolation in (log q1, log q2) between TableSets at node pairs).
+# --------------------------------------------------------------------------------------------
+
+#: Gauss-Legendre order of expect2 for the table nodes (its default): 8 gives ~1e-14 absolute
+#: for tanh up to q = 50 (2e-13 at q = 50, c -> 1)
+TABLE_QUAD_ORDER = 8
+TABLE_QUAD_ORDER_KINKED = 8
+#: trailing Chebyshev coefficients must fall below this fraction of the largest one
+TABLE_CHEB_TOL = 1e-12
+#: the (W, D) checks of a finished table, relative to the table's scale
+TABLE_CHECK_TOL = 1e-10
+#: looser targets for kinked activations (elu, selu, hard_tanh): expect2's node values are
+#: themselves only good to ~1e-9 there (1e-6 within 1e-3 of c = 1), so tighter targets would
+#: only chase quadrature noise
+TABLE_CHEB_TOL_KINKED = 1e-9
+TABLE_CHECK_TOL_KINKED = 1e-8
+_CHEB_LEVELS = (16, 32, 64, 128, 256, 512)
+
+
+class TableSet:
+    """Tables of W = E[phi(u) phi(v)] and D = E[phi'(u) phi'(v)] as functions of c for a list of
+    variance pairs (q1_k, q2_k), sharing one CTable (docs/theory.md §A0, §A4.1).
+
+    D is a Chebyshev interpolant in x = sqrt(1 - |c|) on two pieces, c >= 0 (c = 1 - x^2) and
+    c < 0 (c = x^2 - 1); odd phi needs only the first (D even, W odd in c).  Node values come
+    from :func:`w_dphi` (closed forms) or :func:`expect2`; the degree doubles (17 ... 513 nodes,
+    nested) until the trailing coefficients fall below TABLE_CHEB_TOL of the largest.  W comes
+    from D by the Price identity dW/dq12 = D: W(c) = W(q1, q2, 1) - sqrt(q1 q2) int_c^1 D dc',
+    integrated exactly on the series, anchored at :func:`w_phi` at c = 1 (the diagonal); W at
+    the other end (0 at c = 0 for odd phi, w_phi at c = -1 otherwise) checks the whole table,
+    and a failed check doubles the degree again.  The node values are kept in the disk cache
+    (:func:`cached_arrays`, kind "wd").
+
+    ``coef_w[j]`` and ``coef_d[j]`` have shape (n_tables, n_pieces * (G + 1)): the j-th Taylor
+    coefficient (in units of the grid spacing) about grid point g of table k, piece c < 0 at
+    offset G + 1.
+    """
+
+    def __init__(self, act: "Activation", q1: np.ndarray, q2: np.ndarray):
+        self.act = act
+        self.odd = bool(act.odd)
+        self.q1 = np.asarray(q1, dtype=float).reshape(-1)
+        self.q2 = np.asarray(q2, dtype=float).reshape(-1)
+        self.error_estimate = 0.0
+        self._build()
+
+    # -- construction --------------------------------------------------------------------
+    def _node_values(self, x: np.ndarray, sign: float) -> np.ndarray:
+        """D at every (q1_k, q2_k) x c(x), c = sign (1 - x^2): (T, len(x))."""
+        d1 = self.act.d1
+        c = sign * (1.0 - x * x)
+        T = self.q1.size
+        shape = (T, x.size)
+        q1 = np.broadcast_to(self.q1[:, None], shape)
+        q2 = np.broadcast_to(self.q2[:, None], shape)
+        cc = np.broadcast_to(c[None, :], shape)
+        if self.act.closed_forms.get("wd") is not None:
+            return np.asarray(w_dphi(self.act, q1, q2, cc), dtype=float)
+        order = TABLE_QUAD_ORDER_KINKED if self.act.kinks else TABLE_QUAD_ORDER
+        return expect2(d1, d1, q1, q2, cc, self.act.kinks, order=order)
+
+    def _analyse(self, vals: list, y: np.ndarray) -> tuple:
+        """Series of D and of its integral on each piece from the node values ``vals`` at the
+        Chebyshev points ``y``, the trailing-coefficient size and the W check (see the module
+        docstring, step 2)."""
+        from numpy.polynomial import chebyshev as C
+
+        s = np.sqrt(self.q1 * self.q2)
+        x = 0.5 * (y + 1.0)
+        a_d = [cheb_coef(v) for v in vals]
+        # int_0^x D(c(xi)) 2 xi dxi = int dy D x  (dxi = dy / 2)
+        a_i = [C.chebint(cheb_coef(v * x[None, :]).T, lbnd=-1.0).T for v in vals]
+        tail = np.zeros(self.q1.size)
+        for a in a_d:
+            scale = np.max(np.abs(a), axis=1) + 1e-300
+            tail = np.maximum(tail, np.max(np.abs(a[:, -3:]), axis=1) / scale)
+        j_pos = C.chebval(1.0, a_i[0].T)          # int_0^1 D dc
+        w0 = self._w1 - s * j_pos                   # W(c = 0)
+        scale_w = np.abs(self._w1) + s * np.max(np.abs(vals[0]), axis=1) + 1e-300
+        if self.odd:
+            err_w = np.abs(w0) / scale_w            # E[phi]^2 = 0
+        else:
+            k_neg = C.chebval(1.0, a_i[1].T)        # int_{-1}^0 D dc
+            err_w = np.abs(w0 - s * k_neg - self._w_m1) / scale_w
+        return a_d, a_i, tail, err_w, w0
+
+    def _sample(self) -> dict:
+        """D's node values per piece, the Chebyshev degree doubling until the series and the W
+        check converge (what the disk cache stores: the quadratures are the cost)."""
+        T = self.q1.size
+        signs = (1.0,) if self.odd else (1.0, -1.0)
+        level, n = 0, _CHEB_LEVELS[0]
+        y = cheb_points(n)
+        vals = [self._node_values(0.5 * (y + 1.0), sg) for sg in signs]
+        while True:
+            _, _, tail, err_w, _ = self._analyse(vals, y)
+            bad = (tail > self._cheb_tol) | (err_w > self.check_tol)
+            if not bad.any() or level + 1 == len(_CHEB_LEVELS):
+                return {f"piece{i}": v for i, v in enumerate(vals)}
+            level += 1
+            n2 = _CHEB_LEVELS[level]
+            y2 = cheb_points(n2)
+            for i, sg in enumerate(signs):  # nested nodes: integrate only the new ones
+                new = np.empty((T, n2 + 1))
+                new[:, ::2] = vals[i]
+                new[:, 1::2] = self._node_values(0.5 * (y2[1::2] + 1.0), sg)
+                vals[i] = new
+            y, n = y2, n2
+
+    def _build(self) -> None:
+        from numpy.polynomial import chebyshev as C
+
+        act = self.act
+        T = self.q1.size
+        s = np.sqrt(self.q1 * self.q2)
+        self._w1 = np.asarray(w_phi(act, self.q1, self.q2, np.ones(T)), dtype=float)
+        self._w_m1 = None if self.odd else np.asarray(w_phi(act, self.q1, self.q2, -np.ones(T)),
+                                                       dtype=float)
+        kinked = bool(act.kinks) and act.closed_forms.get("wd") is None
+        self._cheb_tol, self.check_tol = (TABLE_CHEB_TOL_KINKED, TABLE_CHECK_TOL_KINKED) if kinked \
+            else (TABLE_CHEB_TOL, TABLE_CHECK_TOL)
+        params = {"q1": self.q1.tolist(), "q2": self.q2.tolist(), "order": TABLE_QUAD_ORDER,
+                  "order_kinked": TABLE_QUAD_ORDER_KINKED, "cheb_tol": self._cheb_tol,
+                  "check_tol": self.check_tol, "levels": list(_CHEB_LEVELS)}
+        z = cached_arrays("wd", act, params, self._sample)
+        vals = [z[f"piece{i}"] for i in range(1 if self.odd else 2)]
+        n = vals[0].shape[1] - 1
+        a_d, a_i, tail, err_w, w0 = self._analyse(vals, cheb_points(n))
+        if ((tail > self._cheb_tol) | (err_w > self.check_tol)).any():
+            warnings.warn(
+                f"kernel table for {act.name} did not converge at {n + 1} nodes "
+                f"(q up to {float(np.max(np.maximum(self.q1, self.q2))):.3g}); relative error "
+                f"about {float(np.max(np.maximum(tail, err_w))):.1e}", RuntimeWarning, stacklevel=4)
+        self.error_estimate = float(np.max(np.maximum(tail * 10, err_w)))
+        self.n_nodes = n + 1
+        # W on each piece as a Chebyshev series in y:
+        #   pos: W = w1 - s J(x),   neg: W = (w0 - s K(1)) + s K(x)
+        a_w = [-s[:, None] * a_i[0]]
+        a_w[0][:, 0] += self._w1
+        if not self.odd:
+            aw_neg = s[:, None] * a_i[1]
+            aw_neg[:, 0] += w0 - s * C.chebval(1.0, a_i[1].T)
+            a_w.append(aw_neg)
+        self._series_w, self._series_d = a_w, a_d
+        self._taylor()
+
+    def _taylor(self) -> None:
+        """The one table facility (CTable) on these series: outputs W_1..W_T, D_1..D_T."""
+        def pad(a, n):  # W's series (integrated) has one coefficient more than D's
+            return np.pad(a, ((0, 0), (0, n - a.shape[1])))
+
+        pieces = []
+        for w, d in zip(self._series_w, self._series_d):
+            n = max(w.shape[1], d.shape[1])
+            pieces.append(np.concatenate([pad(w, n), pad(d, n)], axis=0))
+        self.table = CTable.from_series(pieces, self.n_nodes, 0.01 * self.check_tol)
+        self.G = self.table.G
+        self.error_estimate = max(self.error_estimate, self.table.error_estimate)
+        T = self.q1.size
+        self.coef_w = self.table.coef[:, :T]
+        self.coef_d = self.table.coef[:, T:]
+
+    # -- evaluation ----------------------------------------------------------------------
+    def locate(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid index (with the piece offset) and offset in grid steps of every entry."""
+        return self.table.locate(c)
+
+    def eval(self, k: int, g: np.ndarray, dlt: np.ndarray, c: np.ndarray | None = None,
+             want_w: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """(W, D) of table k at located entries; ``c`` supplies the sign of W for odd phi."""
+        d = horner_gather(self.coef_d[:, k], g, dlt)
+        if not want_w:
+            return None, d
+        w = horner_gather(self.coef_w[:, k], g, dlt)
+        if self.odd and c is not None:
+            np.copysign(w, c, out=w)
+        return w, d
+
+
+def _lagrange(nodes: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Lagrange basis on ``nodes`` evaluated at t: shape (len(nodes), len(t))."""
+    n = nodes.size
+    out = np.ones((n, t.size))
+    for i in range(n):
+        for j in range(n):
+            if j != i:
+                out[i] *= (t - nodes[j]) / (nodes[i] - nodes[j])
+    return out
+
+
+_TABLE_SETS: "OrderedDict[tuple, TableSet]" = OrderedDict()
+_TABLE_SETS_SIZE = 32
+
+
+def table_set(act: "Activation", q1: tuple, q2: tuple) -> TableSet:
+    """The TableSet of these variance pairs; small sets (a layer of normalised inputs) are kept in
+    a small LRU cache in memory, so repeating a computation with the same hyperparameters is
+    cheap (and every set is in the disk cache)."""
+    key = (act, q1, q2)
+    hit = _TABLE_SETS.get(key)
+    if hit is not None:
+        _TABLE_SETS.move_to_end(key)
+        return hit
+    ts = TableSet(act, np.array(q1), np.array(q2))
+    if len(q1) <= 3:
+        _TABLE_SETS[key] = ts
+        while len(_TABLE_SETS) > _TABLE_SETS_SIZE:
+            _TABLE_SETS.popitem(last=False)
+    return ts
+
+
+def clear_table_sets() -> None:
+    """Forget the TableSets kept in memory (benchmarks time cold computations; the disk cache
+    is :func:`cache_dir`'s folder)."""
+    _TABLE_SETS.clear()
+
+
+_TQ_LEVELS = (1, 2, 4, 8, 16, 32)  # Chebyshev degree in log q (n + 1 nested nodes)
+
+
+def logq_degree(width: float) -> int:
+    """Chebyshev degree in log q expected to reach 1e-12 for a log-variance range ``width``,
+    assuming the maps are analytic within |Im log q| < pi/2 (true for tanh, erf-like phi)."""
+    r = (0.5 * np.pi) / max(0.5 * width, 1e-300)
+    rho = r + math.sqrt(r * r + 1.0)
+    need = math.log(1e12) / math.log(rho)
+    for m in _TQ_LEVELS:
+        if m >= need:
+            return m
+    return _TQ_LEVELS[-1]
+
+
+class LogQTable:
+    """W and D of one activation for every pair of variances in [exp(t_lo), exp(t_hi)]:
+    Chebyshev interpolation in (log q1, log q2) between the TableSets of the node pairs.
+
+    The nodes are Chebyshev points in log q (degree 1, 2, 4, ... 32, nested), one TableSet
+    table per unordered node pair (W and D are symmetric in q1, q2).  The degree starts at half
+    of :func:`logq_degree`'s estimate and doubles until the interpolant agrees with
+    :func:`expect2` at three variance pairs between the nodes to the TableSet's check tolerance
+    (``interp_error`` is that agreement).  :meth:`single` is the one-table case (one variance;
+    or a homogeneous activation at q = 1, scaled by its caller).
+    """
+
+    def __init__(self, act: "Activation", t_lo: float, t_hi: float):
+        self.act = act
+        self.t_lo, self.t_hi = float(t_lo), float(t_hi)
+        self.interp_error = 0.0
+        n0 = max(1, logq_degree(self.t_hi - self.t_lo) // 2)  # the estimate is conservative
+        for n in [m for m in _TQ_LEVELS if m >= n0]:
+            self._setup(n)
+            if self._verify() or n == _TQ_LEVELS[-1]:
+                break
+
+    @classmethod
+    def single(cls, act: "Activation", q: float) -> "LogQTable":
+        """The table of one variance pair (q, q): one node, no interpolation."""
+        self = cls.__new__(cls)
+        self.act, self.interp_error = act, 0.0
+        self.t_lo = self.t_hi = math.log(q)
+        self.nodes = np.array([self.t_lo])
+        self.pairs = [(0, 0)]
+        self.tables = table_set(act, (float(q),), (float(q),))
+        return self
+
+    def _setup(self, n: int) -> None:
+        mid, half = 0.5 * (self.t_lo + self.t_hi), 0.5 * (self.t_hi - self.t_lo)
+        self.nodes = mid + half * cheb_points(n)
+        qn = np.exp(self.nodes)
+        self.pairs = [(i, j) for i in range(n + 1) for j in range(i, n + 1)]
+        self.tables = table_set(self.act, tuple(float(qn[i]) for i, _ in self.pairs),
+                                tuple(float(qn[j]) for _, j in self.pairs))
+
+    def _verify(self) -> bool:
+        """Compare with direct quadrature at variance pairs between the nodes."""
+        lo, hi = self.t_lo, self.t_hi
+        t1 = np.array([lo + 0.13 * (hi - lo), lo + 0.61 * (hi - lo), lo + 0.97 * (hi - lo)])
+        t2 = np.array([lo + 0.89 * (hi - lo), lo + 0.61 * (hi - lo), lo + 0.02 * (hi - lo)])
+        c = np.array([0.43, 0.91, -0.27])
+        q1, q2 = np.exp(t1), np.exp(t2)
+        w, d = self.eval_pairs(q1, q2, c)
+        act = self.act
+        order = TABLE_QUAD_ORDER_KINKED if act.kinks else TABLE_QUAD_ORDER
+        w_ref = expect2(act.fn, act.fn, q1, q2, c, act.kinks, order=order)
+        d_ref = expect2(act.d1, act.d1, q1, q2, c, act.kinks, order=order)
+        sw = np.sqrt(v_phi(act, q1) * v_phi(act, q2)) + 1e-300
+        sd = np.sqrt(v_dphi(act, q1) * v_dphi(act, q2)) + 1e-300
+        err = max(float(np.max(np.abs(w - w_ref) / sw)), float(np.max(np.abs(d - d_ref) / sd)))
+        self.interp_error = err
+        return err <= self.tables.check_tol
+
+    def weights(self, q: np.ndarray) -> np.ndarray:
+        """The Lagrange basis in log q at the variances q (> 0): (len(nodes), len(q))."""
+        return _lagrange(self.nodes, np.log(q))
+
+    def eval_pairs(self, q1: np.ndarray, q2: np.ndarray, c: np.ndarray):
+        """(W, D) at matching 1-D arrays (q1, q2, c) (no zero variances)."""
+        return self.combine(self.weights(q1), self.weights(q2), np.asarray(c, float), elementwise=True)
+
+    def combine(self, l1: np.ndarray, l2: np.ndarray, c: np.ndarray, elementwise: bool = False,
+                want_w: bool = True):
+        """(W, D) on the block c (rows x columns, or matching arrays with ``elementwise``) from
+        the rows' and columns' Lagrange weights l1, l2 (:meth:`weights`)."""
+        tabs = self.tables
+        g, dlt = tabs.locate(c)
+        w_out = np.zeros(c.shape) if want_w else None
+        d_out = np.zeros(c.shape)
+        for k, (i, j) in enumerate(self.pairs):
+            w, d = tabs.eval(k, g, dlt, c, want_w)
+            if len(self.pairs) == 1:
+                return w, d
+            if elementwise:
+                wt = l1[i] * l2[j] + (l1[j] * l2[i] if i != j else 0.0)
+            else:
+                wt = l1[i][:, None] * l2[j][None, :]
+                if i != j:
+                    wt += l1[j][:, None] * l2[i][None, :]
+            d *= wt
+            d_out += d
+            if want_w:
+                w *= wt
+                w_out += w
+        return w_out, d_out
+
+
+# --------------------------------------------------------------------------------------------
 # The disk cache of the table facility: what a table costs to build (its quadrature node values,
 # a spline's coefficients) is written once per activation and read by every later process.
 # --------------------------------------------------------------------------------------------
@@ -1126,4 +1458,5 @@ def hermite_coefficients(f: Callable[[np.ndarray], np.ndarray], q, n_coef: int,
 
 
 __all__ += ["hermite_coefficients", "expect2_inner", "cached_arrays", "cache_dir", "cache_key", "cache_path",
-            "cache_stats", "activation_spec", "CACHE_ENV"]
+            "cache_stats", "activation_spec", "CACHE_ENV", "TableSet", "LogQTable", "table_set",
+            "clear_table_sets", "logq_degree"]

@@ -20,7 +20,7 @@ import pytest
 import meanfield
 from meanfield import gaussian
 from meanfield.activations import custom, get_activation
-from meanfield.kernels._tables import TableSet
+from meanfield.gaussian import TableSet
 
 
 @pytest.fixture
