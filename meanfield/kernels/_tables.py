@@ -230,8 +230,9 @@ __all__ = ["TableSet", "TabulatedMaps", "QUAD_ORDER", "clear_cache", "homogeneit
 # Whole-network tables: for inputs of equal length the kernels are functions of c0 alone
 # ------------------------------------------------------------------------------------------
 
-def FunctionTable(f, tol: float = 1e-13, max_level: int = 6) -> gaussian.CTable:
+def FunctionTable(f, tol: float = 1e-13, max_level: int = 6, cache=None) -> gaussian.CTable:
     """A vector-valued function of the correlation c in [-1, 1] (``f`` maps a 1-D array of
     correlations to an array (n_out, len(c))), tabulated by gaussian.CTable.sample: calling
-    the table on c gives the list of outputs."""
-    return gaussian.CTable.sample(f, tol, max_level)
+    the table on c gives the list of outputs.  ``cache`` = (kind, activation, params) keeps its
+    series in the disk cache (params: everything f depends on besides the activation)."""
+    return gaussian.CTable.sample(f, tol, max_level, cache=cache)
