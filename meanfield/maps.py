@@ -151,6 +151,8 @@ _SERIES_KEEP = 1e-17
 # not re-decide it every layer (phi(sqrt(q) z) only sharpens as q grows); 512 nodes resolve tanh
 # to q ~ 2, sigmoid to q ~ 15 (larger rules: gaussian._hermite_basis takes 0.2 s at 1024)
 _SERIES_HEADROOM = 1.05
+# iterate() below this depth stays with quadrature (see there)
+_SERIES_MIN_LAYERS = 64
 
 
 class _HermiteMaps:
@@ -238,11 +240,11 @@ class _Layer:
     precision (|q^{l+1} - q^l| <= 1e-15 q^l) it is held there, so further layers cost only the
     correlation map at that length."""
 
-    def __init__(self, act: Activation, sw: float, sb: float):
+    def __init__(self, act: Activation, sw: float, sb: float, *, series: bool = True):
         self.act, self.sw, self.sb = act, sw, sb
         self.table = None
         self.smooth = act.closed_forms.get("w") is None and not act.kinks
-        self.series = _HermiteMaps(act) if self.smooth and act.d1 is not None else None
+        self.series = _HermiteMaps(act) if series and self.smooth and act.d1 is not None else None
         self._at = (None, None)  # the last length's series moments
         self.frozen: float | None = None  # the converged length, once reached
 
@@ -315,7 +317,9 @@ def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float 
     q = float(check_variance("q0", q0))
     c = float(check_correlation("c0", c0))
     qs, cs = [q], [c]
-    layer_map = _Layer(act, sw, sb)
+    # A short trajectory is cheaper by quadrature (~5 ms a layer) than the series' one-time cost
+    # (its Gauss-Hermite rule imports scipy.special, ~0.3-0.6 s cold): the CLI's iterate.
+    layer_map = _Layer(act, sw, sb, series=depth >= _SERIES_MIN_LAYERS)
     for layer in range(depth):
         try:
             q_next, c_next = layer_map.step(q, c, depth - layer)
