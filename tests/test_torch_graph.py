@@ -539,3 +539,25 @@ def test_plot_profile_draws_a_model_comparison():
         plt.close(ax.figure)
     with pytest.raises(DomainError, match="quantity must be one of q, c, grad"):
         plot_profile(cmp, quantity="p")
+
+
+@pytest.mark.slow
+def test_resnet18_sized_model_read_and_predicted():
+    """scripts/bench_torch_resnet18.py's model (11.2 M parameters, projection shortcuts with
+    stride 2) at a tiny size: read, predicted, and within 4 rel_se of the model's q."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_torch_resnet18.py"
+    spec = importlib.util.spec_from_file_location("bench_torch_resnet18", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    model = mod.ResNet18()
+    assert sum(p.numel() for p in model.parameters()) == 11_168_266
+    x = torch.randn(4, 3, 9, 9)
+    net, _ = to_network(model, x)
+    res = [l for l in net.layers if isinstance(l, nw.Residual)]
+    assert len(res) == 8 and sum(bool(r.shortcut.layers) for r in res) == 3
+    cmp = compare_model(model, x)
+    _check_profile(cmp, 0.25)
