@@ -12,7 +12,9 @@ geometry the algebra has), the registry's activations (modules, functionals, ten
 BatchNorm1d/2d/3d (train-mode batch statistics, affine identity), LayerNorm over the channels
 (affine identity), Dropout (the identity: eval mode), AvgPool, AdaptiveAvgPool to 1 (or to an
 exact divisor), a mean over all positions, Flatten / flattening reshapes, and additions of two
-values (the algebra's residual, split into branch and shortcut at the last layer they share).
+values (the algebra's residual, split into branch and shortcut at the last layer they share),
+nn.MultiheadAttention (self-attention, batch_first, no biases or masks) whose query or key
+projection is zero, and nn.TransformerEncoderLayer traced through its own submodules.
 Everything else is refused in one line naming the module path and the reason; nothing is
 skipped silently.
 """
@@ -150,6 +152,21 @@ def _moments(t: torch.Tensor) -> tuple[float, float, int]:
     return float(a.pow(2).mean()), float(a.mean()), a.numel()
 
 
+def _read_tensor(t: torch.Tensor, name: str, scale: int, where: str) -> float:
+    """scale * mean(t^2), refusing a tensor whose mean is far from 0 (see _read_variances)."""
+    ms, mean, k = _moments(t)
+    if not math.isfinite(ms):
+        raise DomainError(f"{where}: its {name} holds NaN or inf")
+    # under mean 0 the sample mean has standard error rms / sqrt(k); a constant tensor
+    # (nn.init.constant_) is refused however few its entries
+    const = k > 1 and ms > 0 and bool((t.detach() == t.detach().reshape(-1)[0]).all())
+    if const or abs(mean) > _ZERO_MEAN_Z * math.sqrt(ms / k):
+        raise DomainError(f"{where}: its {name} has mean {mean:.4g} (rms {math.sqrt(ms):.4g}); the "
+                          "algebra's weights and biases have mean 0, so a shifted init is not "
+                          "described")
+    return ms * scale
+
+
 def _read_variances(mod: nn.Module, fan_in: int, where: str) -> tuple[float, float | None]:
     """(sigma_w2, sigma_b2) as the weights now are: fan_in mean(W^2) and mean(b^2) (docs/theory.md
     §A1.1); None for a missing bias.  The algebra's weights have mean 0, so a tensor whose mean
@@ -157,21 +174,44 @@ def _read_variances(mod: nn.Module, fan_in: int, where: str) -> tuple[float, flo
     out: list[float | None] = []
     for name, scale in (("weight", fan_in), ("bias", 1)):
         t = getattr(mod, name, None)
-        if t is None:
-            out.append(None)
-            continue
-        ms, mean, k = _moments(t)
-        if not math.isfinite(ms):
-            raise DomainError(f"{where}: its {name} holds NaN or inf")
-        # under mean 0 the sample mean has standard error rms / sqrt(k); a constant tensor
-        # (nn.init.constant_) is refused however few its entries
-        const = k > 1 and ms > 0 and bool((t.detach() == t.detach().reshape(-1)[0]).all())
-        if const or abs(mean) > _ZERO_MEAN_Z * math.sqrt(ms / k):
-            raise DomainError(f"{where}: its {name} has mean {mean:.4g} (rms {math.sqrt(ms):.4g}); the "
-                              "algebra's weights and biases have mean 0, so a shifted init is not "
-                              "described")
-        out.append(ms * scale)
+        out.append(None if t is None else _read_tensor(t, name, scale, where))
     return out[0], out[1]
+
+
+def _attention_layer(m: nn.MultiheadAttention, where: str) -> Layer:
+    """nn.MultiheadAttention (self-attention) as the algebra's attention layer, or a one-line
+    refusal.  torch computes per head softmax(q k' / sqrt(d_head)) v with q = x W_q, k = x W_k,
+    v = x W_v (in_proj_weight split in three) and then out_proj, which is the algebra's
+    attention (docs/theory.md §A5.5) with sigma_{q,k,v}2 = E mean(W_{q,k,v}^2) and sigma_o2 =
+    E mean(W_o^2) at fan-in E = embed_dim.  With independent W_q, W_k and 1/sqrt(d_head) the
+    logits stay Gaussian at infinite width (Hron et al. 2020; the algebra's scaling 'sqrt'),
+    and the kernel of a softmax over Gaussian logits has no closed form in the algebra, so such
+    a module is refused.  When W_q or W_k is zero the logits are 0 at every width: the
+    attention is uniform, the scaling does not enter, and the algebra's attention with
+    sigma_q2 sigma_k2 = 0 describes the forward pass and the input gradients exactly."""
+    if not m.batch_first:
+        raise DomainError(f"{where}: batch_first=False takes (T, N, E) inputs; only batch_first=True "
+                          "((N, T, E), positions before channels) is read")
+    if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+        raise DomainError(f"{where}: kdim/vdim other than embed_dim, add_bias_kv or add_zero_attn "
+                          "are refused (the algebra's attention has one input and no extra keys)")
+    for name, b in (("in_proj_bias", m.in_proj_bias), ("out_proj.bias", m.out_proj.bias)):
+        if b is not None and not bool((b.detach() == 0).all()):
+            raise DomainError(f"{where}: its {name} is not 0; the algebra's attention has no "
+                              "biases (use bias=False, or torch's init, which zeroes them)")
+    E, H = m.embed_dim, m.num_heads
+    Wq, Wk, Wv = m.in_proj_weight.detach().chunk(3)
+    s = [_read_tensor(w, f"in_proj_weight[{nm}]", E, where) for w, nm in
+         ((Wq, "query"), (Wk, "key"), (Wv, "value"))]
+    so = _read_tensor(m.out_proj.weight, "out_proj.weight", E, where)
+    if s[0] > 0 and s[1] > 0:
+        raise DomainError(
+            f"{where}: its logits q.k/sqrt(d_head={E // H}) with independent W_q, W_k "
+            f"(sigma_q2={s[0]:.3g}, sigma_k2={s[1]:.3g}) stay Gaussian at infinite width (Hron et "
+            "al. 2020) and the softmax over them has no closed kernel map in the algebra; only a "
+            "zero query or key projection (uniform attention at init) is read")
+    return nw.attention(heads=H, mechanism="softmax", scaling="linear", sigma_q2=s[0],
+                        sigma_k2=s[1], sigma_v2=s[2], sigma_o2=so)
 
 
 def _affine_identity(mod: nn.Module, where: str, kind: str) -> None:
@@ -224,8 +264,8 @@ def _describe_mode(model: nn.Module) -> Iterator[None]:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             saved[m] = {k: v.detach().clone() for k, v in m.named_buffers(recurse=False) if v is not None}
             m.train()
-        elif isinstance(m, _DROPOUT):
-            m.eval()
+        elif isinstance(m, _DROPOUT + (nn.MultiheadAttention,)):
+            m.eval()    # nn.MultiheadAttention: its attention-weight dropout off
     try:
         yield
     finally:
@@ -235,6 +275,49 @@ def _describe_mode(model: nn.Module) -> Iterator[None]:
             for m, bufs in saved.items():
                 for k, v in bufs.items():
                     getattr(m, k).copy_(v)
+
+
+def _encoder_forward(m: nn.TransformerEncoderLayer, where: str, src: Any, src_mask: Any = None,
+                     src_key_padding_mask: Any = None, is_causal: bool = False) -> Any:
+    """torch's TransformerEncoderLayer.forward (its non-fused path, the same arithmetic as its
+    fast path) written with the module's own submodules, so that fx records each of them."""
+    if src_mask is not None or src_key_padding_mask is not None or is_causal:
+        raise DomainError(f"{where}: a mask (src_mask, src_key_padding_mask or is_causal) is refused; "
+                          "the algebra's attention here has none")
+
+    def sa(x):
+        return m.dropout1(m.self_attn(x, x, x, need_weights=False)[0])
+
+    def ff(x):
+        return m.dropout2(m.linear2(m.dropout(m.activation(m.linear1(x)))))
+
+    x = src
+    if m.norm_first:
+        x = x + sa(m.norm1(x))
+        return x + ff(m.norm2(x))
+    x = m.norm1(x + sa(x))
+    return m.norm2(x + ff(x))
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, except that a TransformerEncoderLayer (a leaf for fx, whose forward branches
+    on its inputs to choose torch's fused path) is traced through _encoder_forward."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, nn.TransformerEncoderLayer):
+            return False
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if isinstance(m, nn.TransformerEncoderLayer):
+            where = f"{self.path_of_module(m)} (TransformerEncoderLayer)"
+            if not m.self_attn.batch_first:
+                raise DomainError(f"{where}: batch_first=False takes (T, N, E) inputs; only "
+                                  "batch_first=True is read")
+
+            def forward(*a, **k):
+                return _encoder_forward(m, where, *a, **k)
+        return super().call_module(m, forward, args, kwargs)
 
 
 _GROUPS = 16  # channel groups whose Gram matrices give the correlation's standard error
@@ -289,13 +372,26 @@ class _Reader:
     def __init__(self, model: nn.Module, example_input: Any):
         if not isinstance(model, nn.Module):
             raise DomainError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        emb = next((f"{k} (Embedding)" for k, m in model.named_modules() if isinstance(m, nn.Embedding)),
+                   None)
+        if emb is not None:
+            # the algebra's inputs are real arrays; on one-hot ids an Embedding is exactly a
+            # bias-free dense layer with sigma_w2 = V mean(W^2), which the user can write
+            raise DomainError(f"{emb}: an Embedding takes integer token ids and the algebra's "
+                              "inputs are real arrays; feed one_hot(ids).float() to an "
+                              "nn.Linear(V, d, bias=False) holding weight.T instead (the same "
+                              "map, docs/torch.md)")
         if not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point():
             raise DomainError("example_input: expected a floating-point torch.Tensor (a batch), got "
                               f"{type(example_input).__name__}")
         if example_input.ndim < 2:
             raise DomainError(f"example_input: expected a batch (N, ...), got shape {tuple(example_input.shape)}")
         try:
-            self.gm = fx.symbolic_trace(model)
+            tracer = _Tracer()
+            graph = tracer.trace(model)
+            self.gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+        except DomainError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any tracing failure is reported the same way
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DomainError(f"torch.fx could not trace {type(model).__name__} ({type(exc).__name__}: "
@@ -316,6 +412,10 @@ class _Reader:
         self.vals: dict[fx.Node, _Val] = {}
         self.called: dict[str, str] = {}
         self.paths: dict[int, str] = {}   # id(algebra layer) -> the module path it was read from
+        # an nn.MultiheadAttention node (it returns a tuple) -> its input, layer and path, pushed
+        # at the node that takes output 0
+        self.pending: dict[fx.Node, tuple[_Val, Layer, str]] = {}
+        self.labels: dict[fx.Node, str] = {}
 
     # -- helpers --
     def _tshape(self, n: fx.Node) -> tuple[int, ...]:
@@ -354,7 +454,8 @@ class _Reader:
         if len(self._tshape(n)) <= 2:
             return True
         for u in n.users:
-            if u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), (nn.Linear, nn.LayerNorm)):
+            if u.op == "call_module" and isinstance(self.gm.get_submodule(u.target), (
+                    nn.Linear, nn.LayerNorm, nn.MultiheadAttention)):
                 return False
         return True
 
@@ -402,7 +503,7 @@ class _Reader:
         return net, Layout(ts, cf, perm, modules, tuple(dict.fromkeys(self.notes)))
 
     def _label(self, e: _Entry) -> str:
-        return _where(self.gm, e.node)
+        return self.labels.get(e.node) or _where(self.gm, e.node)
 
     def _is_meta(self, n: fx.Node) -> bool:
         if n.op == "call_method" and n.target in ("size", "dim", "numel"):
@@ -420,6 +521,14 @@ class _Reader:
             return self._module(n, m, where)
         if n.op == "call_function" and n.target in _ADD:
             return self._add(n, where)
+        if n.op == "call_function" and n.target is operator.getitem and n.args[0] in self.pending:
+            v, layer, path = self.pending[n.args[0]]
+            if n.args[1] != 0:
+                raise DomainError(f"{self.labels[n.args[0]]}: its output {n.args[1]!r} (the attention "
+                                  "weights) is not read; only output 0 is")
+            self.labels[n] = self.labels[n.args[0]]
+            self.paths[id(layer)] = path
+            return self._push(n, v, layer, self.labels[n])
         if n.op == "call_function":
             spec = _function_spec(n)
             if spec is not None:
@@ -442,6 +551,8 @@ class _Reader:
             return self._push(n, v, nw.dense(sw, sb), where)
         if isinstance(m, _CONVS):
             return self._conv(n, m, v, where)
+        if isinstance(m, nn.MultiheadAttention):
+            return self._mha(n, m, v, where)
         if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             raise DomainError(f"{where}: transposed convolutions are not in the algebra")
         spec = _module_spec(m)
@@ -484,6 +595,31 @@ class _Reader:
                               "its output is not Gaussian (use AvgPool)")
         raise DomainError(f"{where}: not read by to_network (no map for this module in the "
                           "network algebra)")
+
+    def _mha(self, n: fx.Node, m: nn.MultiheadAttention, v: _Val, where: str) -> _Val:
+        args = list(n.args[:3]) + [n.kwargs.get(k) for k in ("query", "key", "value")[len(n.args):]]
+        if len(args) != 3 or not all(a is args[0] for a in args):
+            raise DomainError(f"{where}: query, key and value are not one tensor; only "
+                              "self-attention m(x, x, x) is read")
+        rest = dict(zip(("key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+                         "is_causal"), n.args[3:]), **n.kwargs)
+        for k in ("key_padding_mask", "attn_mask"):
+            if rest.get(k) is not None:
+                raise DomainError(f"{where}: {k} is refused; the algebra's attention here has no mask")
+        if rest.get("is_causal", False):
+            raise DomainError(f"{where}: is_causal=True is refused (read masks are not supported)")
+        if len(v.tshape) != 3:
+            raise DomainError(f"{where}: its input has shape {v.tshape}; only (N, T, E) is read")
+        layer = _attention_layer(m, where)
+        if m.dropout > 0:
+            self.notes.append(f"{where}: attention dropout {m.dropout:g} read as off (eval mode; "
+                              "compare_model runs it so)")
+        self.notes.append(f"{where}: W_q or W_k is zero, so the logits are 0 and the attention "
+                          "uniform at every width (the 1/sqrt(d_head) scaling does not enter); the "
+                          "NTK's W_q, W_k terms are not described")
+        self.pending[n] = (v, layer, str(n.target))
+        self.labels[n] = where
+        return v
 
     def _conv(self, n: fx.Node, m: nn.Module, v: _Val, where: str) -> _Val:
         if not v.cf:
@@ -637,7 +773,8 @@ class _Reader:
             raise DomainError(f"{where}: both sides of the addition read {shared}; the algebra's "
                               "residual needs branch and shortcut to part at one value")
         def weighted(seq):
-            return any(isinstance(l, (nw.Dense, nw.Conv)) for e in seq for l in e.layer.flat())
+            return any(isinstance(l, (nw.Dense, nw.Conv, nw.Attention)) for e in seq
+                       for l in e.layer.flat())
         # the branch is the side with a weight layer; with two, the longer one
         if weighted(rb) and (not weighted(ra) or len(rb) > len(ra)):
             ra, rb = rb, ra

@@ -833,7 +833,8 @@ def _rows(r: _Reader) -> tuple[list, list[int], list[bool]]:
             out_val = r.vals[n.args[0]]
     entries = [e for e in out_val.seq for _ in e.layer.flat()]
     C = [int(r.vals[e.node].tshape[r.vals[e.node].channel_axis]) for e in entries]
-    fresh = [any(isinstance(k, (nw.Dense, nw.Conv, nw.Residual)) for k in _walk(e.layer))
+    fresh = [any(isinstance(k, (nw.Dense, nw.Conv, nw.Attention, nw.Residual))
+                 for k in _walk(e.layer))
              for e in entries]
     return entries, C, fresh
 
