@@ -170,6 +170,17 @@ def test_attention_refusals_name_the_module():
     mask = torch.zeros(5, 5, dtype=torch.bool)
     _refused(Attn(zq, lambda a, h: a(h, h, h, attn_mask=mask)[0]), x, "attn_mask is refused")
     _refused(Attn(zq, lambda a, h: a(h, h, h)[1]), x, "the attention weights")
+
+    class ConvThenAttn(nn.Module):       # a Conv1d's (N, C, T) output: channels on axis 1
+        def __init__(self):
+            super().__init__()
+            self.conv, self.attn = nn.Conv1d(3, 5, 1), zq
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.attn(h, h, h)[0]
+
+    _refused(ConvThenAttn(), torch.randn(2, 3, 32), "attn (MultiheadAttention)", "channels on axis 1")
     enc = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
     _refused(nn.Sequential(nn.Linear(16, 32), enc), x, "1.self_attn (MultiheadAttention)",
              "Gaussian")

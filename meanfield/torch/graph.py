@@ -608,8 +608,10 @@ class _Reader:
                 raise DomainError(f"{where}: {k} is refused; the algebra's attention here has no mask")
         if rest.get("is_causal", False):
             raise DomainError(f"{where}: is_causal=True is refused (read masks are not supported)")
-        if len(v.tshape) != 3:
-            raise DomainError(f"{where}: its input has shape {v.tshape}; only (N, T, E) is read")
+        if len(v.tshape) != 3 or (v.cf and v.seq):
+            raise DomainError(f"{where}: its input has shape {v.tshape}"
+                              f"{' with channels on axis 1' if v.cf and v.seq else ''}; only (N, T, E) "
+                              "(positions before channels) is read")
         layer = _attention_layer(m, where)
         if m.dropout > 0:
             self.notes.append(f"{where}: attention dropout {m.dropout:g} read as off (eval mode; "
