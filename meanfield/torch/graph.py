@@ -14,7 +14,8 @@ BatchNorm1d/2d/3d (train-mode batch statistics, affine identity), LayerNorm over
 exact divisor), a mean over all positions, Flatten / flattening reshapes, and additions of two
 values (the algebra's residual, split into branch and shortcut at the last layer they share),
 nn.MultiheadAttention (self-attention, batch_first, no biases or masks) whose query or key
-projection is zero, and nn.TransformerEncoderLayer traced through its own submodules.
+projection is zero, and nn.TransformerEncoderLayer / TransformerEncoder traced through their
+own submodules.
 Everything else is refused in one line naming the module path and the reason; nothing is
 skipped silently.
 """
@@ -299,17 +300,53 @@ def _encoder_forward(m: nn.TransformerEncoderLayer, where: str, src: Any, src_ma
     return m.norm2(x + ff(x))
 
 
+def _stack_forward(m: nn.TransformerEncoder, where: str, src: Any, mask: Any = None,
+                   src_key_padding_mask: Any = None, is_causal: Any = None) -> Any:
+    """torch's TransformerEncoder.forward without its nested-tensor fast path: the layers in
+    turn, then the optional final norm."""
+    if mask is not None or src_key_padding_mask is not None or is_causal:
+        raise DomainError(f"{where}: a mask (mask, src_key_padding_mask or is_causal) is refused; "
+                          "the algebra's attention here has none")
+    x = src
+    for layer in m.layers:
+        x = layer(x)
+    return x if m.norm is None else m.norm(x)
+
+
+def _identical_layers(m: nn.TransformerEncoder) -> tuple[int, int] | None:
+    """Two layers of the stack whose parameters are all equal (torch builds the stack from
+    deep copies of one layer, so at construction every layer holds the same weights)."""
+    params = [[p.detach() for p in layer.parameters()] for layer in m.layers]
+    for i in range(len(params)):
+        for j in range(i + 1, len(params)):
+            if all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(params[i], params[j])):
+                return i, j
+    return None
+
+
 class _Tracer(fx.Tracer):
-    """fx's tracer, except that a TransformerEncoderLayer (a leaf for fx, whose forward branches
-    on its inputs to choose torch's fused path) is traced through _encoder_forward."""
+    """fx's tracer, except that a TransformerEncoderLayer or TransformerEncoder (leaves for fx,
+    whose forwards branch on their inputs to choose torch's fused paths) is traced through
+    _encoder_forward / _stack_forward."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, nn.TransformerEncoderLayer):
+        if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
             return False
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
-        if isinstance(m, nn.TransformerEncoderLayer):
+        if isinstance(m, nn.TransformerEncoder):
+            where = f"{self.path_of_module(m)} (TransformerEncoder)"
+            same = _identical_layers(m)
+            if same is not None:
+                raise DomainError(
+                    f"{where}: layers {same[0]} and {same[1]} hold identical weights (torch's "
+                    "TransformerEncoder deep-copies one layer); the algebra draws every layer's "
+                    "weights independently, so re-draw each layer's weights first")
+
+            def forward(*a, **k):
+                return _stack_forward(m, where, *a, **k)
+        elif isinstance(m, nn.TransformerEncoderLayer):
             where = f"{self.path_of_module(m)} (TransformerEncoderLayer)"
             if not m.self_attn.batch_first:
                 raise DomainError(f"{where}: batch_first=False takes (T, N, E) inputs; only "
