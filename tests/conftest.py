@@ -43,6 +43,17 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("registry_spec", SPECS)
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch intra-op thread for a module's tests: on small shared CI machines two threads
+    wait on each other and are slower than one."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def address_space():
     """Caps the process's address space at its current size + ADDRESS_SPACE for one test: an

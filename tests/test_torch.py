@@ -21,16 +21,7 @@ from meanfield.errors import DomainError  # noqa: E402
 from meanfield.residual import iterate_residual  # noqa: E402
 from meanfield.simulate import inputs_on_sphere  # noqa: E402
 
-pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small shared CI machines: one intra-op thread is faster than two that wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def mlp(d, n, depth, act=nn.Tanh, out=10, front=()):

@@ -19,15 +19,7 @@ from meanfield.errors import DomainError  # noqa: E402
 from meanfield.network.batchnorm import gradient_growth  # noqa: E402
 from meanfield.residual import advise_residual  # noqa: E402
 
-pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def _tanh_mlp(width, depth, d=32):

@@ -31,17 +31,10 @@ from meanfield.torch import compare_model, to_network  # noqa: E402
 
 from test_torch_graph import _check_c_and_grad, _check_profile, _refused  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("torch_one_thread")]
 
 E = 256
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sequences(n, t, d, seed, c=0.5):

@@ -27,15 +27,7 @@ from meanfield import network as nw  # noqa: E402
 from meanfield.errors import DomainError  # noqa: E402
 from meanfield.torch import compare_model, to_channels_last, to_network  # noqa: E402
 
-pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.torch, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def _init(model: nn.Module, sw2: float, sb2: float | None, seed: int) -> nn.Module:
