@@ -27,7 +27,7 @@ nn = torch.nn
 
 from meanfield import network as nw  # noqa: E402
 from meanfield.errors import DomainError  # noqa: E402
-from meanfield.torch import compare_model, to_network  # noqa: E402
+from meanfield.torch import advise_model, compare_model, to_network  # noqa: E402
 
 from test_torch_graph import _check_c_and_grad, _check_profile, _refused  # noqa: E402
 
@@ -235,3 +235,11 @@ def test_transformer_encoder_stack_read_and_predicted():
         # the band stays |z| < 4; the cap on the gradients' rel_se (how sharp the check must be)
         # is 0.25 here, not 0.15: the rows with weights above the input layer accumulate to 0.14-0.19
         _check_c_and_grad(cmp, 0.06, 0.25)
+
+
+def test_advise_model_says_attention_keeps_its_variances():
+    """advise_model has no law for attention: the note names the module, never a silent gap."""
+    torch.manual_seed(0)
+    model = AttnNet()
+    advice = advise_model(model, _sequences(8, 6, E, 0))
+    assert any(n.startswith("attn: attention keeps the variances") for n in advice.notes)

@@ -306,6 +306,10 @@ def advise_model(model: nn.Module, example_input: torch.Tensor, **advise_options
         default_vals.append((1.0 / 3.0, None if w.sigma_b2 is None else 1.0 / (3.0 * fi)))
     def_net = _with_variances(net, default_vals)
     rows = tuple(layer.name for layer in net.flat())
+    for layer in net.flat():
+        if isinstance(layer, nw.Attention):
+            notes.append(f"{path(layer)}: attention keeps the variances read from the model "
+                         "(advise_model has no law for its q, k, v, o projections)")
     adv_d = _diagnostics("advised", adv_net, X, factors)
     def_d = _diagnostics("pytorch_default", def_net, X, factors)
     bn = _batch_norm_statement(net, X.shape[0])
