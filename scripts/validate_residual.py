@@ -379,13 +379,13 @@ def cell_list(part: str, acts, s: Settings) -> list[dict]:
                 for v in s.grid[act]:
                     cells.append({"part": "maps", "act": act, "depth": depth, "value": v})
     if part in ("h2h", "all"):
-        for init in [i for i in INITS if i != "advised"] + ["advised"]:
-            for act in acts:
-                for depth in _extremes_first(s.h2h_depths):
+        # depth-major, so that a run cut short has every initialisation at its depths
+        for depth in _extremes_first(s.h2h_depths):
+            for init in [i for i in INITS if i != "advised"] + ["advised"]:
+                for act in acts:
                     cells.append({"part": "h2h", "act": act, "depth": depth, "init": init})
-        for act in acts:
-            for g in s.budgets.get(act, ()):
-                for depth in _extremes_first(s.h2h_depths):
+            for act in acts:
+                for g in s.budgets.get(act, ()):
                     cells.append({"part": "h2h", "act": act, "depth": depth,
                                   "init": f"advised:{g:g}"})
     return cells
@@ -653,10 +653,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="results file (default docs/residual_validation.json;"
                     " --tiny: /tmp/residual_validation_tiny.json)")
     ap.add_argument("--report", action="store_true", help="figures and tables only, no training")
-    ap.add_argument("--figures", default=None, help="figure folder for --report (default figures/)")
+    ap.add_argument("--figures", default=None, help="figure folder for --report (default figures/; 'none': no figures)")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--inits", default=",".join(INITS), help="comma-separated head-to-head "
                     "initialisations (" + ", ".join(INITS) + ")")
+    ap.add_argument("--reverse", action="store_true",
+                    help="run the cells in reverse order (a second process meets the first halfway)")
+    ap.add_argument("--depths", default="", help="comma-separated depths to run (default: all)")
     ap.add_argument("--budgets", default="", help="extra advised budgets, e.g. "
                     "'tanh=2,relu=1' (nats; advised:G cells in the head-to-head)")
     args = ap.parse_args(argv)
@@ -685,13 +688,20 @@ def main(argv=None) -> int:
     )
     res = load_results(out, s)
     if args.report:
-        fig_dir = args.figures or os.path.join(ROOT, "figures")
+        fig_dir = None if args.figures == "none" else args.figures or os.path.join(ROOT, "figures")
         print(report(res, s, acts, fig_dir))
         return 0
     data = load_data()
+    try:
+        depths = {int(d) for d in args.depths.split(",") if d.strip()}
+    except ValueError:
+        ap.error(f"--depths: want comma-separated integers, got {args.depths!r}")
     # advised:G cells (--budgets) always run; the others when --inits names them
     todo = [c for c in cell_list(args.part, acts, s) if cell_id(c) not in res["cells"]
-            and (c["part"] == "maps" or ":" in c["init"] or c["init"] in inits)]
+            and (c["part"] == "maps" or ":" in c["init"] or c["init"] in inits)
+            and (not depths or c["depth"] in depths)]
+    if args.reverse:
+        todo.reverse()
     log(f"{len(todo)} cells to run ({out})")
     for k, c in enumerate(todo):
         if args.max_cells is not None and k >= args.max_cells:
