@@ -31,7 +31,10 @@ rerun with the same settings.  ``--report`` redraws the figures and prints the t
 results file without training.
 
 Usage: python scripts/validate_residual.py [--part maps|h2h|all] [--act tanh,relu,...]
-                                           [--tiny] [--out FILE] [--report]
+           [--inits ...] [--depths 10,100] [--budgets tanh=6] [--reverse] [--tiny] [--out FILE]
+       python scripts/validate_residual.py --report [--budgets tanh=6,...]   (tables, figures)
+Several processes may share one results file (appends are locked; --reverse lets a second one
+start from the other end).  The committed run took about 2 CPU-hours.
 """
 
 from __future__ import annotations
