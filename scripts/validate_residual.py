@@ -34,7 +34,8 @@ Usage: python scripts/validate_residual.py [--part maps|h2h|all] [--act tanh,rel
            [--inits ...] [--depths 10,100] [--budgets tanh=6] [--reverse] [--tiny] [--out FILE]
        python scripts/validate_residual.py --report [--budgets tanh=6,...]   (tables, figures)
 Several processes may share one results file (appends are locked; --reverse lets a second one
-start from the other end).  The committed run took about 2 CPU-hours.
+start from the other end).  The committed run: 138 cells, 5.1 hours summed over up to 6 parallel
+processes on a shared 2-core CPU (70 minutes of wall time).
 """
 
 from __future__ import annotations
