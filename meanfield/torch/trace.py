@@ -34,10 +34,7 @@ _STRUCTURE_HINT = (
 # ------------------------------------------------------------------------------------------
 
 # Elementwise no-ops (in eval mode) and pure reshapes: identity on a flat tensor of units.
-_NEUTRAL_MODULES = (
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Identity,
+_DROPOUT = (
     nn.Dropout,
     nn.Dropout1d,
     nn.Dropout2d,
@@ -45,6 +42,7 @@ _NEUTRAL_MODULES = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
+_NEUTRAL_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity) + _DROPOUT
 _NEUTRAL_FUNCTIONS = {
     torch.flatten,
     torch.reshape,
@@ -73,14 +71,6 @@ _NEUTRAL_METHODS = {
     "type_as",
 }
 _META_METHODS = {"size", "dim", "numel"}
-_DROPOUT = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 
 _FUNCTION_SPECS: dict[Any, str] = {
     torch.tanh: "tanh",
