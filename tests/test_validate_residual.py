@@ -147,3 +147,34 @@ def test_fixup_and_skipinit_start_as_stated():
     # branch scale 0: the net is stem then readout
     h = torch.baddbmm(B.inp[1], x, B.inp[0])
     assert torch.allclose(B(x), torch.baddbmm(B.out[1], h, B.out[0]), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_tiny_mnist1d_run(tmp_path):
+    """--data mnist1d: MNIST-1D generated locally, 40 inputs, its own settings key and file."""
+    pytest.importorskip("mnist1d")
+    vr = _script()
+    data = vr.load_data("mnist1d")
+    # make_dataset's defaults: 4000 train / 1000 test, 40 features; train split 80/20 again
+    assert [tuple(data[k][0].shape) for k in ("train", "val", "test")] == [
+        (3200, 40), (800, 40), (1000, 40)]
+    both = torch.cat([data["train"][0], data["val"][0]])
+    assert float(both.mean(0).abs().max()) < 1e-4  # standardised on the 4000
+    assert float((both.std(0, unbiased=False) - 1).abs().max()) < 1e-4
+    out = tmp_path / "res.json"
+    argv = ["--tiny", "--data", "mnist1d", "--part", "h2h", "--act", "tanh", "--out", str(out),
+            "--depths", "2,4", "--inits", "advised,pytorch"]
+    assert vr.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["settings"]["data"] == "mnist1d"
+    # advised + pytorch at depth 2 (the tiny h2h depth) and 4 (added by --depths)
+    assert sorted(res["cells"]) == sorted(
+        f"h2h/tanh/L={d}/init={i}" for d in (2, 4) for i in ("advised", "pytorch"))
+    for c in res["cells"].values():
+        assert 0.0 <= c["test_mean"] <= 1.0 and len(c["runs"]) == c["n_runs"]
+    text = vr.report(res, vr.Settings(**vr.TINY, data="mnist1d"), ["tanh"], None)
+    assert "| tanh | 4 |" in text
+    # the digits file's settings have no data key, so the committed digits results still load
+    assert "data" not in vr.Settings().key()
+    with pytest.raises(SystemExit, match="other settings"):
+        vr.main(["--tiny", "--out", str(out)])  # a digits run refuses the MNIST-1D file
