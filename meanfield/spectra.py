@@ -43,7 +43,7 @@ from . import gaussian
 from .activations import Activation, get_activation
 from .errors import ConvergenceError, DomainError
 from ._memory import check_memory, format_count
-from .fixed_points import fixed_point
+from .fixed_points import _find_root, fixed_point
 from .maps import check_depth, check_variance
 
 WEIGHTS = ("gaussian", "orthogonal")
@@ -61,6 +61,26 @@ def _k_max(k_max: Any) -> int:
     return check_depth(k_max, "k_max")
 
 
+def _binom(n: Any, k: Any) -> np.ndarray:
+    """C(n, k) elementwise as floats: the exact integer (math.comb) rounded once, inf past the
+    float range (as scipy.special.comb(exact=False), which costs a ~0.3 s scipy.special import
+    and rounds a product of k factors).  Past the range only the bound (a/m)^m <= C(a, m) is paid."""
+    n, k = np.broadcast_arrays(np.asarray(n), np.asarray(k))
+    out = np.empty(n.shape)
+    for i, (a, b) in enumerate(zip(n.ravel().tolist(), k.ravel().tolist())):
+        a, b = int(a), int(b)
+        if b < 0 or b > a:
+            out.flat[i] = 0.0
+        elif (m := min(b, a - b)) and m * math.log(a / m) > 710.0:  # (a/m)^m <= C(a, m)
+            out.flat[i] = math.inf
+        else:
+            try:
+                out.flat[i] = float(math.comb(a, b))
+            except OverflowError:
+                out.flat[i] = math.inf
+    return out
+
+
 def semicircle_density(x: Any, sigma2: float = 1.0) -> np.ndarray:
     """Wigner semicircle density ``sqrt(4 sigma2 - x^2) / (2 pi sigma2)`` on ``|x| <= 2 sigma``
     (docs/theory.md §A6.1), for ``A = sigma (G + G^T) / sqrt(2n)``; zero outside, NaN in -> NaN out."""
@@ -74,13 +94,11 @@ def semicircle_density(x: Any, sigma2: float = 1.0) -> np.ndarray:
 def semicircle_moments(k_max: int, sigma2: float = 1.0) -> np.ndarray:
     """Moments ``E x^k``, k = 1..k_max, of the semicircle (docs/theory.md §A6.1): 0 for odd k,
     ``Catalan(k/2) sigma2^(k/2)`` for even k."""
-    from scipy.special import comb
-
     n = _k_max(k_max)
     s2 = float(check_variance("sigma2", sigma2, positive=True))
     k = np.arange(1, n + 1)
     half = k // 2
-    cat = comb(2 * half, half, exact=False) / (half + 1)
+    cat = _binom(2 * half, half) / (half + 1)
     return np.where(k % 2 == 0, cat * s2 ** half, 0.0)
 
 
@@ -114,15 +132,13 @@ def marchenko_pastur_moments(k_max: int, ratio: float = 1.0, sigma2: float = 1.0
     """Moments ``E x^k``, k = 1..k_max, of Marchenko-Pastur (docs/theory.md §A6.1, atom included): the
     Narayana polynomials ``sigma2^k sum_{r=0}^{k-1} ratio^r C(k, r) C(k-1, r) / (r + 1)``
     (mean ``sigma2``, second moment ``sigma2^2 (1 + ratio)``)."""
-    from scipy.special import comb
-
     n = _k_max(k_max)
     lam = float(check_variance("ratio", ratio, positive=True))
     s2 = float(check_variance("sigma2", sigma2, positive=True))
     out = np.empty(n)
     for k in range(1, n + 1):
         r = np.arange(k)
-        out[k - 1] = s2 ** k * float(np.sum(lam ** r * comb(k, r) * comb(k - 1, r) / (r + 1)))
+        out[k - 1] = s2 ** k * float(np.sum(lam ** r * _binom(k, r) * _binom(k - 1, r) / (r + 1)))
     return out
 
 
@@ -130,12 +146,10 @@ def fuss_catalan_moments(k_max: int, depth: int) -> np.ndarray:
     """Moments ``m_k = C((L+1) k, k) / (L k + 1)``, k = 1..k_max, of ``J J^T`` for a product
     ``J`` of L independent square Gaussian matrices with entry variance 1/N (docs/theory.md §A6.2);
     L = 1 is Marchenko-Pastur at ratio 1 (the Catalan numbers)."""
-    from scipy.special import comb
-
     n = _k_max(k_max)
     L = check_depth(depth, in_float_range=True)
     k = np.arange(1, n + 1)
-    return comb((L + 1) * k, k, exact=False) / (L * k + 1)
+    return _binom([(L + 1) * int(j) for j in k], k) / (float(L) * k + 1.0)
 
 
 def fuss_catalan_edge(depth: int) -> float:
@@ -537,8 +551,6 @@ def _law_histogram(x, w, t, atoms):
 
 def _edge(x, w, weights, L):
     """Upper edge 1 / max F of the support, F(u) = z on the real branch u in (0, 1 / max x)."""
-    from scipy.optimize import brentq
-
     uc = 1.0 / float(np.max(x))
     # the turning point sits near u_c / (L + 1) for deep Gaussian nets and near u_c for hard edges
     t = np.concatenate([np.geomspace(min(1e-9, 0.01 / (L + 1.0)), 0.9, 400, endpoint=False),
@@ -561,7 +573,8 @@ def _edge(x, w, weights, L):
     i = neg[0]
     if i == 0:
         raise ConvergenceError("could not bracket the spectral edge")
-    us = brentq(lambda v: float(dlogf(np.array([v]))[0]), u[i - 1], u[i], xtol=1e-15 * uc, rtol=1e-14)
+    # the package's bracketing solver, not scipy.optimize.brentq (~0.2-0.9 s to import cold)
+    us = float(_find_root(dlogf, u[i - 1], u[i], xrtol=1e-14, xatol=1e-15 * uc)[0])
     return float(math.exp(-logf(us)))
 
 
