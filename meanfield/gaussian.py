@@ -536,6 +536,8 @@ __all__ = ["expect1", "expect2", "v_phi", "v_dphi", "dv_phi", "e_ddphi_phi", "w_
 
 @lru_cache(maxsize=8)
 def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    # scipy's nodes (~0.3 s to import scipy.special) stay: numpy's hermegauss gives weights off
+    # by 2e-13 relative at n = 40, 1.3e-12 at 128 and NaN at 512 against them (issue 10)
     from scipy.special import roots_hermitenorm
 
     x, w = roots_hermitenorm(n)
