@@ -353,3 +353,17 @@ def test_cli_bad_input(args, needle, tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
     assert not out.exists()
+
+
+def test_binomial_moments_are_within_an_ulp():
+    """Fuss-Catalan moments from exact integers (Fraction, independent of sp._binom) agree to
+    the last bit; scipy.special.comb(exact=False), used before issue 10, was off by 5e-11 at L = 1000.
+    Past the float range a binomial is inf, as scipy's was."""
+    from fractions import Fraction
+
+    for L in (1, 7, 1000):
+        want = [float(Fraction(math.comb((L + 1) * k, k), L * k + 1)) for k in range(1, 31)]
+        np.testing.assert_allclose(sp.fuss_catalan_moments(30, L), want, rtol=2.5e-16, atol=0)
+    cat = [float(Fraction(math.comb(2 * h, h), h + 1)) for h in range(1, 26)]
+    np.testing.assert_allclose(sp.semicircle_moments(50, 1.0)[1::2], cat, rtol=2.5e-16, atol=0)
+    assert sp._binom(2000, 1000) == math.inf and sp._binom(5, 7) == 0.0
