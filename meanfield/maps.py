@@ -269,6 +269,10 @@ class _Layer:
         m = self._moments(q)
         if q_next is None:
             q_next = self.qmap(q)
+        if not q_next > 0:
+            # the series' next length underflowed to 0 (phi ~ x^3 near 0, no bias), where
+            # correlation_map's quadratures still hold the ratio's digits
+            return float(correlation_map(self.act, c, q, self.sw, self.sb))
         if m is not None:
             return float(min(1.0, max(-1.0, (self.sw * self.series.w(m[2], c) + self.sb) / q_next)))
         if self.table is not None and self.table.q == q:
