@@ -258,7 +258,8 @@ class _Layer:
 
     def qmap(self, q: float) -> float:
         m = self._moments(q)
-        return float(self.sw * (m[0] if m is not None else gaussian.v_phi(self.act, q)) + self.sb)
+        with np.errstate(over="ignore"):  # an overflow to inf is step's ConvergenceError
+            return float(self.sw * (m[0] if m is not None else gaussian.v_phi(self.act, q)) + self.sb)
 
     def cmap(self, c: float, q: float, q_next: float | None = None) -> float:
         """The next correlation from lengths q (this layer) and q_next (the next, = qmap(q))."""
