@@ -161,7 +161,7 @@ def _act_after(seq: list[Layer], i: int) -> tuple[Any, list[str]]:
 
 
 def _is_act(layer: Layer) -> bool:
-    return type(layer).__name__ == "ActivationLayer"
+    return isinstance(layer, nw.ActivationLayer)
 
 
 def _weight_layers(net: Network) -> list[Layer]:
