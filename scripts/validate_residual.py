@@ -27,6 +27,14 @@ convention of advise_residual's diagnostics).
 Part "h2h": advised (advise_residual at its default budget) vs PyTorch's default vs Xavier vs He
 vs Fixup-style vs SkipInit/ReZero-style, each at its own best learning rate.
 
+Part "pairs" (tanh, not in "all"): the open question of the MNIST-1D head-to-head (the advice
+spends its budget through sigma_w2 at sigma_v2 = 1 and loses to PyTorch's default at about the
+same explosion).  At each depth and gradient-explosion level (1 and 3 nats) five points along
+the level: sigma_v2 = 3 or 1 with sigma_w2 solved, sigma_w2 = 0.3, 1 or 3 with sigma_v2 solved
+(advise_residual with that variance given), each with the recursion's per-block nonlinearity
+(tanh_nonlinearity), and PyTorch's default (the h2h cell) as reference.  ``--steps`` trains
+longer into its own file; ``--levels`` / ``--fixes`` choose a subset of the pairs.
+
 Cost: the networks of a cell (every learning rate x seed) are trained together as one model
 whose weights carry a leading "net" axis (torch.baddbmm), one CPU thread.  Each net is first
 built as the nn.Module of scripts/validate_training.py and initialised there (meanfield.torch.init_
@@ -36,8 +44,9 @@ Resumable: each finished cell is appended to the results file (atomically) and s
 rerun with the same settings.  ``--report`` redraws the figures and prints the tables from the
 results file without training.
 
-Usage: python scripts/validate_residual.py [--data digits|mnist1d] [--part maps|h2h|all] [--act ...]
-           [--inits ...] [--depths 10,100] [--budgets tanh=6] [--reverse] [--tiny] [--out FILE]
+Usage: python scripts/validate_residual.py [--data digits|mnist1d] [--part maps|h2h|all|pairs]
+           [--act ...] [--inits ...] [--depths 10,100] [--budgets tanh=6] [--reverse] [--tiny]
+           [--steps N] [--levels 1,3] [--fixes v=1,w=1] [--out FILE]
        python scripts/validate_residual.py --report [--budgets tanh=6,...]   (tables, figures)
 Several processes may share one results file (appends are locked; --reverse lets a second one
 start from the other end).  The committed run: 138 cells, 5.1 hours summed over up to 6 parallel
@@ -103,6 +112,13 @@ class Settings:
     budgets: dict = field(default_factory=dict)
     #: 'digits' or 'mnist1d' (see load_data)
     data: str = "digits"
+    #: part "pairs" (tanh): depths, gradient-explosion levels (nats) and the pairs along each
+    #: level, ('v', x): sigma_v2 = x with sigma_w2 solved, ('w', x): sigma_w2 = x with sigma_v2
+    #: solved (advise_residual at that budget); ('v', 1) is the advice's own direction
+    pair_depths: tuple[int, ...] = (20, 40, 100)
+    pair_levels: tuple[float, ...] = (1.0, 3.0)
+    pair_fixes: tuple[tuple[str, float], ...] = (
+        ("v", 3.0), ("v", 1.0), ("w", 0.3), ("w", 1.0), ("w", 3.0))
 
     def lr_grid(self, depth: int) -> list[float]:
         f = math.sqrt(self.lr_depth / depth)
@@ -110,7 +126,8 @@ class Settings:
 
     def key(self) -> dict:
         d = asdict(self)
-        d.pop("budgets")  # which extra cells to run, not how a cell runs
+        for k in ("budgets", "pair_depths", "pair_levels", "pair_fixes"):
+            d.pop(k)  # which cells to run, not how a cell runs
         if d["data"] == "digits":
             d.pop("data")  # the digits results predate the option
         d["grid"] = {k: list(v) for k, v in self.grid.items()}
@@ -127,6 +144,9 @@ TINY = dict(
     grid={"tanh": (0.1, 1.0), "relu": (0.1, 1.0), "alpha_relu:0.75": (0.1, 1.0)},
     h2h_depths=(2,),
     lr_depth=2,
+    pair_depths=(2,),
+    pair_levels=(1.0,),
+    pair_fixes=(("v", 1.0), ("w", 1.0)),
 )
 
 DATASETS = ("digits", "mnist1d")
@@ -212,6 +232,44 @@ def map_variances(act: str, value: float) -> dict:
         return {"sigma_w2": value, "sigma_b2": 0.0, "sigma_v2": 1.0, "sigma_a2": 0.0}
     w2 = FIXED_W2[act]
     return {"sigma_w2": w2, "sigma_b2": 0.0, "sigma_v2": value / w2, "sigma_a2": 0.0}
+
+
+def pair_variances(depth: int, level: float, fix: tuple[str, float]) -> dict:
+    """A tanh point at gradient explosion ``level`` (nats): one branch variance fixed by ``fix``,
+    the other solved by advise_residual on the exact recursion (p^0 = 1, no biases)."""
+    which, x = fix
+    kw = {"sigma_v2": x} if which == "v" else {"sigma_w2": x}
+    adv = advise_residual("resnet-full", "tanh", depth, budget=level, sigma_b2=0.0,
+                          sigma_a2=0.0, **kw)
+    return {"sigma_w2": adv.sigma_w2, "sigma_b2": 0.0, "sigma_v2": adv.sigma_v2,
+            "sigma_a2": 0.0, "budget": level}
+
+
+#: PyTorch's nn.Linear default in mean-field terms at width 128: Var W = 1/(3 fan_in), bias
+#: variance 1/(3 fan_in); its stem gives p^0 = 1/3 on standardised inputs
+PYTORCH_VARIANCES = {"sigma_w2": 1 / 3, "sigma_b2": 1 / 384, "sigma_v2": 1 / 3,
+                     "sigma_a2": 1 / 384, "p0": 1 / 3}
+
+
+def tanh_nonlinearity(v: dict, depth: int) -> dict:
+    """How nonlinear the tanh blocks are at initialisation, from the recursion's q^l (docs/theory.md
+    §A2.3) with h ~ N(0, q^l): the block means of q^l, of E[phi'(h)^2] (1 for a linear block)
+    and of the nonlinear share of the branch's output power, 1 - q E[phi'(h)]^2 / E[phi(h)^2]
+    (by Stein's lemma q E[phi']^2 is the power of phi's best linear fit; 0 for a linear block);
+    and the explosion log(chi^0/chi^L)."""
+    from meanfield import gaussian
+
+    T = iterate_residual("resnet-full", "tanh", v["sigma_w2"], v["sigma_b2"], depth,
+                         sigma_v2=v["sigma_v2"], sigma_a2=v["sigma_a2"], p0=v.get("p0", 1.0),
+                         c0=0.5)
+    q = np.asarray(T.q[1:], dtype=float)
+    sech2 = lambda u: 1.0 / np.cosh(u) ** 2  # noqa: E731
+    d1 = gaussian.expect1(sech2, q)
+    d2 = gaussian.expect1(lambda u: sech2(u) ** 2, q)
+    v2 = gaussian.expect1(lambda u: np.tanh(u) ** 2, q)
+    return {"q_mean": float(q.mean()), "q_first": float(q[0]), "q_last": float(q[-1]),
+            "e_dphi2": float(d2.mean()), "nonlinear_share": float(np.mean(1.0 - q * d1 ** 2 / v2)),
+            "log_explosion": float(T.log_explosion)}
 
 
 def init_net(act: str, depth: int, scheme: str, var: dict | None, seed: int, s: Settings) -> dict:
@@ -430,10 +488,25 @@ def cell_list(part: str, acts, s: Settings, extra_h2h_depths=()) -> list[dict]:
                 for g in s.budgets.get(act, ()):
                     cells.append({"part": "h2h", "act": act, "depth": depth,
                                   "init": f"advised:{g:g}"})
+    if part == "pairs":
+        # tanh only; each depth's PyTorch-default cell (part h2h) is the reference
+        for depth in [*s.pair_depths, *(d for d in extra_h2h_depths if d not in s.pair_depths)]:
+            cells.append({"part": "h2h", "act": "tanh", "depth": depth, "init": "pytorch"})
+            for g in s.pair_levels:
+                for fx in s.pair_fixes:
+                    cells.append({"part": "pairs", "act": "tanh", "depth": depth, "level": g,
+                                  "fix": f"{fx[0]}={fx[1]:g}"})
     return cells
 
 
+def _fix(label: str) -> tuple[str, float]:
+    which, _, x = label.partition("=")
+    return which, float(x)
+
+
 def cell_id(c: dict) -> str:
+    if c["part"] == "pairs":
+        return f"pairs/{c['act']}/L={c['depth']}/G={c['level']:g}/{c['fix']}"
     tail = f"value={c['value']:g}" if c["part"] == "maps" else f"init={c['init']}"
     return f"{c['part']}/{c['act']}/L={c['depth']}/{tail}"
 
@@ -470,6 +543,8 @@ def run_cell(c: dict, data: dict, s: Settings) -> dict:
     act, depth = c["act"], c["depth"]
     if c["part"] == "maps":
         var, scheme = map_variances(act, c["value"]), "variances"
+    elif c["part"] == "pairs":
+        var, scheme = pair_variances(depth, c["level"], _fix(c["fix"])), "variances"
     else:
         scheme = c["init"]
         var = None
@@ -485,6 +560,8 @@ def run_cell(c: dict, data: dict, s: Settings) -> dict:
     out = dict(c)
     if var is not None:
         out["variances"] = var
+    if c["part"] == "pairs":
+        out["theory"] = tanh_nonlinearity(var, depth)
     out["lr_grid"] = grid
     out.update(summarise(runs, grid))
     out["runs"] = runs
@@ -622,6 +699,72 @@ def figure_map(res: dict, act: str, s: Settings, path: str, fine: int = 25,
     plt.close(fig)
 
 
+def _pair_rows(res: dict, depth: int) -> list[tuple[str, dict, dict]]:
+    """(label, cell, theory) for the PyTorch reference and every pair at ``depth``, the pairs
+    by level, then by sigma_w2."""
+    rows = []
+    ref = _cells(res, part="h2h", act="tanh", depth=depth, init="pytorch")
+    if ref:
+        rows.append(("pytorch", ref[0], tanh_nonlinearity(PYTORCH_VARIANCES, depth)))
+    pc = sorted(_cells(res, part="pairs", act="tanh", depth=depth),
+                key=lambda c: (c["level"], c["variances"]["sigma_w2"]))
+    rows += [(f"G={c['level']:g}, {c['fix']}", c, c["theory"]) for c in pc]
+    return rows
+
+
+def pairs_report(res: dict) -> str:
+    """Markdown table of part 'pairs': accuracy against (sigma_w2, sigma_v2) at fixed explosion."""
+    out = ["\n### tanh pairs at fixed gradient explosion (PyTorch's default for reference)\n",
+           "| L | pair | sigma_w2 | sigma_v2 | explosion | mean q | E[phi'^2] | nonlinear share |"
+           " test acc (best lr) | train loss | div |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    for d in sorted({c["depth"] for c in _cells(res, part="pairs")}):
+        for label, c, th in _pair_rows(res, d):
+            v = c.get("variances") or PYTORCH_VARIANCES
+            tl = "/".join("div" if x is None else f"{x:.2f}" for x in c["train_loss"])
+            edge = " (edge)" if c["best_lr_at_edge"] else ""
+            out.append(f"| {d} | {label} | {v['sigma_w2']:.4g} | {v['sigma_v2']:.4g} | "
+                       f"{th['log_explosion']:.2f} | {th['q_mean']:.3g} | {th['e_dphi2']:.3f} | "
+                       f"{th['nonlinear_share']:.4f} | {c['test_mean']:.3f} ± {c['test_sd']:.3f} "
+                       f"@{c['best_lr']:g}{edge} | {tl} | {c['diverged_all_lrs']}/{c['n_runs']} |")
+    return "\n".join(out)
+
+
+def figure_pairs(res: dict, path: str) -> None:
+    """Test accuracy against sigma_w2 along each explosion level, one panel per depth."""
+    from meanfield.plot import _plt
+
+    plt = _plt()
+    depths = sorted({c["depth"] for c in _cells(res, part="pairs")})
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.2 * len(depths), 3.6), squeeze=False)
+    for ax, d in zip(axes[0], depths):
+        rows = _pair_rows(res, d)
+        for k, g in enumerate(sorted({c["level"] for _, c, _ in rows if "level" in c})):
+            pts = [(c["variances"]["sigma_w2"], c["test_mean"], c["test_sd"])
+                   for _, c, _ in rows if c.get("level") == g]
+            x, y, e = map(np.array, zip(*pts))
+            ax.errorbar(x, y, yerr=e, fmt="o-", color=f"C{k}", capsize=3,
+                        label=f"{g:g} nat{'s' if g != 1 else ''}")
+            adv = [c for _, c, _ in rows if c.get("level") == g and c["fix"] == "v=1"]
+            if adv:
+                ax.plot(adv[0]["variances"]["sigma_w2"], adv[0]["test_mean"], "s", ms=11,
+                        mfc="none", mec=f"C{k}", mew=1.5)
+        ref = [c for lab, c, _ in rows if lab == "pytorch"]
+        if ref:
+            ax.axhline(ref[0]["test_mean"], color="k", ls="--", lw=1,
+                       label=f"PyTorch default ({rows[0][2]['log_explosion']:.1f} nats)")
+        ax.set_xscale("log")
+        ax.set_xlabel("sigma_w2 (sigma_v2 solved for the level)")
+        ax.set_title(f"L = {d}", fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test accuracy (best lr, mean of seeds)")
+    fig.suptitle("tanh full ResNets, MNIST-1D: one explosion level, the variance spent in W or V"
+                 "\n(square: sigma_v2 = 1, the advice's direction)", fontsize=9)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=120)
+    plt.close(fig)
+
+
 def report(res: dict, s: Settings, acts, fig_dir: str | None) -> str:
     """Markdown tables of the maps (with the theory at the best cells) and the head-to-head."""
     out = []
@@ -662,6 +805,10 @@ def report(res: dict, s: Settings, acts, fig_dir: str | None) -> str:
         if fig_dir:
             figure_map(res, act, s, os.path.join(fig_dir, f"residual_heatmap_{act.split(':')[0]}.png"),
                        budgets=s.budgets.get(act, ()))
+    if "tanh" in acts and _cells(res, part="pairs"):
+        out.append(pairs_report(res))
+        if fig_dir:
+            figure_pairs(res, os.path.join(fig_dir, f"residual_pairs_tanh_{s.data}.png"))
     h = _cells(res, part="h2h")
     if h:
         out.append("\n### head-to-head: test accuracy at each init's best lr\n")
@@ -691,7 +838,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=DATASETS, default="digits",
                     help="data set (mnist1d: generated locally, its own results file)")
-    ap.add_argument("--part", choices=("maps", "h2h", "all"), default="all")
+    ap.add_argument("--part", choices=("maps", "h2h", "all", "pairs"), default="all",
+                    help="pairs: tanh (sigma_w2, sigma_v2) pairs at fixed gradient explosion"
+                    " with PyTorch's default as reference (not part of 'all')")
     ap.add_argument("--act", default=",".join(ACTS), help="comma-separated activations")
     ap.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     ap.add_argument("--out", default=None, help="results file (default docs/residual_validation.json,"
@@ -707,6 +856,12 @@ def main(argv=None) -> int:
                     " a head-to-head depth outside the settings' is added, e.g. 100)")
     ap.add_argument("--budgets", default="", help="extra advised budgets, e.g. "
                     "'tanh=2,relu=1' (nats; advised:G cells in the head-to-head)")
+    ap.add_argument("--steps", type=int, default=None, help="SGD steps (default: the data set's;"
+                    " another value writes its own results file, *_steps<N>.json)")
+    ap.add_argument("--levels", default="", help="--part pairs: comma-separated explosion levels"
+                    " (nats; default 1,3)")
+    ap.add_argument("--fixes", default="", help="--part pairs: comma-separated pairs, v=X "
+                    "(sigma_v2 = X, sigma_w2 solved) or w=X (default v=3,v=1,w=0.3,w=1,w=3)")
     args = ap.parse_args(argv)
     acts = [a.strip() for a in args.act.split(",") if a.strip()]
     inits = [a.strip() for a in args.inits.split(",") if a.strip()]
@@ -729,8 +884,27 @@ def main(argv=None) -> int:
     kw = dict(TINY) if args.tiny else {}
     if args.data == "mnist1d" and not args.tiny:
         kw["lrs"], kw["steps"] = MNIST1D_LRS, MNIST1D_STEPS
+    if args.steps is not None:
+        if args.steps < 1:
+            ap.error(f"--steps: want a positive integer, got {args.steps}")
+        kw["steps"] = args.steps
+    try:
+        if args.levels:
+            kw["pair_levels"] = tuple(float(x) for x in args.levels.split(","))
+        if args.fixes:
+            kw["pair_fixes"] = tuple(_fix(x.strip()) for x in args.fixes.split(","))
+    except ValueError:
+        ap.error(f"--levels / --fixes: bad value {args.levels!r} / {args.fixes!r}")
+    for g in kw.get("pair_levels", ()):
+        if not (math.isfinite(g) and g > 0):
+            ap.error(f"--levels: level {g!r} is not a positive number of nats")
+    for which, x in kw.get("pair_fixes", ()):
+        if which not in ("v", "w") or not (math.isfinite(x) and x > 0):
+            ap.error(f"--fixes: bad pair {which}={x!r} (want v=X or w=X, X > 0)")
     s = Settings(**kw, budgets=budgets, data=args.data)
     tail = "" if args.data == "digits" else f"_{args.data}"
+    if args.steps is not None and not args.tiny:
+        tail += f"_steps{args.steps}"
     out = args.out or (
         f"/tmp/residual_validation_tiny{tail}.json" if args.tiny
         else os.path.join(ROOT, "docs", f"residual_validation{tail}.json")
@@ -750,7 +924,7 @@ def main(argv=None) -> int:
             ap.error(f"--depths: depth {d} is not a positive integer")
     # advised:G cells (--budgets) always run; the others when --inits names them
     todo = [c for c in cell_list(args.part, acts, s, sorted(depths)) if cell_id(c) not in res["cells"]
-            and (c["part"] == "maps" or ":" in c["init"] or c["init"] in inits)
+            and (c["part"] in ("maps", "pairs") or ":" in c["init"] or c["init"] in inits)
             and (not depths or c["depth"] in depths)]
     if args.reverse:
         todo.reverse()

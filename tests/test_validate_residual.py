@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -178,3 +179,46 @@ def test_tiny_mnist1d_run(tmp_path):
     assert "data" not in vr.Settings().key()
     with pytest.raises(SystemExit, match="other settings"):
         vr.main(["--tiny", "--out", str(out)])  # a digits run refuses the MNIST-1D file
+
+
+def test_tiny_tanh_pairs_sit_on_their_explosion_level(tmp_path):
+    """--part pairs: each pair holds its fixed variance, its other one puts the gradient explosion
+    on the level (checked on iterate_residual, not on the solver), the nonlinearity numbers
+    agree with adaptive quadrature (scipy.integrate.quad, not meanfield.gaussian's rule; numpy's
+    80-point Gauss-Hermite is off by 1e-5 here: tanh's poles at +-i pi/2), and PyTorch's default
+    is the reference row."""
+    import numpy as np
+    from scipy.integrate import quad
+
+    from meanfield.residual import iterate_residual
+
+    def gauss(f, q):  # E f(sqrt(q) z), z ~ N(0, 1)
+        g = lambda z: f(math.sqrt(q) * z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+        return quad(g, -40, 40, epsabs=0, epsrel=1e-13, limit=500)[0]
+
+    vr = _script()
+    out = tmp_path / "res.json"
+    assert vr.main(["--tiny", "--part", "pairs", "--act", "tanh", "--out", str(out)]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert sorted(cells) == ["h2h/tanh/L=2/init=pytorch", "pairs/tanh/L=2/G=1/v=1",
+                             "pairs/tanh/L=2/G=1/w=1"]
+    for fix, key in (("v=1", "sigma_v2"), ("w=1", "sigma_w2")):
+        c = cells[f"pairs/tanh/L=2/G=1/{fix}"]
+        v = c["variances"]
+        assert v[key] == 1.0
+        T = iterate_residual("resnet-full", "tanh", v["sigma_w2"], 0.0, 2,
+                             sigma_v2=v["sigma_v2"], p0=1.0)
+        assert T.log_explosion == pytest.approx(1.0, abs=1e-6)
+        qs = [float(q) for q in T.q[1:]]
+        d1 = np.array([gauss(lambda u: 1 / math.cosh(u) ** 2, q) for q in qs])
+        d2 = np.array([gauss(lambda u: 1 / math.cosh(u) ** 4, q) for q in qs])
+        v2 = np.array([gauss(lambda u: math.tanh(u) ** 2, q) for q in qs])
+        th = c["theory"]
+        assert th["e_dphi2"] == pytest.approx(float(d2.mean()), rel=1e-10)
+        assert th["nonlinear_share"] == pytest.approx(float(np.mean(1 - np.array(qs) * d1 ** 2 / v2)),
+                                                      rel=1e-8)
+        assert 0.0 < th["nonlinear_share"] < 1.0
+    text = vr.pairs_report(json.loads(out.read_text()))
+    assert "| 2 | pytorch | 0.3333 | 0.3333 |" in text and "| 2 | G=1, w=1 | 1 |" in text
+    with pytest.raises(SystemExit):
+        vr.main(["--tiny", "--part", "pairs", "--fixes", "u=1", "--out", str(out)])
