@@ -99,15 +99,13 @@ def test_backward_map_is_the_adjoint_of_the_forward_map():
 @pytest.mark.parametrize("call, message", [
     (lambda: nw.serial(nw.dense(1.0), nw.attention()).check(RNG.standard_normal((2, 3))),
      "layers[1]: attention needs inputs with positions"),
-    (lambda: nw.attention(mechanism="softmax", scaling="sqrt"), "scaling: 'sqrt' with mechanism 'softmax'"),
+    (lambda: nw.attention(mechanism="relu", scaling="sqrt"), "scaling: 'sqrt' with mechanism 'relu'"),
     (lambda: nw.attention(mechanism="gelu"), "mechanism: expected one of"),
     (lambda: nw.attention(heads=0), "heads: expected a positive integer"),
     (lambda: nw.serial(nw.dense(1.0), nw.attention(causal=True)).check(RNG.standard_normal((2, 3, 3, 2))),
      "layers[1].causal: a causal mask needs 1-D positions"),
-    (lambda: nw.serial(nw.dense(1.0), nw.attention(mechanism="identity", scaling="sqrt")).propagate(
-        RNG.standard_normal((2, 3, 2))), "attention: the backward map of scaling 'sqrt'"),
-    (lambda: nw.from_spec([{"layer": "attention", "heads": 2, "scaling": "sqrt"}]),
-     "layers[0].scaling: 'sqrt' with mechanism 'softmax' is not supported"),
+    (lambda: nw.from_spec([{"layer": "attention", "heads": 2, "scaling": "sqrt", "mechanism": "abs"}]),
+     "layers[0].scaling: 'sqrt' with mechanism 'abs' is not supported"),
     (lambda: nw.from_spec([{"layer": "attention", "causal": 1}]), "layers[0].causal: expected true or false"),
 ])
 def test_refusals_are_one_line(call, message):
@@ -138,6 +136,9 @@ CONTRACT = {
     "attention-identity-sqrt": ([nw.dense(1.0), nw.attention(2, "identity", "sqrt", 1.2, 0.9, 1.1, 1.3)],
                                 (2, 4, 3)),
     "attention-sqrt-causal-on-data": ([nw.attention(2, "identity", "sqrt", causal=True)], (2, 4, 3)),
+    "attention-softmax-sqrt": ([nw.dense(1.0), nw.attention(2, "softmax", "sqrt", 1.2, 0.9, 1.1, 1.3)],
+                               (2, 4, 3)),
+    "attention-softmax-sqrt-causal-on-data": ([nw.attention(2, "softmax", "sqrt", causal=True)], (2, 4, 3)),
 }
 
 

@@ -10,8 +10,10 @@ values v = x W_V^h (n_k and n_v channels per head):
   L = sqrt(sigma_q2 sigma_k2) k k' / (C n_k): they converge to sqrt(sigma_q2 sigma_k2) K(s, t),
   the input's own kernel, so the attention weights A = mechanism(L) are deterministic in the
   limit (softmax over t, identity, relu or abs entrywise);
-* ``scaling = "sqrt"``: independent W_Q, logits q k' sqrt(sigma_q2 sigma_k2) / (C sqrt(n_k)),
-  Gaussian in the limit (Hron et al. 2020); only the identity mechanism has a closed form;
+* ``scaling = "sqrt"``: independent W_Q, logits q k' sqrt(sigma_q2 sigma_k2) / (C sqrt(n_k))
+  (torch's q k'/sqrt(d_head)), Gaussian in the limit of wide heads (Hron et al. 2020) with
+  covariance g2 K[ns, ms'] K[nt, mt'] [D]; the identity mechanism has a closed form, softmax is
+  an expectation over that Gaussian (below, "Gaussian logits");
 * output y = sqrt(sigma_o2 sigma_v2 / (H n_v C)) concat_h(A^h v^h) W_O (no bias);
 * ``causal``: position s attends to t <= s only (1-D positions; softmax over t <= s, the other
   mechanisms zero for t > s).  Not in NT; checked against wide networks only.
@@ -23,19 +25,33 @@ c2 = sigma_o2 sigma_v2, g2 = sigma_q2 sigma_k2, M the causal mask or all ones):
 |---|---|---|
 | NNGP | c2 A K A' | c2 g2 K o S, S[ns, ms'] = sum_tt' M[s,t] M[s',t'] K[nt, mt']^2 |
 | NTK (NTK param.) | c2 A T A' + 2 NNGP | c2 g2 (T o S + 2 K o R) + 4 NNGP, R = the same sums of K o T |
-| backward | c2 A_n' G A_n | refused (the logits' Gaussian couples positions) |
+| backward | c2 A_n' G A_n | c2 g2 (G o S_n + 2 K_n o M'(G o K_n)M) |
+
+**Gaussian logits** (scaling "sqrt", softmax; docs/theory.md, "Attention with Gaussian logits"
+[D]).  With A = softmax(L) per row and J_s = dA_s/dL_s = diag(a_s) - a_s a_s', E over the logits:
+NNGP c2 E[A K A'];  NTK (NTK param.) c2 E[A T A'] + c2 g2 (T o E Phi(K, K) + K o E Phi(K, T))
++ 2 NNGP + 2 c2 g2 K o E Phi(K, K), Phi(X, Y)[ns, ms'] = sum_tt' X[nt, mt'] (J_s Y J_s')[t, t']
+(the four terms: values/W_V, W_O, queries/W_Q and keys/W_K, whose logit gradients do not vanish
+here); backward c2 E[A_n' G A_n] + c2 g2 G o E Phi(K, K)_nn + c2 g2 E[sum_ss' (G o K_n)[s, s'] J_s
+K_n J_s'].  The expectations have no closed form: they are means over SQRT_SAMPLES draws
+L^n = sqrt(g2) F_n Z F_n' (F F' = K, Z iid N(0, 1)), antithetic pairs from one fixed seed, so the
+maps are deterministic and the forward and backward maps use the same draws; their standard
+error from 16 batches is kept in ``mc_error``.  With g2 = 0 they are the uniform map exactly.
+Cost O(SQRT_SAMPLES N^2 P^3) for the NTK (about 4 s at N = 8, P = 6 on a loaded 2-core machine),
+the NNGP and backward a fraction of it.
 
 In the linear case the gradients through the logits vanish in the limit (docs/theory.md §A5.5, NT), so only
-W_V and W_O contribute, each one NNGP; in the sqrt case W_Q, W_K, W_V, W_O each contribute one
-NNGP, and the input's gradient enters through queries, keys and values (the three terms).  The
+W_V and W_O contribute, each one NNGP; in the sqrt case with the identity mechanism W_Q, W_K,
+W_V, W_O each contribute one NNGP, and the input's gradient enters through queries, keys and
+values (the three terms; the backward map has the same three).  The
 standard parametrisation (lim Theta / n) replaces each weight's NNGP term by NNGP / sigma^2 of
 that weight, present only when its fan-in is a width (W_O always; W_Q, W_K, W_V when the input is
 not the data), as for dense layers (docs/theory.md §A4.2).  NT's limit takes the heads to infinity too; for
 ``"sqrt"`` the output is Gaussian only then (with few heads the empirical kernel of one network
 does not concentrate, though its mean is still the NNGP).
 
-Refused (one line each): scaling "sqrt" with softmax, relu or abs (the kernel is an expectation
-over the logits' Gaussian with no closed form; NT refuses it too), and inputs without positions.
+Refused (one line each): scaling "sqrt" with relu or abs (the machinery above would serve them,
+with J_s = diag(mechanism'(L_s)), but they are not checked), and inputs without positions.
 
 **Tied attention** (``values = "input"``, :class:`TiedAttention`): TP II's transformer attention
 (docs/theory.md §A5.5), where queries, keys and values are all the layer's input x (no projections, one
@@ -102,6 +118,170 @@ def _mechanism_vjp(L: np.ndarray, A: np.ndarray, gA: np.ndarray, mech: str,
     return g if mask is None else np.where(mask, g, 0.0)
 
 
+# ------------------------------------------------------------------------------------------
+# Gaussian logits (scaling "sqrt"): the expectations over the logits' law
+# ------------------------------------------------------------------------------------------
+#: logit samples per expectation of the Gaussian-logit maps (scaling "sqrt", softmax): antithetic
+#: pairs from one fixed seed, so every call (forward, backward, any variances) uses the same
+#: numbers.  Their relative standard error is ~1e-3 at torch's default init (g2 K^2 ~ 0.25;
+#: measured in tests/test_network_attention_sqrt.py), against the several per cent by which one
+#: finite network with a few heads differs from its mean (docs/theory.md, "Attention with
+#: Gaussian logits")
+SQRT_SAMPLES = 4096
+_SQRT_BATCHES = 16
+_SQRT_SEED = 20200
+
+
+def _logit_factor(K4: np.ndarray) -> np.ndarray:
+    """F (N, P, r) with F F' = K (the (N P) x (N P) input kernel), from its eigenvectors: the
+    logits L^n = sqrt(g2) F_n Z F_n', Z an r x r matrix of iid N(0, 1), have covariance
+    g2 K[ns, ms'] K[nt, mt'] (docs/theory.md, "Attention with Gaussian logits")."""
+    N, P = K4.shape[:2]
+    w, V = np.linalg.eigh(K4.reshape(N * P, N * P))
+    keep = w > 1e-13 * max(float(w.max()), 0.0)
+    return (V[:, keep] * np.sqrt(w[keep])).reshape(N, P, -1)
+
+
+def _logit_batches(K4: np.ndarray, g2: float, samples: int, seed: int):
+    """The logit samples (b, N, P, P) in _SQRT_BATCHES batches of antithetic pairs (Z, -Z)."""
+    F = _logit_factor(K4)
+    r = F.shape[-1]
+    rng = np.random.default_rng(seed)
+    half = max(1, samples // (2 * _SQRT_BATCHES))
+    for _ in range(_SQRT_BATCHES):
+        Z = rng.standard_normal((half, r, r))
+        FZ = np.matmul(F.reshape(1, -1, r), Z).reshape(half, F.shape[0], F.shape[1], r)
+        L = math.sqrt(g2) * np.matmul(FZ, np.swapaxes(F, -1, -2)[None])
+        yield np.concatenate([L, -L])
+
+
+def _jacobian(L: np.ndarray, mech: str, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray,
+                                                                        np.ndarray | None]:
+    """A = mechanism(L) and its row Jacobians as dA_s/dL_s = diag(d_s) - p_s p_s' (all four
+    mechanisms are of this form, symmetric): returns (A, D, Pm) with rows d_s, p_s (Pm None
+    where p = 0, the entrywise mechanisms)."""
+    A = _mechanism(L, mech, mask)
+    if mech == "softmax":
+        return A, A, A
+    d = {"identity": np.ones_like(L), "relu": (L > 0).astype(float), "abs": np.sign(L)}[mech]
+    return A, (d if mask is None else np.where(mask, d, 0.0)), None
+
+
+def _left(Lf: np.ndarray, X4: np.ndarray) -> np.ndarray:
+    """[i, n, s, m, u] = sum_t Lf[i, n, s, t] X4[n, t, m, u] (one matmul per input n)."""
+    b, N, P = Lf.shape[:3]
+    out = np.matmul(Lf.transpose(1, 0, 2, 3).reshape(N, b * P, P), X4.reshape(N, P, N * P))
+    return out.reshape(N, b, P, N, P).transpose(1, 0, 2, 3, 4)
+
+
+def _right(Y: np.ndarray, Rf: np.ndarray) -> np.ndarray:
+    """[i, n, s, m, v] = sum_u Y[(i,) n, s, m, u] Rf[i, m, v, u], per sample."""
+    b, N, P = Rf.shape[:3]
+    Yt = np.moveaxis(Y, -2, -4).reshape(Y.shape[:-4] + (N, N * P, P))     # [(i,) m, (n s), u]
+    return np.moveaxis(np.matmul(Yt, np.swapaxes(Rf, -1, -2)).reshape(b, N, N, P, P), 1, 3)
+
+
+def _sum_right(Y: np.ndarray, Rf: np.ndarray) -> np.ndarray:
+    """sum_i sum_u Y[i, n, s, m, u] Rf[i, m, v, u] -> (n, s, m, v): the sum over samples inside
+    one matmul per input m."""
+    b, N, P = Rf.shape[:3]
+    Yt = Y.transpose(3, 1, 2, 0, 4).reshape(N, N * P, b * P)              # [m, (n s), (i u)]
+    Rt = Rf.transpose(1, 0, 3, 2).reshape(N, b * P, P)                     # [m, (i u), v]
+    return np.matmul(Yt, Rt).reshape(N, N, P, P).transpose(1, 2, 0, 3)
+
+
+def _sum_left(Lf: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """sum_i sum_t Lf[i, n, s, t] Z[i, n, t, m, v] -> (n, s, m, v), one matmul per input n."""
+    b, N, P = Lf.shape[:3]
+    Lt = Lf.transpose(1, 2, 0, 3).reshape(N, P, b * P)                     # [n, s, (i t)]
+    Zt = Z.transpose(1, 0, 2, 3, 4).reshape(N, b * P, N * P)               # [n, (i t), (m v)]
+    return np.matmul(Lt, Zt).reshape(N, P, N, P)
+
+
+def _phi(D, Pm, X4, Y4):
+    """sum over a batch of Phi(X, Y)[ns, ms'] = sum_tt' X[nt, mt'] (J_s Y J_s')[tt'] (J_s the
+    row Jacobian of input n at position s, J_s' of input m at s')."""
+    out = _sum_right(_left(D, X4 * Y4), D)
+    if Pm is None:
+        return out
+    zy = _right(Y4, Pm)                                                    # (Y^{nm} p^m_v)_t
+    zx = zy if Y4 is X4 else _right(X4, Pm)
+    out -= _sum_left(D, zx * zy)
+    wy = _left(Pm, Y4)                                                     # (p^n_s' Y^{nm})_u
+    wx = wy if Y4 is X4 else _left(Pm, X4)
+    out -= _sum_right(wx * wy, D)
+    ey = _right(wy, Pm)
+    out += ((ey * ey) if Y4 is X4 else (_right(wx, Pm) * ey)).sum(axis=0)
+    return out
+
+
+def _mean_se(parts: list[np.ndarray], counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over all samples and its standard error from the batches' means."""
+    sums = np.array(parts)
+    c = np.array(counts, dtype=float).reshape((-1,) + (1,) * (sums.ndim - 1))
+    mean = sums.sum(axis=0) / c.sum()
+    se = np.zeros_like(mean) if len(parts) < 2 else (sums / c).std(axis=0, ddof=1) / math.sqrt(len(parts))
+    return mean, se
+
+
+def gaussian_logit_moments(K4: np.ndarray, T4: np.ndarray | None, g2: float,
+                           mechanism: str = "softmax", mask: np.ndarray | None = None,
+                           samples: int = SQRT_SAMPLES, seed: int = _SQRT_SEED) -> dict:
+    """The expectations over Gaussian logits L^n[s, t] (covariance g2 K[ns, ms'] K[nt, mt']) of
+    the sqrt-scaled attention's maps (docs/theory.md, "Attention with Gaussian logits"):
+    ``AKA`` = E[A K A'], ``ATA`` = E[A T A'], ``PKK`` = E[Phi(K, K)], ``PKT`` = E[Phi(K, T)], each
+    (N, P, N, P) as a (mean, standard error) pair; K4, T4 in (N, P, N, P).  With g2 = 0 the
+    logits are 0 and every value is exact (one sample, standard error 0)."""
+    if g2 == 0.0:
+        samples = 2 * _SQRT_BATCHES
+    acc: dict[str, list] = {"AKA": [], "ATA": [], "PKK": [], "PKT": []}
+    counts = []
+    for L in _logit_batches(K4, g2, samples, seed):
+        A, D, Pm = _jacobian(L, mechanism, mask)
+        counts.append(L.shape[0])
+        acc["AKA"].append(_sum_right(_left(A, K4), A))
+        if T4 is not None:
+            acc["PKK"].append(_phi(D, Pm, K4, K4))
+            acc["ATA"].append(_sum_right(_left(A, T4), A))
+            acc["PKT"].append(_phi(D, Pm, K4, T4))
+    return {k: _mean_se(v, counts) for k, v in acc.items() if v}
+
+
+def gaussian_logit_backward(K4: np.ndarray, G: np.ndarray, g2: float, c2: float,
+                            mechanism: str = "softmax", mask: np.ndarray | None = None,
+                            samples: int = SQRT_SAMPLES, seed: int = _SQRT_SEED
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """The backward map of sqrt-scaled attention (docs/theory.md, "Attention with Gaussian
+    logits"): per input n, G_in = c2 E[A' G A] (values) + c2 g2 G o E[Phi(K, K)] (queries) +
+    c2 g2 E[sum_ss' (G o K)[s, s'] J_s K J_s'] (keys), over the same logit samples as the
+    forward maps; (mean, standard error), each (N, P, P)."""
+    N, P = K4.shape[:2]
+    if g2 == 0.0:
+        samples = 2 * _SQRT_BATCHES
+    Kn = np.ascontiguousarray(np.moveaxis(np.diagonal(K4, axis1=0, axis2=2), -1, 0))
+    W = G * Kn
+    parts, counts = [], []
+    for L in _logit_batches(K4, g2, samples, seed):
+        A, D, Pm = _jacobian(L, mechanism, mask)
+        counts.append(L.shape[0])
+        Dt = np.swapaxes(D, -1, -2)
+        val = (np.swapaxes(A, -1, -2) @ (G[None] @ A)).sum(axis=0)
+        phi = (D @ (Kn * Kn)[None] @ Dt).sum(axis=0)
+        psi = (Dt @ (W[None] @ D)).sum(axis=0) * Kn
+        if Pm is not None:
+            PK = Pm @ Kn[None]                                     # rows p_s' K
+            phi -= (D @ np.swapaxes(PK, -1, -2) ** 2).sum(axis=0)
+            phi -= (PK ** 2 @ Dt).sum(axis=0)
+            pkp = PK @ np.swapaxes(Pm, -1, -2)                     # p_s' K p_v
+            phi += (pkp ** 2).sum(axis=0)
+            wd = np.swapaxes(W, -1, -2)[None] @ D
+            t2 = (np.swapaxes(wd * PK, -1, -2) @ Pm).sum(axis=0)
+            psi -= t2 + np.swapaxes(t2, -1, -2)
+            psi += (np.swapaxes(Pm, -1, -2) @ ((W[None] * pkp) @ Pm)).sum(axis=0)
+        parts.append(c2 * val + c2 * g2 * (G * phi + psi))
+    return _mean_se(parts, counts)
+
+
 class Attention(Layer):
     """Multi-head self-attention (the module docstring has the definition and the maps)."""
 
@@ -120,17 +300,21 @@ class Attention(Layer):
         if not isinstance(scaling, str) or scaling.lower() not in SCALINGS:
             raise DomainError(f"scaling: expected one of {', '.join(SCALINGS)}, got {scaling!r}")
         self.scaling = scaling.lower()
-        if self.scaling == "sqrt" and self.mechanism != "identity":
+        if self.scaling == "sqrt" and self.mechanism not in ("identity", "softmax"):
             raise DomainError(
                 f"scaling: 'sqrt' with mechanism {self.mechanism!r} is not supported: with "
                 "q.k/sqrt(n) logits the attention weights stay Gaussian in the limit (Hron et al. "
-                "2020) and the kernel is an integral over them with no closed form; use "
-                "scaling 'linear', or mechanism 'identity' (exact)")
+                "2020); only 'identity' (exact) and 'softmax' (an expectation over the logits, "
+                "docs/theory.md) are implemented")
         self.sigma_q2 = _variance("sigma_q2", sigma_q2)
         self.sigma_k2 = _variance("sigma_k2", sigma_k2)
         self.sigma_v2 = _variance("sigma_v2", sigma_v2)
         self.sigma_o2 = _variance("sigma_o2", sigma_o2)
         self.causal = _flag("causal", causal)
+        #: the relative standard errors of the last fold's expectations over the logits
+        #: (scaling "sqrt", softmax): {"nngp": ..., "ntk": ...}, each the largest standard error
+        #: over the largest entry; None before a fold or for the closed-form maps
+        self.mc_error: dict | None = None
 
     # ---- shapes and parameters ----
     def out_shape(self, shape: Shape, where: str) -> Shape:
@@ -187,7 +371,7 @@ class Attention(Layer):
 
             def backward(G):
                 return c2 * np.einsum("nts,ntu,nuv->nsv", A, G, A, optimize=True)
-        else:
+        elif self.mechanism == "identity":
             g2 = self._qk ** 2
             M = np.ones((P, P)) if not self.causal else np.tri(P)
 
@@ -209,11 +393,40 @@ class Attention(Layer):
                     if hidden:
                         w += sum(prods)
                     T += w * KS
+            Kn = st.blocks(st.K)
+            Sn = np.einsum("st,ntu,vu->nsv", M, Kn * Kn, M, optimize=True)
+
+            def backward(G):   # values and keys give K o M'(G o K)M each, queries G o S
+                R = np.einsum("st,nsv,vu->ntu", M, G * Kn, M, optimize=True)
+                return c2 * g2 * (G * Sn + 2.0 * Kn * R)
+        else:
+            g2 = self._qk ** 2
+            mask = self._mask(P)
+            Kc = np.array(K4)
+            m = gaussian_logit_moments(Kc, T4, g2, self.mechanism, mask)
+            AKA = m["AKA"][0]
+            K = c2 * AKA
+            scale = float(np.abs(AKA).max()) or 1.0
+            self.mc_error = {"nngp": float(m["AKA"][1].max()) / scale}
+            T = None
+            if T4 is not None:
+                PKK = m["PKK"][0]
+                qk = c2 * g2 * Kc * PKK           # the W_Q term, and the W_K term (equal)
+                T = c2 * m["ATA"][0] + c2 * g2 * (T4 * PKK + Kc * m["PKT"][0])
+                if st.param == "ntk":
+                    T += 2.0 * K + 2.0 * qk
+                else:   # each weight's term over its variance, where its fan-in is a width
+                    T += self.sigma_v2 * AKA                                   # W_O
+                    if hidden:
+                        T += self.sigma_o2 * AKA + (self.sigma_k2 + self.sigma_q2) * \
+                            self.sigma_v2 * self.sigma_o2 * Kc * PKK
+                # a bound: the parts' standard errors added (W_Q, W_K, W_V, W_O terms at most 2 NNGP + 2 qk)
+                se = c2 * (m["ATA"][1] + g2 * (np.abs(T4) * m["PKK"][1] + np.abs(Kc) * m["PKT"][1])
+                           + 2.0 * m["AKA"][1] + 2.0 * g2 * np.abs(Kc) * m["PKK"][1])
+                self.mc_error["ntk"] = float(se.max()) / (float(np.abs(T).max()) or 1.0)
 
             def backward(G):
-                raise DomainError("attention: the backward map of scaling 'sqrt' is not implemented "
-                                  "(the logits' Gaussian couples the positions), so propagate's "
-                                  "gradient diagnostics are unavailable for this network")
+                return gaussian_logit_backward(Kc, G, g2, c2, self.mechanism, mask)[0]
 
         K = K.reshape(st.K.shape)
         T = None if T is None else T.reshape(st.K.shape)
