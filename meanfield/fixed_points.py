@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -75,6 +76,25 @@ def _find_root(f, lo, hi, args=(), xrtol: float = 4 * np.finfo(float).eps, xatol
         a[act], b[act], c[act], fa[act], fb[act], fc[act], t[act], xm[act] = ai, bi, ci, fai, fbi, fci, ti, xmi
         act = act[~((tlim > 0.5) | (fmi == 0) | ~np.isfinite(tlim))]
     return xm
+
+
+def _find_root_scalar(f: Callable[[float], float], a: float, b: float, xtol: float = 1e-300,
+                      rtol: float = 4 * np.finfo(float).eps, fa: float | None = None,
+                      fb: float | None = None) -> float:
+    """The root of a scalar f in [a, b] by :func:`_find_root` (brentq's role, without importing
+    scipy.optimize): f(a) and f(b) (given by the caller where known) must differ in sign or be 0,
+    else DomainError (brentq's ValueError)."""
+    fa = f(float(a)) if fa is None else fa
+    fb = f(float(b)) if fb is None else fb
+    if fa * fb > 0 or math.isnan(fa) or math.isnan(fb):
+        raise DomainError(f"f({a:g}) = {fa:g} and f({b:g}) = {fb:g} do not bracket a root")
+    known = {float(a): fa, float(b): fb}  # each f may be a whole recursion: not twice
+
+    def fv(x: np.ndarray) -> np.ndarray:
+        return np.array([known[v] if v in known else f(v) for v in map(float, x)])
+    return float(_find_root(fv, a, b, xrtol=rtol, xatol=xtol)[0])
+
+
 _QGRID = np.concatenate([[0.0], np.logspace(-10, 10, 201)])
 # Where the length map is still above the diagonal at q = 1e10 the search goes on, one point per
 # decade, to the top of the float range: bounded activations (tanh, erf, sigmoid, ...) have
@@ -278,9 +298,6 @@ def c_star(activation, q_star: float, sigma_w2: float, sigma_b2: float,
     def h(c: float) -> float:
         return float(_cmap(act, c, q_star, sigma_w2, sigma_b2, bivariate)) - c
 
-    def brentq(f, a: float, b: float, xtol: float, rtol: float) -> float:
-        return float(_find_root(lambda x: np.array([f(float(v)) for v in x]), a, b, xrtol=rtol, xatol=xtol)[0])
-
     h0 = h(0.0)
     if h0 == 0.0:
         return 0.0
@@ -291,9 +308,9 @@ def c_star(activation, q_star: float, sigma_w2: float, sigma_b2: float,
     if h0 > 0 and h(1 - eps) >= 0:
         return _near_critical_c_star(act, q_star, sigma_w2, chi1)
     if h0 > 0:
-        return brentq(h, 0.0, 1 - eps, xtol=1e-15, rtol=1e-15)
+        return _find_root_scalar(h, 0.0, 1 - eps, xtol=1e-15, rtol=1e-15)
     lo = -1.0
-    return brentq(h, lo, 0.0, xtol=1e-15, rtol=1e-15) if h(lo) > 0 else lo
+    return _find_root_scalar(h, lo, 0.0, xtol=1e-15, rtol=1e-15) if h(lo) > 0 else lo
 
 
 def _near_critical_c_star(act: Activation, q: float, sw: float, chi1: float) -> float:

@@ -247,15 +247,20 @@ def test_advise_accepts_the_algebras_arch_names():
 def test_advise_mlp_does_not_import_scipy_optimize():
     """advise's cold start (issue 10): spectra's edge uses fixed_points._find_root, not brentq
     (scipy.optimize, ~0.2-0.9 s to import), and binomials by math.comb, so relu needs no scipy
-    at all; tanh still imports scipy.special for its Gauss-Hermite nodes (gaussian._hermite)."""
+    at all; tanh still imports scipy.special for its Gauss-Hermite nodes (gaussian._hermite).
+    The residual advice and exponents root-find by fixed_points._find_root_scalar, not brentq."""
     import subprocess
     import sys
 
     code = ("import sys\n"
             "from meanfield.advise import advise\n"
+            "from meanfield.residual import exponents\n"
             "advise('mlp', 'relu', 50)\n"
+            "advise('resnet-full', 'relu', 20)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy')[:3])\n"
             "advise('mlp', 'tanh', 50)\n"
+            "advise('resnet-full', 'gelu', 20)\n"
+            "exponents('tanh')\n"
             "print('scipy.optimize' in sys.modules)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr.strip().splitlines()[-1:]

@@ -431,3 +431,21 @@ def test_edge_of_chaos_does_not_depend_on_built_tables():
     gaussian.v_phi(act, q), gaussian.v_dphi(act, q), gaussian.dv_phi(act, q)
     after = [edge_of_chaos("tanh", sb) for sb in (1e-25, 1e-3, 0.3)]
     assert before == after
+
+
+def test_find_root_scalar_is_brentq_without_scipy_optimize():
+    """The scalar wrapper of _find_root (issue 10: residual's solves without scipy.optimize):
+    cbrt(2) to within an ulp, an endpoint root, and a DomainError where f does not change sign."""
+    from meanfield.fixed_points import _find_root_scalar
+
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return x ** 3 - 2.0
+    r = _find_root_scalar(f, 0.0, 2.0, xtol=1e-300, rtol=1e-16)
+    assert abs(r - 2.0 ** (1 / 3)) <= 2.3e-16 * r
+    assert calls.count(0.0) == calls.count(2.0) == 1  # the brackets' values are not recomputed
+    assert _find_root_scalar(lambda x: x - 1.0, 1.0, 3.0) == 1.0
+    with pytest.raises(DomainError, match="do not bracket"):
+        _find_root_scalar(f, 2.0, 3.0)

@@ -505,3 +505,17 @@ def test_reduced_with_a_mean_is_not_full_with_unit_branch(act):
     full = iterate_residual("resnet-full", act, 1.0, 0.0, 10)
     assert red.p[-1] > 2.0 * full.p[-1]
     assert red.m[-1] > 1.0 and np.all(full.m == 0.0)
+
+
+def test_bernoulli_terms_are_the_exact_rationals_rounded_once():
+    """B_2k / (2k)! from the exact recurrence (issue 10: no scipy.special import), against the
+    tabulated rationals B_2 = 1/6, B_4 = -1/30, B_6 = 1/42, B_12 = -691/2730, B_20 = -174611/330
+    (scipy.special.bernoulli's B_4 is 1.7e-12 off)."""
+    from fractions import Fraction
+
+    from meanfield.residual import _bernoulli_terms
+
+    terms = dict(_bernoulli_terms(20))
+    for k, b in ((1, Fraction(1, 6)), (2, Fraction(-1, 30)), (3, Fraction(1, 42)),
+                 (6, Fraction(-691, 2730)), (10, Fraction(-174611, 330))):
+        assert terms[2 * k - 1] == float(b / math.factorial(2 * k))
