@@ -13,9 +13,9 @@ BatchNorm1d/2d/3d (train-mode batch statistics, affine identity), LayerNorm over
 (affine identity), Dropout (the identity: eval mode), AvgPool, AdaptiveAvgPool to 1 (or to an
 exact divisor), a mean over all positions, Flatten / flattening reshapes, and additions of two
 values (the algebra's residual, split into branch and shortcut at the last layer they share),
-nn.MultiheadAttention (self-attention, batch_first, no biases or masks) whose query or key
-projection is zero, and nn.TransformerEncoderLayer / TransformerEncoder traced through their
-own submodules.
+nn.MultiheadAttention (self-attention, batch_first, no biases or masks; its logits
+q.k/sqrt(d_head) as the algebra's Gaussian-logit attention), and nn.TransformerEncoderLayer /
+TransformerEncoder traced through their own submodules.
 Everything else is refused in one line naming the module path and the reason; nothing is
 skipped silently.
 """
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .. import network as nw
 from ..errors import DomainError
+from ..network.attention import SQRT_SAMPLES as _SQRT_SAMPLES
 from ..network.core import Layer, Network, Shape
 from ..network.layers import geometry
 from .trace import _DROPOUT, _METHOD_SPECS, _NEUTRAL_METHODS, _function_spec, _module_spec
@@ -183,13 +184,11 @@ def _attention_layer(m: nn.MultiheadAttention, where: str) -> Layer:
     """nn.MultiheadAttention (self-attention) as the algebra's attention layer, or a one-line
     refusal.  torch computes per head softmax(q k' / sqrt(d_head)) v with q = x W_q, k = x W_k,
     v = x W_v (in_proj_weight split in three) and then out_proj, which is the algebra's
-    attention (docs/theory.md §A5.5) with sigma_{q,k,v}2 = E mean(W_{q,k,v}^2) and sigma_o2 =
-    E mean(W_o^2) at fan-in E = embed_dim.  With independent W_q, W_k and 1/sqrt(d_head) the
-    logits stay Gaussian at infinite width (Hron et al. 2020; the algebra's scaling 'sqrt'),
-    and the kernel of a softmax over Gaussian logits has no closed form in the algebra, so such
-    a module is refused.  When W_q or W_k is zero the logits are 0 at every width: the
-    attention is uniform, the scaling does not enter, and the algebra's attention with
-    sigma_q2 sigma_k2 = 0 describes the forward pass and the input gradients exactly."""
+    attention with scaling 'sqrt' (docs/theory.md, "Attention with Gaussian logits") with
+    sigma_{q,k,v}2 = E mean(W_{q,k,v}^2) and sigma_o2 = E mean(W_o^2) at fan-in E = embed_dim:
+    at wide heads the logits are Gaussian with covariance sigma_q2 sigma_k2 K K, and the maps
+    are expectations over them.  With W_q or W_k zero the logits are 0 at every width and the
+    same layer is the uniform attention exactly."""
     if not m.batch_first:
         raise DomainError(f"{where}: batch_first=False takes (T, N, E) inputs; only batch_first=True "
                           "((N, T, E), positions before channels) is read")
@@ -205,13 +204,7 @@ def _attention_layer(m: nn.MultiheadAttention, where: str) -> Layer:
     s = [_read_tensor(w, f"in_proj_weight[{nm}]", E, where) for w, nm in
          ((Wq, "query"), (Wk, "key"), (Wv, "value"))]
     so = _read_tensor(m.out_proj.weight, "out_proj.weight", E, where)
-    if s[0] > 0 and s[1] > 0:
-        raise DomainError(
-            f"{where}: its logits q.k/sqrt(d_head={E // H}) with independent W_q, W_k "
-            f"(sigma_q2={s[0]:.3g}, sigma_k2={s[1]:.3g}) stay Gaussian at infinite width (Hron et "
-            "al. 2020) and the softmax over them has no closed kernel map in the algebra; only a "
-            "zero query or key projection (uniform attention at init) is read")
-    return nw.attention(heads=H, mechanism="softmax", scaling="linear", sigma_q2=s[0],
+    return nw.attention(heads=H, mechanism="softmax", scaling="sqrt", sigma_q2=s[0],
                         sigma_k2=s[1], sigma_v2=s[2], sigma_o2=so)
 
 
@@ -653,9 +646,16 @@ class _Reader:
         if m.dropout > 0:
             self.notes.append(f"{where}: attention dropout {m.dropout:g} read as off (eval mode; "
                               "compare_model runs it so)")
-        self.notes.append(f"{where}: W_q or W_k is zero, so the logits are 0 and the attention "
-                          "uniform at every width (the 1/sqrt(d_head) scaling does not enter); the "
-                          "NTK's W_q, W_k terms are not described")
+        if layer.sigma_q2 * layer.sigma_k2 == 0:
+            self.notes.append(f"{where}: W_q or W_k is zero, so the logits are 0 and the attention "
+                              "uniform at every width (exact)")
+        else:
+            self.notes.append(
+                f"{where}: logits q.k/sqrt(d_head={m.embed_dim // m.num_heads}) read as Gaussian "
+                f"(variance sigma_q2 sigma_k2 K K, exact as d_head grows); the maps are means over "
+                f"{_SQRT_SAMPLES} fixed logit samples (their relative "
+                f"standard error is the layer's mc_error, ~1e-3 here); with {m.num_heads} heads "
+                "the output is a mixture of Gaussians whose second moments these are")
         self.pending[n] = (v, layer, str(n.target))
         self.labels[n] = where
         return v
