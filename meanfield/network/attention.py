@@ -123,10 +123,11 @@ def _mechanism_vjp(L: np.ndarray, A: np.ndarray, gA: np.ndarray, mech: str,
 # ------------------------------------------------------------------------------------------
 #: logit samples per expectation of the Gaussian-logit maps (scaling "sqrt", softmax): antithetic
 #: pairs from one fixed seed, so every call (forward, backward, any variances) uses the same
-#: numbers.  Their relative standard error is ~1e-3 at torch's default init (g2 K^2 ~ 0.25;
-#: measured in tests/test_network_attention_sqrt.py), against the several per cent by which one
-#: finite network with a few heads differs from its mean (docs/theory.md, "Attention with
-#: Gaussian logits")
+#: numbers.  Their relative standard error (``mc_error``) is 3e-4 to 3e-3 at torch's default
+#: init (g2 = 1/4; measured on nn.MultiheadAttention and a TransformerEncoder, d = 256, T = 6)
+#: and ~1e-2 at g2 ~ 1, against the 3-6 % by which compare_model's measurement at width 256, or
+#: the mean of 8 networks of width 1024, scatters (docs/theory.md, "Attention with Gaussian
+#: logits")
 SQRT_SAMPLES = 4096
 _SQRT_BATCHES = 16
 _SQRT_SEED = 20200
