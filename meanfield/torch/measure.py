@@ -842,11 +842,19 @@ def _rows(r: _Reader) -> tuple[list, list[int], list[bool]]:
 def _width_factors(r: _Reader) -> np.ndarray:
     """Per row, the product of fan_out / fan_in channels over the weight layers above it: the
     algebra's per-unit backward maps assume a weight layer keeps its width, and the per-unit
-    mean square of W^T delta is that factor times larger (docs/torch.md)."""
-    _, C, fresh = _rows(r)
+    mean square of W^T delta is that factor times larger (docs/torch.md).  A flatten of P
+    positions counts too: the algebra's flatten backward divides the gradient by P (its
+    width goes from C to P C channels), while a reshape leaves each unit's gradient as it is."""
+    entries, C, fresh = _rows(r)
     ts = r._tshape(r.inp)
     c_in = [int(ts[1] if (r.vals[r.inp].cf and len(ts) > 2) else ts[-1])] + C[:-1]
-    ratio = np.array([C[i] / c_in[i] if fresh[i] else 1.0 for i in range(len(C))])
+    names, prev = [], None
+    for e in entries:   # one entry per row of its layer's flat() (a residual block holds many)
+        if e is not prev:
+            names += [layer.name for layer in e.layer.flat()]
+        prev = e
+    ratio = np.array([C[i] / c_in[i] if fresh[i] or names[i] == "flatten" else 1.0
+                      for i in range(len(C))])
     return np.concatenate([np.cumprod(ratio[::-1])[::-1][1:], [1.0]])
 
 
