@@ -37,8 +37,11 @@ K_n J_s'].  The expectations have no closed form: they are means over SQRT_SAMPL
 L^n = sqrt(g2) F_n Z F_n' (F F' = K, Z iid N(0, 1)), antithetic pairs from one fixed seed, so the
 maps are deterministic and the forward and backward maps use the same draws; their standard
 error from 16 batches is kept in ``mc_error``.  With g2 = 0 they are the uniform map exactly.
-Cost O(SQRT_SAMPLES N^2 P^3) for the NTK (about 4 s at N = 8, P = 6 on a loaded 2-core machine),
-the NNGP and backward a fraction of it.
+Cost O(SQRT_SAMPLES N^2 P^3) time and O(SQRT_SAMPLES N^2 P^2) memory traffic (in batches of at
+most 2^21 entries), measured single-threaded on a loaded 2-core machine: NNGP 0.3 s, propagate
+0.6 s, NTK 2.5 s at N = 8, P = 6; NNGP 8 s, propagate 11 s, NTK 83 s at N = 32, P = 8.  (A
+multithreaded BLAS on a busy machine made the small matmuls here 30x slower: set
+OPENBLAS_NUM_THREADS=1.)
 
 In the linear case the gradients through the logits vanish in the limit (docs/theory.md §A5.5, NT), so only
 W_V and W_O contribute, each one NNGP; in the sqrt case with the identity mechanism W_Q, W_K,
@@ -131,6 +134,7 @@ def _mechanism_vjp(L: np.ndarray, A: np.ndarray, gA: np.ndarray, mech: str,
 SQRT_SAMPLES = 4096
 _SQRT_BATCHES = 16
 _SQRT_SEED = 20200
+_BATCH_ENTRIES = 1 << 21
 
 
 def _logit_factor(K4: np.ndarray) -> np.ndarray:
@@ -144,12 +148,15 @@ def _logit_factor(K4: np.ndarray) -> np.ndarray:
 
 
 def _logit_batches(K4: np.ndarray, g2: float, samples: int, seed: int):
-    """The logit samples (b, N, P, P) in _SQRT_BATCHES batches of antithetic pairs (Z, -Z)."""
+    """The logit samples (b, N, P, P) in batches of antithetic pairs (Z, -Z): at least
+    _SQRT_BATCHES of them (the standard error's spread), more where a batch's (b, N, P, N, P)
+    intermediates would pass _BATCH_ENTRIES (memory and cache)."""
     F = _logit_factor(K4)
-    r = F.shape[-1]
+    N, P, r = F.shape
     rng = np.random.default_rng(seed)
-    half = max(1, samples // (2 * _SQRT_BATCHES))
-    for _ in range(_SQRT_BATCHES):
+    batches = max(_SQRT_BATCHES, -(-samples * N * N * P * P // _BATCH_ENTRIES))
+    half = max(1, samples // (2 * batches))
+    for _ in range(max(1, samples // (2 * half))):
         Z = rng.standard_normal((half, r, r))
         FZ = np.matmul(F.reshape(1, -1, r), Z).reshape(half, F.shape[0], F.shape[1], r)
         L = math.sqrt(g2) * np.matmul(FZ, np.swapaxes(F, -1, -2)[None])
@@ -404,6 +411,9 @@ class Attention(Layer):
             g2 = self._qk ** 2
             mask = self._mask(P)
             Kc = np.array(K4)
+            if not np.all(np.isfinite(Kc)):
+                raise DomainError("attention: its input kernel overflows float64 (the variances "
+                                  "grow without bound before it); use smaller variances or fewer layers")
             m = gaussian_logit_moments(Kc, T4, g2, self.mechanism, mask)
             AKA = m["AKA"][0]
             K = c2 * AKA
