@@ -82,6 +82,45 @@ def test_backward_is_the_adjoint_of_the_ntk_input_term(mech, causal):
     assert lhs == pytest.approx(np.einsum("nst,nst->", G, dT), rel=1e-12)
 
 
+def test_contractions_against_explicit_jacobians(monkeypatch):
+    """The batched Phi(X, Y) and backward contractions against loops over explicit softmax
+    Jacobians J_s = diag(a_s) - a_s a_s' on 5 random logit samples (1e-13)."""
+    N, P, b = 2, 3, 5
+    X = RNG.standard_normal((N * P, N * P))
+    X4 = (X @ X.T).reshape(N, P, N, P)
+    Y = RNG.standard_normal((N * P, N * P))
+    Y4 = (Y @ Y.T).reshape(N, P, N, P)
+    L = RNG.standard_normal((b, N, P, P))
+    A, D, Pm = at._jacobian(L, "softmax", None)
+    J = np.array([[[np.diag(a) - np.outer(a, a) for a in A[i, n]] for n in range(N)] for i in range(b)])
+    for Xa, Ya in ((X4, Y4), (X4, X4)):
+        ref = np.zeros((N, P, N, P))
+        for i, n, m, s, v in np.ndindex(b, N, N, P, P):
+            ref[n, s, m, v] += np.sum(Xa[n, :, m, :] * (J[i, n, s] @ Ya[n, :, m, :] @ J[i, m, v].T))
+        np.testing.assert_allclose(at._phi(D, Pm, Xa, Ya), ref, rtol=1e-13, atol=1e-13 * np.abs(ref).max())
+    G = RNG.standard_normal((N, P, P))
+    G = G + np.swapaxes(G, 1, 2)
+    Kn = np.array([X4[n, :, n, :] for n in range(N)])
+    ref = np.zeros((N, P, P))
+    for i, n in np.ndindex(b, N):
+        Jn = J[i, n]
+        phi = np.array([[np.sum(Kn[n] * (Jn[s] @ Kn[n] @ Jn[v].T)) for v in range(P)] for s in range(P)])
+        psi = sum(G[n][s, v] * Kn[n][s, v] * (Jn[s] @ Kn[n] @ Jn[v].T) for s in range(P) for v in range(P))
+        ref[n] += (1.3 * A[i, n].T @ G[n] @ A[i, n] + 1.3 * 0.7 * (G[n] * phi + psi)) / b
+    monkeypatch.setattr(at, "_logit_batches", lambda *a: iter([L]))
+    got = at.gaussian_logit_backward(X4, G, 0.7, 1.3)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13 * np.abs(ref).max())
+
+
+def test_overflowing_input_kernel_is_one_line():
+    from meanfield.errors import DomainError
+
+    net = nw.serial(*[nw.dense(1e30) for _ in range(12)], nw.attention(2, "softmax", "sqrt"))
+    with pytest.raises(DomainError) as e:
+        net.kernel(RNG.standard_normal((2, 3, 4)))
+    assert "attention: its input kernel overflows" in str(e.value) and "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------
 # against independently derived numbers
 # ------------------------------------------------------------------------------------------
