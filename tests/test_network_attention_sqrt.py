@@ -86,7 +86,8 @@ def test_backward_is_the_adjoint_of_the_ntk_input_term(mech, causal):
 
 def test_contractions_against_explicit_jacobians(monkeypatch):
     """The batched Phi(X, Y) and backward contractions against loops over explicit softmax
-    Jacobians J_s = diag(a_s) - a_s a_s' on 5 random logit samples (1e-13)."""
+    Jacobians J_s = diag(a_s) - a_s a_s' on 5 random logit samples (1e-13), and the softmax's
+    shared-intermediate forward path against them (1e-12)."""
     N, P, b = 2, 3, 5
     X = RNG.standard_normal((N * P, N * P))
     X4 = (X @ X.T).reshape(N, P, N, P)
@@ -100,6 +101,12 @@ def test_contractions_against_explicit_jacobians(monkeypatch):
         for i, n, m, s, v in np.ndindex(b, N, N, P, P):
             ref[n, s, m, v] += np.sum(Xa[n, :, m, :] * (J[i, n, s] @ Ya[n, :, m, :] @ J[i, m, v].T))
         np.testing.assert_allclose(at._phi(D, Pm, Xa, Ya), ref, rtol=1e-13, atol=1e-13 * np.abs(ref).max())
+    # the forward maps' shared-intermediate path for the softmax
+    fast = at._softmax_parts(A, X4, Y4)
+    for key, want in (("AKA", np.einsum("inst,ntmu,imvu->nsmv", A, X4, A)),
+                      ("ATA", np.einsum("inst,ntmu,imvu->nsmv", A, Y4, A)),
+                      ("PKK", at._phi(D, Pm, X4, X4)), ("PKT", at._phi(D, Pm, X4, Y4))):
+        np.testing.assert_allclose(fast[key], want, rtol=1e-12, atol=1e-13 * np.abs(want).max())
     G = RNG.standard_normal((N, P, P))
     G = G + np.swapaxes(G, 1, 2)
     Kn = np.array([X4[n, :, n, :] for n in range(N)])

@@ -223,6 +223,27 @@ def _phi(D, Pm, X4, Y4):
     return out
 
 
+def _softmax_parts(A: np.ndarray, K4: np.ndarray, T4: np.ndarray | None) -> dict:
+    """The batch sums of A K A', A T A', Phi(K, K), Phi(K, T) for the softmax (D = Pm = A in
+    _phi's terms, K and T symmetric), sharing _phi's intermediates: A K, A T and the per-sample
+    a_s K a_v' serve all four."""
+    LK = _left(A, K4)
+    EK = _right(LK, A)
+    out = {"AKA": EK.sum(axis=0)}
+    if T4 is None:
+        return out
+    LT = _left(A, T4)
+    ET = _right(LT, A)
+    zK = LK.transpose(0, 3, 4, 1, 2)                   # (K^{nm} a^m_v)_t, by the symmetry of K
+    zT = LT.transpose(0, 3, 4, 1, 2)
+    out["ATA"] = ET.sum(axis=0)
+    out["PKK"] = (_sum_right(_left(A, K4 * K4), A) - _sum_left(A, zK * zK)
+                  - _sum_right(LK * LK, A) + (EK * EK).sum(axis=0))
+    out["PKT"] = (_sum_right(_left(A, K4 * T4), A) - _sum_left(A, zK * zT)
+                  - _sum_right(LK * LT, A) + (EK * ET).sum(axis=0))
+    return out
+
+
 def _mean_se(parts: list[np.ndarray], counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """The mean over all samples and its standard error from the batches' means."""
     sums = np.array(parts)
@@ -247,6 +268,10 @@ def gaussian_logit_moments(K4: np.ndarray, T4: np.ndarray | None, g2: float,
     for L in _logit_batches(K4, g2, samples, seed):
         A, D, Pm = _jacobian(L, mechanism, mask)
         counts.append(L.shape[0])
+        if mechanism == "softmax":
+            for k, v in _softmax_parts(A, K4, T4).items():
+                acc[k].append(v)
+            continue
         acc["AKA"].append(_sum_right(_left(A, K4), A))
         if T4 is not None:
             acc["PKK"].append(_phi(D, Pm, K4, K4))
