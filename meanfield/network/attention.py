@@ -36,10 +36,10 @@ here); backward c2 E[A_n' G A_n] + c2 g2 G o E Phi(K, K)_nn + c2 g2 E[sum_ss' (G
 K_n J_s'].  The expectations have no closed form: they are means over SQRT_SAMPLES draws
 L^n = sqrt(g2) F_n Z F_n' (F F' = K, Z iid N(0, 1)), antithetic pairs from one fixed seed, so the
 maps are deterministic and the forward and backward maps use the same draws; their standard
-error from 16 batches is kept in ``mc_error``.  With g2 = 0 they are the uniform map exactly.
+error from the spread of (at least 16) batch means is kept in ``mc_error``.  With g2 = 0 they are the uniform map exactly.
 Cost O(SQRT_SAMPLES N^2 P^3) time and O(SQRT_SAMPLES N^2 P^2) memory traffic (in batches of at
 most 2^21 entries), measured single-threaded on a loaded 2-core machine: NNGP 0.3 s, propagate
-0.6 s, NTK 2.5 s at N = 8, P = 6; NNGP 8 s, propagate 11 s, NTK 83 s at N = 32, P = 8.  (A
+0.6 s, NTK 1.8 s at N = 8, P = 6; NNGP 8 s, propagate 11 s, NTK 48 s at N = 32, P = 8.  (A
 multithreaded BLAS on a busy machine made the small matmuls here 30x slower: set
 OPENBLAS_NUM_THREADS=1.)
 
