@@ -1847,9 +1847,10 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
     sigma_w2 / 2)^L = e^G exactly, i.e. sigma_v2 sigma_w2 = 2 (e^(G/L) - 1) = O(1/L).
     alpha-ReLU with 1/2 < alpha < 1: the squared-distance scale p^L/p^0 = e^G, i.e. sigma_v2
     sigma_w^(2 alpha) L = const.  Other activations with finite gradients: the gradient budget,
-    solved numerically.  The free variance is sigma_w2 (tanh, others) or sigma_v2 (relu,
-    alpha-ReLU) unless the caller fixes it; it is solved on the exact recursion, and the
-    asymptotic formula's value is reported next to it.
+    solved numerically.  The free variance is sigma_v2 for full nets with tanh (sigma_w2 = 1),
+    relu (sigma_w2 = 2) and alpha-ReLU (sigma_w2 = 1), sigma_w2 otherwise, unless the caller
+    fixes one; it is solved on the exact recursion, and the asymptotic formula's value is
+    reported next to it.
     """
     prm0 = _params(arch, 1.0, 0.0 if sigma_b2 is None else sigma_b2, sigma_v2, sigma_a2)
     arch = prm0.arch
@@ -1883,7 +1884,10 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         # the reduced net with E[phi] != 0: the stream's mean makes p grow faster than chi
         kind = "max"
     # which variance is free
-    prefer_v = reg in ("relu", "1/2<alpha<1") and full
+    # tanh too (issue 11, docs/residual.md §8): at one explosion budget, shrinking sigma_w2 at
+    # sigma_v2 = 1 leaves every block near-linear (q^l ~ G/L) and trained no better than a linear
+    # model on MNIST-1D; sigma_w2 = 1 keeps q^l >= p^0 at every depth and won by 17 points there
+    prefer_v = reg in ("tanh", "relu", "1/2<alpha<1") and full
     if not full:
         which = None if sigma_w2 is not None else "sigma_w2"
     elif sigma_w2 is None and sigma_v2 is None:
@@ -1938,9 +1942,9 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
         meaning = "G = log(chi^0/chi^L), the gradient explosion from output to input, in nats"
         notes.append(
             "two limits of the tanh gradient law: q^L >> 1 (large budgets) gives the closed form "
-            "sigma_w = G sqrt(B) / (1.0638 sigma_v2 sqrt(L)) of docs/theory.md §A2.8; for L >> G e^G the "
-            f"branch stays nearly linear and sigma_v2 sigma_w2 L -> G (here sigma_v2 sigma_w2 = "
-            f"{G / L:.4g}); both scale like 1/L, the solve on the recursion covers the crossover")
+            "sigma_w = G sqrt(B) / (1.0638 sigma_v2 sqrt(L)) of docs/theory.md §A2.8; with sigma_w2 "
+            "free, for L >> G e^G the branch stays nearly linear and sigma_v2 sigma_w2 L -> G; both "
+            "scale like 1/L, the solve on the recursion covers the crossover")
         if which == "sigma_w2":
             asym = (G * math.sqrt(B) / (TANH_CHI_CONSTANT * sv * math.sqrt(L))) ** 2
         elif which == "sigma_v2":
@@ -1990,6 +1994,13 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
             sw = val
         else:
             sv = val
+        if reg == "tanh" and which == "sigma_v2":
+            notes.append(
+                f"sigma_w2 = {sw:g} held and sigma_v2 solved: q^l = sigma_w2 p^(l-1) + sigma_b2 >= "
+                "sigma_w2 p^0 at every depth, so the blocks stay nonlinear, and sigma_v2 L -> G / "
+                f"E[phi'(h)^2] along the net (here sigma_v2 L = {sv * L:.4g}); shrinking sigma_w2 "
+                "at sigma_v2 = 1 instead leaves every block near-linear, which trained no better "
+                "than a linear model on MNIST-1D (docs/residual.md §8)")
     else:
         rule = "none: sigma_w2 and sigma_v2 are both given (diagnostics only)"
     diag = _diagnostics(arch, activation, sw, sb, sv, sa, depth)

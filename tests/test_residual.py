@@ -313,8 +313,9 @@ def test_fitted_only_activation():
 # ------------------------------------------------------------------------------------------
 
 def test_tanh_advice_meets_budget_and_scales_like_inverse_depth():
-    a1 = advise_residual("resnet-full", "tanh", 4000, budget=4.0)
-    a4 = advise_residual("resnet-full", "tanh", 16000, budget=4.0)
+    # sigma_w2 solved at sigma_v2 = 1, given (the default holds sigma_w2 = 1 instead: below)
+    a1 = advise_residual("resnet-full", "tanh", 4000, budget=4.0, sigma_v2=1.0)
+    a4 = advise_residual("resnet-full", "tanh", 16000, budget=4.0, sigma_v2=1.0)
     assert abs(a1.diagnostics["log_explosion"] - 4.0) < 1e-8
     assert abs(a4.diagnostics["log_explosion"] - 4.0) < 1e-8
     # sigma_w ~ L^-1/2: sigma_w2 (4 L) / sigma_w2 (L) -> 1/4
@@ -324,7 +325,7 @@ def test_tanh_advice_meets_budget_and_scales_like_inverse_depth():
     # by a factor ~3 here; it holds for large budgets at moderate depth
     assert abs(a4.sigma_w2 * 16000 / 4.0 - 1) < 0.05
     assert a4.sigma_w2 / a4.asymptotic_value < 0.5
-    big = advise_residual("resnet-full", "tanh", 2000, budget=100.0)
+    big = advise_residual("resnet-full", "tanh", 2000, budget=100.0, sigma_v2=1.0)
     assert abs(big.sigma_w2 / big.asymptotic_value - 1) < 0.1
     names = [c["name"] for c in a1.comparisons]
     assert names == ["he", "xavier", "pytorch-default", "fixup", "fixup-style"]
@@ -356,6 +357,26 @@ def test_default_budgets_per_family():
     b = advise_residual("resnet-full", "tanh", 30, budget=6.0)
     assert b.budget == 6.0 and not b.budget_is_default
     assert abs(b.diagnostics["log_explosion"] - 6.0) < 1e-8
+
+
+def test_tanh_full_advice_holds_sigma_w2_and_solves_sigma_v2():
+    """Full tanh nets: the budget is spent through sigma_v2 at sigma_w2 = 1 (issue 11: the
+    sigma_w2 ~ 1/L direction left the blocks near-linear), so the first block's pre-activation
+    variance q^1 = sigma_w2 p^0 is 1 at every depth, not O(1/L); the explosion meets the budget on
+    iterate_residual; sigma_v2 L tends to a constant; a given sigma_v2 still frees sigma_w2."""
+    G = DEFAULT_BUDGETS["tanh"]
+    prev = None
+    for L in (20, 40):
+        a = advise_residual("resnet-full", "tanh", L)
+        assert a.solved_for == "sigma_v2" and a.sigma_w2 == 1.0 and a.sigma_b2 == 0.0
+        T = iterate_residual("resnet-full", "tanh", 1.0, 0.0, L, sigma_v2=a.sigma_v2)
+        assert abs(T.log_explosion - G) < 1e-8
+        assert T.q[1] == pytest.approx(1.0, rel=1e-12) and np.all(T.q[1:] >= 1.0 - 1e-12)
+        if prev is not None:  # sigma_v2 = O(1/L): sigma_v2 L 2.595 at L = 20, 2.571 at 40
+            assert abs(a.sigma_v2 * L / prev - 1) < 0.02
+        prev = a.sigma_v2 * L
+    old = advise_residual("resnet-full", "tanh", 20, sigma_v2=1.0)
+    assert old.solved_for == "sigma_w2" and old.sigma_w2 < 0.1  # near-linear: q^1 = 0.06
 
 
 def test_alpha_relu_advice_uses_squared_distance():
