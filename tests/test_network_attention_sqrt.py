@@ -251,7 +251,11 @@ def test_kernels_match_a_wide_network():
     """NNGP and NTK within 5 standard errors of 8 networks of width 1024 (32 heads of 32), on the
     data (so the input kernel is exact), per position pair; the uniform map (the zero-query
     reading) is far outside (measured: max |z| 2.8 and 2.5 against 14 and 30), and so is the NTK
-    with the W_Q, W_K terms (here 2 c2 g2 K o E Phi(K, K), the NTK less 2 NNGP) halved (|z| 8.2)."""
+    with the W_Q, W_K terms (here 2 c2 g2 K o E Phi(K, K), the NTK less 2 NNGP) halved (|z| 8.2).
+    The input's NTK terms are the adjoint of the backward map (exact test above), which the
+    gradient test below checks; after a dense layer and causal (measured once, 14 s: too slow
+    for the suite) max |z| 3.1 and 2.2, the uniform map 11 and 16, the NTK without the
+    logit-gradient terms (c2 E[A T A'] + 2 NNGP) 10."""
     X = np.random.default_rng(11).standard_normal((3, 4, 3))
     net = nw.serial(nw.attention(32, "softmax", "sqrt", 1.2, 0.9, 1.1, 1.3))
     uniform = nw.serial(nw.attention(32, "softmax", "linear", 0.0, 0.9, 1.1, 1.3))
