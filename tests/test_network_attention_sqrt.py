@@ -130,6 +130,21 @@ def test_overflowing_input_kernel_is_one_line():
     assert "attention: its input kernel overflows" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("mech", ["softmax", "identity"])
+def test_standard_parametrisation_divides_each_weight_term_by_its_variance(mech):
+    """With all four variances s, after a hidden layer, the standard parametrisation's weight
+    terms are the NTK parametrisation's over s (§A4.2), the input's NTK term the same in both:
+    T_ntk(T) - T_std(T) = (1 - 1/s) T_ntk(0), T_ntk(0) being the weight terms alone."""
+    X = RNG.standard_normal((2, 4, 3))
+    st = _hidden_state(X, ntk=True)
+    v = 1.7
+    layer = nw.attention(2, mech, "sqrt", v, v, v, v)
+    t_ntk = layer.fold(st)[0].T
+    t_std = layer.fold(st.evolve(param="standard"))[0].T
+    w = layer.fold(st.evolve(T=np.zeros_like(st.T)))[0].T
+    np.testing.assert_allclose(t_ntk - t_std, (1 - 1 / v) * w, rtol=1e-12, atol=1e-13 * np.abs(w).max())
+
+
 # ------------------------------------------------------------------------------------------
 # against independently derived numbers
 # ------------------------------------------------------------------------------------------
