@@ -141,8 +141,9 @@ class Trajectory:
 # the squared coefficients of both phi and phi' in its last quarter hold at most _SERIES_TAIL of
 # their sum: the aliasing error of the sums is then of that order (measured for tanh, sigmoid,
 # silu, softplus, erf from q = 1e-8 to 100 against expect1 / expect2: <= 3e-14 relative).  Larger
-# node counts are only taken where needed: from 256 nodes on, scipy's asymptotic Gauss-Hermite
-# nodes leave E[z^2] off by ~1e-14, a common relative error of V and W that cancels in C(c).
+# node counts are only taken where needed (cost); gaussian._hermite polishes scipy's nodes, whose
+# asymptotic form from ~150 nodes on left E[z^2] off by ~1e-14 (silu at q = 2.5, 256 nodes: W
+# within 2e-16 of an order-16 expect2, which the default order 8 misses by 1.5e-14).
 _SERIES_NODES = (64, 128, 256, 512)
 _SERIES_TAIL = 1e-16
 # the coefficients kept: those before the point where the rest hold below this share of V
@@ -228,6 +229,11 @@ class _HermiteMaps:
         """W_phi(q, q, c) = sum_k a_k^2 c^k."""
         return float(a2 @ np.power(c, self.k))
 
+    def d1_squares(self, q: float) -> np.ndarray:
+        """b_k^2 of phi'(sqrt(q) z): E[phi'(u) phi'(v)] = sum_k b_k^2 c^k (resolved by :meth:`ready`,
+        which checks phi' too)."""
+        return self._coefficients(self.act.d1, q, self.even, self.odd) ** 2
+
 
 class _Layer:
     """One layer of the length and correlation maps (docs/theory.md §A1.2-1.3) for two inputs of equal
@@ -303,6 +309,39 @@ class _Layer:
         """The per-layer gradient factor sigma_w2 E[phi'(sqrt(q) z)^2] (docs/theory.md §A1.5)."""
         m = self._moments(q)
         return float(self.sw * (m[1] if m is not None else gaussian.v_dphi(self.act, q)))
+
+
+def ntk_pair(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float,
+             k0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Theta(x, x) and Theta(x, x') of a vanilla MLP (NTK parametrisation, docs/theory.md §A4.1, 4.2)
+    after each of ``depth`` nonlinear layers, for two inputs whose first pre-activations have
+    length q0 and covariance k0 (Sigma^1 = sigma_w2 x.x'/d + sigma_b2 = Theta^1): entry l - 1 is
+    kernels.kernel_trace's Theta^{l+1} for those inputs.  A fast specialisation for two inputs of
+    equal length: one (q, c) pair per layer, W and E[phi' phi'] from the Hermite series where it
+    resolves phi (:class:`_HermiteMaps`), else gaussian.w_phi / w_dphi at that one pair."""
+    act = _act(activation)
+    sw = float(check_variance("sigma_w2", sigma_w2))
+    sb = float(check_variance("sigma_b2", sigma_b2))
+    depth = check_depth(depth)
+    check_memory(16 * depth, f"the NTK of {format_count(depth)} layers")
+    lay = _Layer(act, sw, sb)
+    q, k = float(q0), float(k0)
+    td, to = q, k
+    diag, off = np.empty(depth), np.empty(depth)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for layer in range(depth):
+            c = min(1.0, max(-1.0, k / q)) if q > 0 else 0.0
+            m = lay._moments(q)
+            if m is not None:
+                v, vd, a2 = m
+                w, wd = lay.series.w(a2, c), lay.series.w(lay.series.d1_squares(q), c)
+            else:
+                v, vd = float(gaussian.v_phi(act, q)), float(gaussian.v_dphi(act, q))
+                w, wd = float(gaussian.w_phi(act, q, q, c)), float(gaussian.w_dphi(act, q, q, c))
+            q, k = sw * v + sb, sw * w + sb
+            td, to = td * (sw * vd) + q, to * (sw * wd) + k
+            diag[layer], off[layer] = td, to
+    return diag, off
 
 
 def iterate(activation, sigma_w2: float, sigma_b2: float, depth: int, q0: float = 1.0,
@@ -517,5 +556,5 @@ def _continuum(layer_map: _Layer, q: float, c: float, g: float, start: int, dept
     return q, 1.0 - float(np.clip(sol.y[0, -1], 0.0, 2.0)), g
 
 
-__all__ = ["propagate", "DepthState", "length_map", "length_map_slope", "covariance_map", "correlation_map", "chi_1", "chi_c",
+__all__ = ["propagate", "ntk_pair", "DepthState", "length_map", "length_map_slope", "covariance_map", "correlation_map", "chi_1", "chi_c",
            "iterate", "Trajectory", "check_variance", "check_correlation", "check_depth"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import pytest
 from scipy import integrate, optimize
 
@@ -265,3 +266,25 @@ def test_advise_mlp_does_not_import_scipy_optimize():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr.strip().splitlines()[-1:]
     assert run.stdout.split("\n")[:2] == ["[]", "False"], run.stdout
+
+
+@pytest.mark.parametrize("name", ["tanh", "hard_tanh", "relu"])
+def test_ntk_pair_is_kernel_trace_on_the_condition_inputs(name):
+    """maps.ntk_pair (advise's NTK condition number, issue 10) against the general recursion
+    kernels.kernel_trace on dynamics' input pair (x.x/d = 1, correlation 0.5): tanh takes the
+    Hermite series, hard_tanh the 2-D quadrature at one pair per layer, relu its closed forms.
+    Both are accurate to ~1e-14 a layer; the condition number follows within that."""
+    from meanfield.activations import get_activation
+    from meanfield.advise import _ntk_condition
+    from meanfield.dynamics import ntk_condition_number
+    from meanfield.kernels import kernel_trace
+    from meanfield.maps import ntk_pair
+
+    sw, sb, L, rho = 1.3, 0.05, 8, 0.5
+    X = np.array([[1.0, 0.0], [rho, math.sqrt(1 - rho * rho)]]) * math.sqrt(2.0)
+    _, ntk = kernel_trace("mlp", name, X, depth=L, sigma_w2=sw, sigma_b2=sb)
+    a, b = ntk_pair(name, sw, sb, L, sw + sb, sw * rho + sb)
+    np.testing.assert_allclose(a, ntk[:, 0, 0], rtol=1e-13)
+    np.testing.assert_allclose(b, ntk[:, 0, 1], rtol=1e-12)
+    assert _ntk_condition(get_activation(name), L, sw, sb, []) == pytest.approx(
+        ntk_condition_number("mlp", name, L, sw, sb), rel=1e-12)
