@@ -9,7 +9,8 @@ Prints one row per command: the median wall time, the spread (min..max), the goa
 run under ``python -X importtime`` measures the seconds spent importing (every import, lazy
 ones included, with the three largest packages), and the rest is computation, whose main cost
 (from cProfile runs of the command, issue 10) is named.  The machine's load average is printed
-first: timings on a shared machine vary, so read the ratios of one run, not absolute numbers.
+first and last, and each row gives the median CPU seconds (user + system) beside the wall time:
+timings on a shared machine vary, so read the ratios of one run, not absolute numbers.
 Nothing here is a test expectation.
 """
 
@@ -19,6 +20,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -73,11 +75,13 @@ def commands(tmp: Path) -> list[tuple[str, list[str], float]]:
 
 # Where the computation goes, from cProfile runs of each command (issue 10); keyed by label prefix.
 CAUSES = {
-    "advise mlp": "NTK condition number (meanfield.kernels: two 2-D quadratures per layer), Jacobian spectrum edge",
+    "advise mlp": ("scipy.special for the Hermite series' Gauss-Hermite nodes (~0.3 s); without the series (kinked "
+                   "phi, sigmoid's large q*) ~150 2-D quadratures of ~10 ms (NTK pair and C-map per layer)"),
     "advise resnet": "meanfield.residual's advice (root finding over depth-dependent variances)",
     "kernel mlp tanh": "tables of W, D per layer built by 2-D quadrature (cached on disk after the first run)",
     "kernel": "kernel recursion and its tables",
-    "phase-diagram": "q* on 65k points, chaotic c*, matplotlib rendering and PNG encoding",
+    "phase-diagram": ("matplotlib (~0.8 s import) rendering and PNG encoding, q* on 65k points, chaotic c*; "
+                      "uncached, the 1-D spline table imports scipy.interpolate (~0.7 s)"),
 }
 
 
@@ -102,10 +106,19 @@ def import_seconds(exe: str, argv: list[str]) -> tuple[float, str]:
     return sum(per.values()) / 1e6, top
 
 
-def _timed(cmd: list[str], env: dict | None, cwd: Path) -> tuple[float, int]:
+def _timed(cmd: list[str], env: dict | None, cwd: Path, timeout: float | None = None) -> tuple[float, int, float]:
+    """Wall seconds, exit status and CPU seconds (user + system: on a loaded machine the wall time
+    is mostly waiting for a core); a run past ``timeout`` is stopped and reported with rc -9."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
-    return time.perf_counter() - t, r.returncode
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+        rc = r.returncode
+    except subprocess.TimeoutExpired:
+        rc = -9
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, rc, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def main() -> None:
@@ -115,12 +128,15 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None,
                     help="a checkout of an earlier version (e.g. a git worktree): each command is also run "
                          "from it (PYTHONPATH), alternating with this one, and the ratio printed")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds: a run past it is stopped and its row says so (e.g. an uncached table build)")
     args = ap.parse_args()
     exe = shutil.which("meanfield") or str(Path(sys.executable).parent / "meanfield")
     print(f"# meanfield at {exe}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
           + (f"; baseline {args.baseline}" if args.baseline else ""))
     base_cols = f" {'base s':>7} {'base/now':>8}" if args.baseline else ""
-    print(f"{'command':38} {'median s':>9} {'min..max s':>15} {'goal s':>7}  ok  {base_cols}  reason where missed")
+    print(f"{'command':38} {'median s':>9} {'min..max s':>15} {'cpu s':>6} {'goal s':>7}  ok  {base_cols}  "
+          "reason where missed")
     base_env = None
     if args.baseline:
         base_env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
@@ -129,19 +145,23 @@ def main() -> None:
         for label, argv, goal in commands(tmp):
             if args.only and not any(s in label for s in args.only):
                 continue
-            times, base, rc = [], [], 0
+            times, cpus, base, rc = [], [], [], 0
             for _ in range(args.repeat):
                 # the same launcher for both, so that the ratio compares the package only
                 if args.baseline:
-                    dt, _ = _timed([sys.executable, "-m", "meanfield.cli", *argv], base_env, tmp)
+                    dt, _, _ = _timed([sys.executable, "-m", "meanfield.cli", *argv], base_env, tmp, args.timeout)
                     base.append(dt)
-                    dt, r = _timed([sys.executable, "-m", "meanfield.cli", *argv], None, tmp)
+                    dt, r, cpu = _timed([sys.executable, "-m", "meanfield.cli", *argv], None, tmp, args.timeout)
                 else:
-                    dt, r = _timed([exe, *argv], None, tmp)
+                    dt, r, cpu = _timed([exe, *argv], None, tmp, args.timeout)
                 times.append(dt)
+                cpus.append(cpu)
                 rc = rc or r
+                if r == -9:
+                    break  # timed out: one such run says enough
             med = statistics.median(times)
-            status = "yes" if med < goal and rc == 0 else ("FAIL rc=%d" % rc if rc else "no")
+            status = "yes" if med < goal and rc == 0 else (
+                "TIMEOUT" if rc == -9 else "FAIL rc=%d" % rc if rc else "no")
             reason = ""
             if status == "no":
                 imp, top = import_seconds(exe, argv)
@@ -151,8 +171,10 @@ def main() -> None:
             if args.baseline:
                 bm = statistics.median(base)
                 extra = f" {bm:7.2f} {bm / med:7.2f}x"
-            print(f"{label:38} {med:9.2f} {min(times):7.2f}..{max(times):<7.2f} {goal:7.1f}  {status:4}{extra}  {reason}",
+            print(f"{label:38} {med:9.2f} {min(times):7.2f}..{max(times):<7.2f} {statistics.median(cpus):6.2f} "
+                  f"{goal:7.1f}  {status:4}{extra}  {reason}",
                   flush=True)
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
