@@ -156,3 +156,69 @@ def test_unreadable_models_refused_in_one_line():
         mft.advise_model(Proj(), torch.randn(4, 8))
     with pytest.raises(DomainError, match="single weight layer"):
         mft.advise_model(nn.Sequential(nn.Linear(8, 2)), torch.randn(4, 8))
+
+
+class _Encoder(nn.Module):
+    """Pre-norm transformer encoder blocks x + attn(LN x), x + MLP(LN x) between a stem and a head."""
+
+    def __init__(self, layers: int, E: int = 32, norm_first: bool = True):
+        super().__init__()
+        self.inp = nn.Linear(6, E)
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(E, 2, 2 * E, dropout=0.0, batch_first=True,
+                                                               norm_first=norm_first) for _ in range(layers))
+        self.out = nn.Linear(E, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for layer in self.layers:
+            h = layer(h)
+        return self.out(h.mean(1))
+
+
+def test_any_residual_branch_scaled_to_the_budget():
+    """Transformer blocks: inner layers at relu's edge of chaos, W_Q = 0, every branch end at one
+    variance s at which the predicted growth over the blocks meets the budget; init_ applies it."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 6)
+    model = _Encoder(2).eval()
+    budgets = {}
+    for G in (0.5, 1.0):
+        adv = mft.advise_model(model, x, budget=G)
+        assert adv.arch == "resnet-any" and adv.depth == 4
+        roles = {la.module: la for la in adv.layers}
+        assert roles["layers.0.linear1"].role == "branch inner" and roles["layers.0.linear1"].sigma_w2 == 2.0
+        ends = [la for la in adv.layers if la.role in ("branch end", "attention out")]
+        assert len(ends) == 4 and len({la.sigma_w2 for la in ends}) == 1
+        assert roles["layers.1.self_attn"].role == "attention query" and roles["layers.1.self_attn"].sigma_w2 == 0
+        budgets[G] = ends[0].sigma_w2
+        # the budget is met by the larger of the two growths, recomputed from the advised network
+        p = adv.network.propagate(x.numpy())
+        rows = [layer.name for layer in adv.network.layers]
+        first, last = rows.index("residual"), len(rows) - 1 - rows[::-1].index("residual")
+        q = p.q.mean(axis=1)
+        fwd = math.log(q[last] / q[first - 1])
+        # the gradient's second moment per unit (widths' fan_out/fan_in included, as compare_model)
+        grad = abs(math.log(adv.advised.gradient[first] / adv.advised.gradient[last]))
+        assert max(fwd, grad) == pytest.approx(G, rel=1e-4)
+    assert budgets[0.5] < budgets[1.0] < 1.0
+    mft.init_(model, adv, seed=3)
+    Wq = model.layers[0].self_attn.in_proj_weight[:32]
+    assert float(Wq.abs().max()) == 0.0
+    W = model.layers[1].linear2.weight.detach().double()
+    # fan_in mean(W^2) over 64 x 32 entries: chi^2 with 2048 degrees of freedom, se sqrt(2/2048)
+    assert float(W.pow(2).mean() * 64) == pytest.approx(budgets[1.0], rel=5 * math.sqrt(2 / 2048))
+
+
+def test_branch_ending_in_batch_norm_refused():
+    class BasicBlock(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(n, n, 3, padding=1, bias=False), nn.Conv2d(n, n, 3, padding=1, bias=False)
+            self.b1, self.b2 = nn.BatchNorm2d(n), nn.BatchNorm2d(n)
+
+        def forward(self, x):
+            return x + self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BasicBlock(8), BasicBlock(8), nn.Flatten(), nn.Linear(8 * 25, 2))
+    with pytest.raises(DomainError, match=r"^1\.c2: the branch's last weight layer is followed by batch_norm"):
+        mft.advise_model(model, torch.randn(4, 3, 5, 5))

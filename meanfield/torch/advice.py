@@ -24,7 +24,7 @@ from ..errors import DomainError, MeanfieldError
 from ..network.core import Layer, Network
 from .apply import _fill, _generator, fan_in
 from .graph import _Reader
-from .measure import _pair_mean, _width_factors, predict_rows
+from .measure import _pair_mean, _walk, _width_factors, predict_rows
 from .trace import MARK
 
 # layers that pass a signal on without a variance of their own: the weight layer before them is
@@ -80,7 +80,7 @@ class ModelAdvice:
     """What :func:`advise_model` advises for one model, and why."""
 
     model: str
-    arch: str                 # "mlp" (a chain), "resnet-full" or "resnet-reduced"
+    arch: str                 # "mlp" (a chain), "resnet-full", "resnet-reduced" or "resnet-any"
     depth: int                # hidden layers of a chain, or residual blocks
     activations: tuple[str, ...]
     layers: tuple[LayerAdvice, ...]
@@ -180,12 +180,21 @@ def _weight_layers(net: Network) -> list[Layer]:
     return out
 
 
-def _with_variances(net: Network, values: list[tuple[float, float | None]]) -> Network:
-    """A copy of ``net`` whose weight layers (in :func:`_weight_layers` order) carry ``values``."""
+def _attention_layers(net: Network) -> list[Layer]:
+    return [k for layer in net.layers for k in _walk(layer) if isinstance(k, nw.Attention)]
+
+
+def _with_variances(net: Network, values: list[tuple[float, float | None]],
+                    attention: dict[int, tuple[float, float]] | None = None) -> Network:
+    """A copy of ``net`` whose weight layers (in :func:`_weight_layers` order) carry ``values``,
+    and whose attention layers (keyed by ``id`` in ``net``) carry (sigma_q2, sigma_o2)."""
     new = copy.deepcopy(net)
     for layer, (sw, sb) in zip(_weight_layers(new), values):
         layer.sigma_w2 = float(sw)
         layer.sigma_b2 = None if sb is None else float(sb)
+    for old, layer in zip(_attention_layers(net), _attention_layers(new)):
+        if attention and id(old) in attention:
+            layer.sigma_q2, layer.sigma_o2 = map(float, attention[id(old)])
     return new
 
 
@@ -246,7 +255,12 @@ def advise_model(model: nn.Module, example_input: torch.Tensor, **advise_options
     notes: list[str] = []
     acts: list[str] = []
     blocks = [layer for layer in top if isinstance(layer, nw.Residual)]
-    if blocks:
+    factors = _width_factors(r)
+    attn_over: dict[int, tuple[float, float]] = {}
+    if blocks and not all(_named_block(b) for b in blocks):
+        arch, depth = _advise_branches(net, X, factors, top, blocks, path, advice, attn_over, used, acts,
+                                       notes, advise_options)
+    elif blocks:
         arch, depth = _advise_residual(top, blocks, path, advice, used, acts, advise_options)
     else:
         arch, depth = "mlp", len(weights) - 1
@@ -295,9 +309,10 @@ def advise_model(model: nn.Module, example_input: torch.Tensor, **advise_options
     if missing:
         raise DomainError(f"{missing[0]}: advise_model has no law for this weight layer's place "
                           "in the model")
-    layers = tuple(advice[id(w)] for w in weights)
-    factors = _width_factors(r)
-    adv_net = _with_variances(net, [(la.sigma_w2, la.sigma_b2) for la in layers])
+    layers = tuple(advice[id(w)] for w in weights) + tuple(
+        a for a in advice.values() if a.role in ("attention out", "attention query"))
+    adv_net = _with_variances(net, [(advice[id(w)].sigma_w2, advice[id(w)].sigma_b2) for w in weights],
+                              attn_over)
     mods = dict(model.named_modules())
     default_vals = []
     for w in weights:
@@ -306,8 +321,8 @@ def advise_model(model: nn.Module, example_input: torch.Tensor, **advise_options
         default_vals.append((1.0 / 3.0, None if w.sigma_b2 is None else 1.0 / (3.0 * fi)))
     def_net = _with_variances(net, default_vals)
     rows = tuple(layer.name for layer in net.flat())
-    for layer in net.flat():
-        if isinstance(layer, nw.Attention):
+    for layer in _attention_layers(net):
+        if id(layer) not in attn_over:
             notes.append(f"{path(layer)}: attention keeps the variances read from the model "
                          "(advise_model has no law for its q, k, v, o projections)")
     adv_d = _diagnostics("advised", adv_net, X, factors)
@@ -315,6 +330,154 @@ def advise_model(model: nn.Module, example_input: torch.Tensor, **advise_options
     bn = _batch_norm_statement(net, X.shape[0])
     return ModelAdvice(type(model).__name__, arch, int(depth), tuple(acts), layers, rows, adv_d,
                        def_d, bn, tuple(used), tuple(notes), adv_net)
+
+
+def _named_block(b: Layer) -> bool:
+    """A block x + V phi(W x + b) + a or x + phi(W x + b): meanfield.residual has its law."""
+    br = list(b.branch.layers)
+    return not b.shortcut.layers and (
+        (len(br) == 3 and _weighted(br[0]) and _is_act(br[1]) and _weighted(br[2]))
+        or (len(br) == 2 and _weighted(br[0]) and _is_act(br[1])))
+
+
+#: the branch scale's search range below its variance-preserving value (decades)
+_BRANCH_DECADES = 8
+
+
+def _advise_branches(net, X, factors, top, blocks, path, advice, attn_over, used, acts, notes,
+                     options) -> tuple[str, int]:
+    """Any residual branch with an identity shortcut (a transformer's attention and MLP blocks,
+    pre- or post-norm; a branch with normalisations inside): the residual advice generalised,
+    read from the algebra rather than from a named recursion.
+
+    The layers inside a branch get the edge-of-chaos point of the nonlinearity after them (as in
+    a chain, for the number of blocks); attention inside gets W_Q = 0, so the logits are 0 and
+    the attention is uniform at initialisation (the muP choice, docs/mup.md §7.1). The branch's
+    last scaling layer (a weight layer, or an attention's output projection) gets one common
+    variance s for all blocks: the variance-preserving s = 1 if the stream's forward growth
+    log(q_out/q_in) and the gradient's growth over the blocks are both within the budget
+    (residual.DEFAULT_BUDGETS' calibrated 1 nat unless ``budget`` is given), else the s at which
+    the larger of the two equals it, found on ``Network.propagate`` of the advised model.
+    """
+    from ..fixed_points import _find_root_scalar
+
+    options = dict(options)
+    budget = options.pop("budget", 1.0)     # the branches' budget; the rest is meanfield.advise's
+    try:
+        G = float(budget)
+    except (TypeError, ValueError):
+        G = math.nan
+    if not (math.isfinite(G) and G > 0):
+        raise DomainError(f"budget must be a positive number of nats, got {budget!r}")
+    depth = len(blocks)
+    ends: list[Layer] = []
+    inner: list[tuple[Layer, list[Layer], int]] = []
+    for b in blocks:
+        br = b.branch.flat()
+        first = next((x for x in br if _weighted(x) or isinstance(x, nw.Attention)), b)
+        if b.shortcut.layers:
+            raise DomainError(f"{path(first)}: a residual block with a projection shortcut; the "
+                              "depth-scaled residual laws (docs/theory.md §A2.8) are for identity shortcuts")
+        k = max((i for i, x in enumerate(br) if _weighted(x) or isinstance(x, nw.Attention)), default=None)
+        if k is None:
+            raise DomainError(f"{path(b)}: a residual branch with no weight layer to scale")
+        after = [x.name for x in br[k + 1:] if x.name not in _PASS]
+        if after:
+            raise DomainError(f"{path(br[k])}: the branch's last weight layer is followed by "
+                              f"{' -> '.join(after)}, which sets the branch's scale instead (a "
+                              "normalisation's affine weight, held at 1 by the prediction); "
+                              "advise_model scales branches that end in a weight layer or attention")
+        ends.append(br[k])
+        inner += [(x, br, i) for i, x in enumerate(br[:k]) if _weighted(x) or isinstance(x, nw.Attention)]
+    cache: dict = {}
+    for layer, br, i in inner:
+        if isinstance(layer, nw.Attention):
+            attn_over[id(layer)] = (0.0, layer.sigma_o2)
+            advice[id(layer)] = _query_advice(layer, path)
+            continue
+        act, norms = _act_after(br, i)
+        if act is None:
+            raise DomainError(f"{path(layer)}: no nonlinearity reads this weight layer inside its "
+                              "residual branch; advise_model advises weight layers for the activation "
+                              "after them")
+        a = _mlp_advice(act, depth, layer.sigma_b2 is not None, cache, options)
+        if a not in used:
+            used.append(a)
+        if act.name not in acts:
+            acts.append(act.name)
+        bn = "batch_norm" in norms
+        sb = None if layer.sigma_b2 is None else (0.0 if bn else a.sigma_b2)
+        advice[id(layer)] = LayerAdvice(path(layer), "branch inner", a.sigma_w2, sb,
+                                        f"edge of chaos of {act.name} for depth {depth}: {a.rule}")
+    first = top.index(blocks[0])
+    last = top.index(blocks[-1])
+    for i, layer in enumerate(top):
+        if _weighted(layer):
+            role = "stem" if i < first else "head"
+            advice[id(layer)] = LayerAdvice(path(layer), role, 1.0,
+                                            0.0 if layer.sigma_b2 is not None else None,
+                                            f"{role}: sigma2 = 1 over fan-in, zero bias (x^0 = U xi, "
+                                            "docs/theory.md §A4.3), as init_ does for residual nets")
+    weights = _weight_layers(net)
+    q_in = float(np.mean(X.astype(float) ** 2))
+
+    def network(scale: float) -> Network:
+        over = dict(attn_over)
+        for e in ends:
+            if isinstance(e, nw.Attention):
+                over[id(e)] = (0.0, scale)
+        vals = []
+        for w in weights:
+            if any(w is e for e in ends):
+                vals.append((scale, 0.0 if w.sigma_b2 is not None else None))
+            else:
+                a = advice[id(w)]
+                vals.append((a.sigma_w2, a.sigma_b2))
+        return _with_variances(net, vals, over)
+
+    def growth(log_s: float) -> float:
+        q, _, g, _ = predict_rows(network(10.0 ** log_s), X)
+        qm = q.mean(axis=1)
+        before = qm[first - 1] if first > 0 else q_in
+        out = math.log(qm[last] / before)
+        g = g / g[-1] * factors
+        if math.isfinite(g[first]) and math.isfinite(g[last]):
+            out = max(out, abs(math.log(g[first] / g[last])))
+        return out - G
+
+    g0 = growth(0.0)
+    if g0 <= 0:
+        log_s, why = 0.0, (f"sigma2 = 1 (variance preserving): the growth over the {depth} blocks is "
+                           f"{g0 + G:.3g} nats, within the {G:g}-nat budget")
+    else:
+        lo = -float(_BRANCH_DECADES)
+        glo = growth(lo)
+        if glo > 0:
+            raise DomainError(f"{path(ends[0])}: the growth over the {depth} blocks is still {glo + G:.3g} "
+                              f"nats with the branches scaled by 1e-{_BRANCH_DECADES}; allow a larger budget")
+        log_s = _find_root_scalar(growth, lo, 0.0, xtol=1e-6, rtol=1e-6, fa=glo, fb=g0)
+        why = (f"the branch scale at which the larger of the stream's growth log(q_out/q_in) and the "
+               f"gradient's over the {depth} blocks is the {G:g}-nat budget (variance preserving: "
+               f"{g0 + G:.3g} nats)")
+    scale = 10.0 ** log_s
+    for e in ends:
+        if isinstance(e, nw.Attention):
+            attn_over[id(e)] = (0.0, scale)
+            advice[id(e)] = _query_advice(e, path)
+            advice[(id(e), "out")] = LayerAdvice(f"{path(e)}.out_proj", "attention out", scale, 0.0,
+                                                 f"branch end: {why}")
+        else:
+            advice[id(e)] = LayerAdvice(path(e), "branch end", scale,
+                                        0.0 if e.sigma_b2 is not None else None, f"branch end: {why}")
+    notes.append(f"residual branches of any form: inner layers at the edge of chaos, the {depth} "
+                 f"branch ends scaled to sigma2 = {scale:.4g} for a {G:g}-nat budget")
+    return "resnet-any", depth
+
+
+def _query_advice(layer: Layer, path) -> LayerAdvice:
+    return LayerAdvice(path(layer), "attention query", 0.0, None,
+                       "attention: W_Q = 0, so the logits are 0 and the attention uniform at "
+                       "initialisation (muP's choice, docs/mup.md §7.1); W_K and W_V keep their variances")
 
 
 def _advise_residual(top, blocks, path, advice, used, acts, options) -> tuple[str, int]:
@@ -413,6 +576,8 @@ def init_model_(model: nn.Module, advice: ModelAdvice, *, generator: torch.Gener
     mods = dict(model.named_modules())
     for la in advice.layers:
         m = mods.get(la.module)
+        if la.role == "attention query" and isinstance(m, nn.MultiheadAttention):
+            continue
         if m is None or not hasattr(m, "weight"):
             raise DomainError(f"{la.module}: the advice names a module this model does not have "
                               f"(advice for {advice.model}, model {type(model).__name__})")
@@ -424,6 +589,11 @@ def init_model_(model: nn.Module, advice: ModelAdvice, *, generator: torch.Gener
     with torch.no_grad():
         for la in advice.layers:
             m = mods[la.module]
+            if la.role == "attention query":
+                # in_proj_weight stacks W_q, W_k, W_v; only W_q is advised (zero)
+                m.in_proj_weight[:m.embed_dim].zero_()
+                touched.add(f"{la.module}.in_proj_weight")
+                continue
             _fill(m.weight, la.sigma_w2 / fan_in(m), gen)
             touched.add(f"{la.module}.weight")
             if la.sigma_b2 is not None:
