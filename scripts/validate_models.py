@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -515,7 +516,7 @@ def run_b(family: str, scheme: str, data: dict, s: Settings) -> dict:
     t1 = time.time()
     runs = train_nets(models, family, lrs, seeds, data, s)
     out = {"family": family, "init": scheme, "width": width, "note": note,
-           "lr_grid": list(s.lrs)}
+           "lr_grid": list(s.lrs), "steps": s.steps}
     if advice is not None:
         out["advice"] = [la.to_dict() for la in advice.layers[:3]]
     out.update(vr.summarise(runs, list(s.lrs)))
@@ -611,12 +612,43 @@ def table_a(res: dict) -> str:
     return "\n".join(out)
 
 
+def merged_cells(res: dict) -> dict:
+    """Part (b) cells keyed (family, init, steps): a variant with the same number of steps
+    extends the learning-rate grid of the main cell, so their runs are pooled and the learning
+    rate is chosen again over the union grid (validate_residual.summarise)."""
+    groups: dict = {}
+    for k, c in res["cells"].items():
+        if not k.startswith("b/"):
+            continue
+        if "refused" in c:
+            groups.setdefault((c["family"], c["init"], None), [c])
+            continue
+        groups.setdefault((c["family"], c["init"], c.get("steps", res["settings"]["steps"])),
+                          []).append(c)
+    out = {}
+    for key, cs in groups.items():
+        if key[2] is None:
+            out[key] = cs[0]
+            continue
+        runs = [r for c in cs for r in c["runs"]]
+        grid = sorted({r["lr"] for r in runs})
+        m = {"family": key[0], "init": key[1], "width": cs[0]["width"], "steps": key[2],
+             "lr_grid": grid}
+        m.update(vr.summarise(runs, grid))
+        out[key] = m
+    return out
+
+
 def table_b(res: dict) -> str:
-    out = ["| family | width | " + " | ".join(INITS) + " |", "|---|---:|" + "---|" * len(INITS)]
-    for fam in FAMILIES:
-        row, width = [], ""
+    out = ["| family | width | steps | lr grid | " + " | ".join(INITS) + " |",
+           "|---|---:|---:|---|" + "---|" * len(INITS)]
+    cells = merged_cells(res)
+    steps = sorted({k[2] for k in cells if k[2] is not None})
+    for fam, st in ((f, n) for f in FAMILIES for n in steps):
+        row, width, grid = [], "", ""
         for init in INITS:
-            c = res["cells"].get(f"b/{fam}/{init}")
+            c = cells.get((fam, init, st)) or (cells.get((fam, init, None)) if st == res[
+                "settings"]["steps"] else None)
             if c is None:
                 row.append("")
                 continue
@@ -624,11 +656,13 @@ def table_b(res: dict) -> str:
             if "refused" in c:
                 row.append("refused")
                 continue
+            grid = sorted(set(grid or ()) | set(c["lr_grid"]))
             edge = ", edge" if c["best_lr_at_edge"] else ""
             dv = f", {c['diverged_all_lrs']}/{c['n_runs']} div" if c["diverged_all_lrs"] else ""
             row.append(f"{c['test_mean']:.3f} ± {c['test_sd']:.3f} (lr {c['best_lr']:g}{edge}{dv})")
-        if any(row):
-            out.append(f"| {fam} | {width} | " + " | ".join(row) + " |")
+        if any(r not in ("", "refused") for r in row):
+            lrs = ", ".join(f"{v:g}" for v in grid)
+            out.append(f"| {fam} | {width} | {st} | {lrs} | " + " | ".join(row) + " |")
     return "\n".join(out)
 
 
@@ -687,6 +721,10 @@ def main(argv=None) -> int:
     ap.add_argument("--figures", default=None, help="figure folder for --report (default figures/; 'none': no figures)")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--reverse", action="store_true", help="run the cells in reverse order")
+    ap.add_argument("--steps", type=int, default=None, help="part (b): a variant with this many "
+                    "steps (its cells are stored as b/FAMILY/INIT@steps=...;lrs=...)")
+    ap.add_argument("--lrs", default=None, help="part (b): a variant with this comma-separated "
+                    "learning-rate grid")
     args = ap.parse_args(argv)
     fams = [f.strip() for f in args.family.split(",") if f.strip()]
     inits = [i.strip() for i in args.inits.split(",") if i.strip()]
@@ -707,12 +745,23 @@ def main(argv=None) -> int:
             for p in figures(res, args.figures or os.path.join(ROOT, "figures")):
                 log(f"wrote {p}")
         return 0
+    s_b, variant = s, ""
+    if args.steps is not None or args.lrs is not None:
+        try:
+            lrs = s.lrs if args.lrs is None else tuple(float(v) for v in args.lrs.split(","))
+        except ValueError:
+            ap.error(f"--lrs: want comma-separated numbers, got {args.lrs!r}")
+        steps = s.steps if args.steps is None else args.steps
+        if steps < 1 or not all(math.isfinite(v) and v > 0 for v in lrs):
+            ap.error(f"--steps/--lrs: want steps >= 1 and positive learning rates, got {steps}, {lrs}")
+        s_b = dataclasses.replace(s, steps=steps, lrs=lrs)
+        variant = f"@steps={steps};lrs={','.join(f'{v:g}' for v in lrs)}"
     data = vr.load_data("digits")
     todo = []
     if args.part in ("a", "all"):
         todo += [("a", f, i) for f in fams for i in ("pytorch", "advised")]
     if args.part in ("b", "all"):
-        todo += [("b", f, i) for f in fams for i in inits]
+        todo += [("b", f, i + variant) for f in fams for i in inits]
     todo = [t for t in todo if "/".join(t) not in res["cells"]]
     if args.reverse:
         todo.reverse()
@@ -723,7 +772,7 @@ def main(argv=None) -> int:
         cid = f"{part}/{fam}/{init}"
         if cid in vr.load_results(out, s)["cells"]:
             continue   # another process ran it meanwhile
-        r = (run_a if part == "a" else run_b)(fam, init, data, s)
+        r = run_a(fam, init, data, s) if part == "a" else run_b(fam, init.split("@")[0], data, s_b)
         vr.append_cell(out, s, cid, r)
         if "refused" in r:
             log(f"{cid:28s} refused: {r['refused'][:120]}")
