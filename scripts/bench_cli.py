@@ -77,7 +77,9 @@ def commands(tmp: Path) -> list[tuple[str, list[str], float]]:
 CAUSES = {
     "advise mlp": ("scipy.special for the Hermite series' Gauss-Hermite nodes (~0.3 s); without the series (kinked "
                    "phi, sigmoid's large q*) ~150 2-D quadratures of ~10 ms (NTK pair and C-map per layer)"),
-    "advise resnet": "meanfield.residual's advice (root finding over depth-dependent variances)",
+    "advise resnet": ("meanfield.residual's recursion run ~19 times (6 comparison diagnostics, ~13 root-finding "
+                      "steps); without a G table (silu, elu, softplus) each layer's G is a 2-D quadrature "
+                      "(silu: 300 expect2 calls, 2150 expect1, 60% of it building quadrature panels)"),
     "kernel mlp tanh": "tables of W, D per layer built by 2-D quadrature (cached on disk after the first run)",
     "kernel": "kernel recursion and its tables",
     "phase-diagram": ("matplotlib (~0.8 s import) rendering and PNG encoding, q* on 65k points, chaotic c*; "
