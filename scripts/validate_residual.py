@@ -216,8 +216,8 @@ def _traced_act(act: str) -> str:
     return "tanh" if act == "tanh" else "relu"
 
 
-def advised_variances(act: str, depth: int, budget: float | None, s: Settings) -> dict:
-    adv = advise_residual("resnet-full", act, depth, width=s.width, budget=budget)
+def advised_variances(act: str, depth: int, budget: float | None, s: Settings, **fix) -> dict:
+    adv = advise_residual("resnet-full", act, depth, width=s.width, budget=budget, **fix)
     return {
         "sigma_w2": adv.sigma_w2,
         "sigma_b2": adv.sigma_b2,
@@ -601,7 +601,10 @@ def map_value(act: str, v: dict) -> float:
 
 
 def advised_curve(act: str, budget: float | None, depths) -> list[float]:
-    return [map_value(act, advised_variances(act, int(d), budget, Settings())) for d in depths]
+    """The advice on the map's axis.  tanh: at sigma_v2 = 1, the map's (and the advice's before
+    issue 11's pairs run; the advice now holds sigma_w2 = 1, off this map)."""
+    fix = {"sigma_v2": 1.0} if act == "tanh" else {}
+    return [map_value(act, advised_variances(act, int(d), budget, Settings(), **fix)) for d in depths]
 
 
 # ------------------------------------------------------------------------------------------
@@ -681,7 +684,7 @@ def figure_map(res: dict, act: str, s: Settings, path: str, fine: int = 25,
         ax.plot(xs, np.interp(np.log(cv), np.log(V), np.arange(len(V)), left=np.nan, right=np.nan),
                 "-", color=("C1", "C3", "C6")[k % 3], lw=2.0,
                 label=f"advise_residual, budget {advised_variances(act, 10, g, s)['budget']:g} nats"
-                + (" (default)" if g is None else ""))
+                + (" (default)" if g is None else "") + (" at sigma_v2 = 1" if act == "tanh" else ""))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     ax.set_xticks(range(len(D)), [str(d) for d in D])
     ax.set_yticks(range(len(V)), [f"{v:g}" for v in V])
@@ -754,12 +757,13 @@ def figure_pairs(res: dict, path: str) -> None:
             ax.axhline(ref[0]["test_mean"], color="k", ls="--", lw=1,
                        label=f"PyTorch default ({rows[0][2]['log_explosion']:.1f} nats)")
         ax.set_xscale("log")
-        ax.set_xlabel("sigma_w2 (sigma_v2 solved for the level)")
+        ax.set_xlabel("sigma_w2 (sigma_v2 on the level)")
         ax.set_title(f"L = {d}", fontsize=9)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("test accuracy (best lr, mean of seeds)")
     fig.suptitle("tanh full ResNets, MNIST-1D: one explosion level, the variance spent in W or V"
-                 "\n(square: sigma_v2 = 1, the advice's direction)", fontsize=9)
+                 "\n(square: sigma_v2 = 1, the old advice's direction; the advice now holds sigma_w2 = 1)",
+                 fontsize=9)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
@@ -825,7 +829,10 @@ def report(res: dict, s: Settings, acts, fig_dir: str | None) -> str:
                         continue
                     c = cc[0]
                     dv = f", {c['diverged_all_lrs']}/{c['n_runs']} div" if c["diverged_all_lrs"] else ""
-                    row.append(f"{c['test_mean']:.3f} ± {c['test_sd']:.3f} (lr {c['best_lr']:g}{dv})")
+                    old = ""
+                    if act == "tanh" and init.startswith("advised") and c["variances"]["sigma_v2"] == 1.0:
+                        old = ", old direction: sigma_v2 = 1"  # before the pairs run changed it
+                    row.append(f"{c['test_mean']:.3f} ± {c['test_sd']:.3f} (lr {c['best_lr']:g}{dv}{old})")
                 if any(row):
                     out.append(f"| {act} | {d} | " + " | ".join(row) + " |")
     return "\n".join(out)
