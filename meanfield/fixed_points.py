@@ -813,24 +813,16 @@ def _series_c_star(act, q, sw, sb):
         todo = np.concatenate([carry, np.flatnonzero(nodes == nn)])
         if todo.size == 0:
             continue
-        x, basis = gaussian._hermite_basis(int(nn), int(nn))
-        # The rule is symmetric and He_k(-x) = (-1)^k He_k(x): even k read phi(u) + phi(-u) at
-        # the positive nodes, odd k phi(u) - phi(-u), half the products of the full rule.
-        pos = x > 0
-        bp = basis[pos]
-        u = np.sqrt(q[todo])[:, None] * x[pos][None, :]
-        fp, fm = act.fn(u), act.fn(-u)
-        even, odd = fp + fm, fp - fm
-        del u, fp, fm
+        # the symmetric rule folded in half (gaussian.hermite_half_rule)
+        even, odd = gaussian.hermite_half_sums(act.fn, q[todo], gaussian.hermite_half_rule(int(nn), 2)[0])
         start = np.zeros(todo.size)
         rows = np.arange(todo.size)
         for n_coef in sorted({min(64, nn), min(256, nn), nn}):
             if todo.size == 0:
                 break
-            a2 = np.empty((rows.size, n_coef))
             full = rows.size == even.shape[0]
-            a2[:, 0::2] = (even if full else even[rows]) @ bp[:, 0:n_coef:2]
-            a2[:, 1::2] = (odd if full else odd[rows]) @ bp[:, 1:n_coef:2]
+            a2 = gaussian.hermite_half_coefficients(even if full else even[rows], odd if full else odd[rows],
+                                                    *gaussian.hermite_half_rule(int(nn), n_coef)[2:])
             a2 **= 2
             ct, cht = _series_newton(a2, q[todo], sw[todo], sb[todo], start)
             e0, e1 = _series_tail(a2)

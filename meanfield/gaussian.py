@@ -1486,6 +1486,38 @@ def hermite_coefficients(f: Callable[[np.ndarray], np.ndarray], q, n_coef: int,
     return out.reshape(q.shape + (b.shape[1],))
 
 
-__all__ += ["hermite_coefficients", "expect2_inner", "cached_arrays", "cache_dir", "cache_key", "cache_path",
+@lru_cache(maxsize=16)
+def hermite_half_rule(n_nodes: int, n_coef: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The symmetric n_nodes rule folded in half: positive nodes x, their weights, and the
+    basis columns B[x > 0, 0:n_coef:2] (even k) and B[x > 0, 1:n_coef:2] (odd k).
+
+    He_k(-x) = (-1)^k He_k(x), so even k read f(u) + f(-u) at the positive nodes and odd k
+    f(u) - f(-u) (:func:`hermite_half_sums`): half the products of the full rule."""
+    x, b = _hermite_basis(int(n_nodes), int(n_nodes))
+    pos = x > 0
+    return (x[pos], b[pos, 0], np.ascontiguousarray(b[pos, 0:n_coef:2]),
+            np.ascontiguousarray(b[pos, 1:n_coef:2]))
+
+
+def hermite_half_sums(f: Callable[[np.ndarray], np.ndarray], q, xp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """f(u) + f(-u) and f(u) - f(-u) at u = sqrt(q) x for the half rule's nodes x, shape
+    q.shape + (len(xp),)."""
+    u = np.sqrt(np.asarray(q, dtype=float))[..., None] * xp
+    fp, fm = f(u), f(-u)
+    return fp + fm, fp - fm
+
+
+def hermite_half_coefficients(even: np.ndarray, odd: np.ndarray, even_basis: np.ndarray,
+                              odd_basis: np.ndarray) -> np.ndarray:
+    """a_k (as :func:`hermite_coefficients`) from :func:`hermite_half_sums` and
+    :func:`hermite_half_rule`'s basis columns; shape even.shape[:-1] + (n_coef,)."""
+    a = np.empty(even.shape[:-1] + (even_basis.shape[1] + odd_basis.shape[1],))
+    a[..., 0::2] = even @ even_basis
+    a[..., 1::2] = odd @ odd_basis
+    return a
+
+
+__all__ += ["hermite_coefficients", "hermite_half_rule", "hermite_half_sums", "hermite_half_coefficients",
+            "expect2_inner", "cached_arrays", "cache_dir", "cache_key", "cache_path",
             "cache_stats", "activation_spec", "CACHE_ENV", "TableSet", "LogQTable", "table_set",
             "clear_table_sets", "logq_degree"]

@@ -157,10 +157,8 @@ _SERIES_MIN_LAYERS = 64
 
 
 class _HermiteMaps:
-    """V_phi, V_phi' and W_phi(q, q, .) at one length from the Hermite coefficients (smooth phi).
-
-    The rule is symmetric and He_k(-x) = (-1)^k He_k(x): even k read phi(u) + phi(-u) at the
-    positive nodes, odd k phi(u) - phi(-u), half the products of the full rule."""
+    """V_phi, V_phi' and W_phi(q, q, .) at one length from the Hermite coefficients (smooth phi),
+    on the symmetric rule folded in half (gaussian.hermite_half_rule)."""
 
     def __init__(self, act: Activation):
         self.act = act
@@ -169,20 +167,10 @@ class _HermiteMaps:
         self.q_bad = math.inf  # no node count resolves q >= q_bad
 
     def _coefficients(self, f, q: float, even: np.ndarray, odd: np.ndarray) -> np.ndarray:
-        u = math.sqrt(q) * self.xp
-        fp, fm = f(u), f(-u)
-        a = np.empty(even.shape[1] + odd.shape[1])
-        a[0::2] = (fp + fm) @ even
-        a[1::2] = (fp - fm) @ odd
-        return a
+        return gaussian.hermite_half_coefficients(*gaussian.hermite_half_sums(f, q, self.xp), even, odd)
 
     def _use(self, n: int, keep: int | None = None) -> None:
-        x, b = gaussian._hermite_basis(n, n)
-        pos = x > 0
-        self.xp, self.wp = x[pos], b[pos, 0]
-        keep = n if keep is None else keep
-        self.even = np.ascontiguousarray(b[pos, 0:keep:2])
-        self.odd = np.ascontiguousarray(b[pos, 1:keep:2])
+        self.xp, self.wp, self.even, self.odd = gaussian.hermite_half_rule(n, n if keep is None else keep)
 
     def ready(self, q: float) -> bool:
         """Whether the series resolves phi(sqrt(q) z) (decided once per range of q)."""

@@ -725,3 +725,20 @@ def test_hermite_rule_moments_are_exact_after_polishing(n):
     for k, exact in ((0, 1.0), (1, 1.0), (2, 3.0), (3, 15.0), (4, 105.0)):
         assert abs(float(w @ x ** (2 * k)) - exact) <= 8e-16 * exact * (k + 1)
     assert np.array_equal(x, -x[::-1]) and np.all(w >= 0)
+
+
+def test_hermite_half_rule_equals_the_full_rule():
+    """The folded rule shared by maps' series and fixed_points' chaotic c* (issue 10: one helper)
+    gives hermite_coefficients' a_k on the full rule, for a scalar q and a vector of them."""
+    from meanfield.gaussian import (hermite_coefficients, hermite_half_coefficients, hermite_half_rule,
+                                    hermite_half_sums)
+
+    act = get_activation("tanh")
+    q = np.array([0.05, 0.7, 2.0])
+    full = hermite_coefficients(act.fn, q, 48, n_nodes=64)
+    xp, wp, even_b, odd_b = hermite_half_rule(64, 48)
+    half = hermite_half_coefficients(*hermite_half_sums(act.fn, q, xp), even_b, odd_b)
+    np.testing.assert_allclose(half, full, rtol=0, atol=4e-16)
+    np.testing.assert_allclose(hermite_half_coefficients(*hermite_half_sums(act.fn, 0.7, xp), even_b, odd_b),
+                               full[1], rtol=0, atol=4e-16)
+    assert abs(2 * wp.sum() - 1) < 1e-15  # the positive half of the weights (n even: no node at 0)
