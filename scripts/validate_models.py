@@ -78,6 +78,8 @@ torch.set_num_threads(1)  # the CPU is small and shared
 
 FAMILIES = ("cnn", "resnet_bn", "transformer", "gelu_ln", "tanh")
 INITS = ("advised", "pytorch", "autoinit", "lsuv")
+#: part (a); pytorch_wq0 (the transformer only): torch's default with W_q = 0, uniform attention
+A_INITS = ("pytorch", "pytorch_wq0", "advised")
 #: |z| band of part (a), per row but the readout (tests/test_torch_graph.py's)
 Z_TOL = 4.0
 
@@ -553,12 +555,12 @@ def run_a(family: str, scheme: str, data: dict, s: Settings) -> dict:
             return out
         mft.init_(model, adv, seed=0)
         net = adv.network if note == "advise_model" else None
+    elif scheme == "pytorch_wq0":
+        # the uniform-attention case (logits 0), exact at every width
+        zero_queries_(model)
+        out["note"] = "torch's default with W_q = 0 in every attention layer (uniform attention)"
     elif scheme != "pytorch":
         raise ValueError(f"part a has no initialisation {scheme!r}")
-    if family == "transformer":
-        zero_queries_(model)
-        out["note"] = (out.get("note", "") + "; " if out.get("note") else "") + \
-            "W_q = 0 (uniform attention): to_network reads no softmax attention at torch's default"
     cmp = mft.compare_model(model, X, net=net)
     body = slice(0, len(cmp.layers) - 1)   # every row but the readout
     z, cz, gz = cmp.z[body], cmp.c_z[body], cmp.grad_z[body]
@@ -594,7 +596,7 @@ def table_a(res: dict) -> str:
            "max rel err q | max c err | q last hidden: meas / pred | log10 grad ratio: meas / pred |",
            "|---|---|---|---|---|---|---|---|"]
     for fam in FAMILIES:
-        for init in ("pytorch", "advised"):
+        for init in A_INITS:
             c = res["cells"].get(f"a/{fam}/{init}")
             if c is None:
                 continue
@@ -676,12 +678,12 @@ def figures(res: dict, fig_dir: str) -> list[str]:
 
     paths = []
     for fam in FAMILIES:
-        cells = [res["cells"].get(f"a/{fam}/{i}") for i in ("pytorch", "advised")]
-        cells = [c for c in cells if c is not None and "rows" in c]
+        cells = [res["cells"].get(f"a/{fam}/{i}") for i in A_INITS]
+        cells = [(c, col) for c, col in zip(cells, ("C0", "C2", "C3")) if c is not None and "rows" in c]
         if not cells:
             continue
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-        for c, col in zip(cells, ("C0", "C3")):
+        for c, col in cells:
             rows = c["rows"][:-1]
             ls = [r["l"] for r in rows]
             for ax, (m, p, lab) in zip(axes, (("measured", "predicted", "q"),
@@ -696,7 +698,7 @@ def figures(res: dict, fig_dir: str) -> list[str]:
                 if lab != "pair correlation":
                     ax.set_yscale("log")
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"{fam}: width {cells[0]['width']}, batch {cells[0]['batch']} test digits",
+        fig.suptitle(f"{fam}: width {cells[0][0]['width']}, batch {cells[0][0]['batch']} test digits",
                      fontsize=10)
         fig.tight_layout()
         path = os.path.join(fig_dir, f"model_{fam}.png")
@@ -759,7 +761,8 @@ def main(argv=None) -> int:
     data = vr.load_data("digits")
     todo = []
     if args.part in ("a", "all"):
-        todo += [("a", f, i) for f in fams for i in ("pytorch", "advised")]
+        todo += [("a", f, i) for f in fams for i in A_INITS
+                 if i != "pytorch_wq0" or f == "transformer"]
     if args.part in ("b", "all"):
         todo += [("b", f, i + variant) for f in fams for i in inits]
     todo = [t for t in todo if "/".join(t) not in res["cells"]]
