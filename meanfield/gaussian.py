@@ -551,7 +551,7 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Hermite nodes and weights for E over z ~ N(0, 1).
 
     scipy's nodes (~0.3 s to import scipy.special; numpy's hermegauss is NaN at n = 512) polished
-    by two Newton steps on p_n, and the weights by Christoffel's 1 / sum_{k<n} p_k(x)^2: against
+    by a Newton step on p_n, and the weights by Christoffel's 1 / sum_{k<n} p_k(x)^2: against
     40-digit nodes and weights (mpmath) this is 1e-14 or better where scipy's weights are off by
     up to 1e-12 (n = 128, outer nodes), and from n ~ 150 on (its asymptotic nodes) E[z^2] is off
     by 1.1e-14 (n = 256), against 2e-16 polished (issue 10, measured)."""
@@ -561,12 +561,12 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     if n < 2:
         return x, np.ones(n)
     with np.errstate(under="ignore", divide="ignore", invalid="ignore"):
-        for _ in range(2):
-            s1, sn, _ = _hermite_tail(x, n)
-            # p_n' = sqrt(n) p_{n-1}; the outermost nodes of n >~ 1000, where the scaled
-            # polynomials underflow, keep scipy's value (their weights underflow to 0 anyway)
-            x = np.where(s1 != 0, x - sn / (math.sqrt(n) * s1), x)
-            x = 0.5 * (x - x[::-1])  # the rule is symmetric
+        # one Newton step (p_n' = sqrt(n) p_{n-1}): scipy's nodes are within ~6e-14, so the step
+        # leaves ~1e-27 (quadratic); the outermost nodes of n >~ 1000, where the scaled
+        # polynomials underflow, keep scipy's value (their weights underflow to 0 anyway)
+        s1, sn, _ = _hermite_tail(x, n)
+        x = np.where(s1 != 0, x - sn / (math.sqrt(n) * s1), x)
+        x = 0.5 * (x - x[::-1])  # the rule is symmetric
         _, _, acc = _hermite_tail(x, n)
         return x, np.where(acc > 0, np.exp(-0.5 * x * x) / acc, 0.0)
 
