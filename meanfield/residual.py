@@ -1937,8 +1937,12 @@ def advise_residual(arch: str, activation, depth: int, *, sigma_b2: float | None
                          "budget is met numerically")
     elif reg == "tanh":
         rule = "gradient-explosion budget (tanh)"
-        formula = ("log(chi^0/chi^L) = G; asymptotically sigma_w = G sqrt(sigma_v2 + sigma_a2) / "
-                   "(1.0638 sigma_v2 sqrt(L)), i.e. sigma_w ~ L^-1/2")
+        if which == "sigma_v2":
+            formula = ("log(chi^0/chi^L) = G; asymptotically (q^L >> 1) 1.0638^2 sigma_w2 L sigma_v2^2 "
+                       "= G^2 (sigma_v2 + sigma_a2), i.e. sigma_v2 = O(1/L) at fixed sigma_w2")
+        else:
+            formula = ("log(chi^0/chi^L) = G; asymptotically sigma_w = G sqrt(sigma_v2 + sigma_a2) / "
+                       "(1.0638 sigma_v2 sqrt(L)), i.e. sigma_w ~ L^-1/2")
         meaning = "G = log(chi^0/chi^L), the gradient explosion from output to input, in nats"
         notes.append(
             "two limits of the tanh gradient law: q^L >> 1 (large budgets) gives the closed form "
