@@ -60,7 +60,7 @@ from . import gaussian
 from .activations import Activation, get_activation, parse_spec
 from .errors import ConvergenceError, DomainError
 from ._memory import check_memory, format_count
-from .fixed_points import _find_root_scalar
+from ._roots import _find_root_scalar
 from .maps import check_correlation, check_depth, check_variance
 
 ARCHS = ("resnet-full", "resnet-reduced")  # the labels of meanfield._arch for residual nets

@@ -611,11 +611,11 @@ def alpha_relu_fixed_point(alpha: float) -> float:
     [0, 1] with Jbar(0) > 0 and Jbar(1) = 1; so a fixed point in (0, 1) exists and is unique iff
     Jbar'(1) > 1, i.e. for every alpha > -1/2 except alpha = 1 (Jbar'(1) = alpha^2/(2 alpha - 1)
     for alpha > 1/2 and +inf for alpha <= 1/2). For alpha = 1 (ReLU) the only fixed point is 1,
-    which is returned. Solved by Brent's method on x = 1 - e using 1 - Jbar(1 - x) computed
-    without cancellation, so e* (and 1 - e*) are accurate to a few ulps even when e* is within
+    which is returned. Solved by a bracketed root finder (Chandrupatla's, meanfield._roots) on
+    x = 1 - e using 1 - Jbar(1 - x) computed without cancellation, so e* (and 1 - e*) are accurate to a few ulps even when e* is within
     1e-10 of 1.
     """
-    from scipy.optimize import brentq
+    from ._roots import _find_root_scalar
 
     a = _check_alpha_scalar(alpha)
     if a == 1.0:
@@ -634,7 +634,7 @@ def alpha_relu_fixed_point(alpha: float) -> float:
             raise ConvergenceError(
                 f"could not bracket the fixed point of Jbar_alpha for alpha = {a!r}"
             )
-    x = brentq(h, x_lo, x_hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+    x = _find_root_scalar(h, x_lo, x_hi, xtol=1e-300, rtol=4 * np.finfo(float).eps)
     return 1.0 - x
 
 

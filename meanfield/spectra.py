@@ -43,7 +43,8 @@ from . import gaussian
 from .activations import Activation, get_activation
 from .errors import ConvergenceError, DomainError
 from ._memory import check_memory, format_count
-from .fixed_points import _find_root, fixed_point
+from ._roots import _find_root
+from .fixed_points import fixed_point
 from .maps import check_depth, check_variance
 
 WEIGHTS = ("gaussian", "orthogonal")

@@ -436,7 +436,7 @@ def test_edge_of_chaos_does_not_depend_on_built_tables():
 def test_find_root_scalar_is_brentq_without_scipy_optimize():
     """The scalar wrapper of _find_root (issue 10: residual's solves without scipy.optimize):
     cbrt(2) to within an ulp, an endpoint root, and a DomainError where f does not change sign."""
-    from meanfield.fixed_points import _find_root_scalar
+    from meanfield._roots import _find_root_scalar
 
     calls = []
 

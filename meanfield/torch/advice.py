@@ -359,7 +359,7 @@ def _advise_branches(net, X, factors, top, blocks, path, advice, attn_over, used
     (residual.DEFAULT_BUDGETS' calibrated 1 nat unless ``budget`` is given), else the s at which
     the larger of the two equals it, found on ``Network.propagate`` of the advised model.
     """
-    from ..fixed_points import _find_root_scalar
+    from .._roots import _find_root_scalar
 
     options = dict(options)
     budget = options.pop("budget", 1.0)     # the branches' budget; the rest is meanfield.advise's
