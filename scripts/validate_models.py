@@ -539,12 +539,14 @@ def _finite_max(a) -> float | None:
     return float(a.max()) if a.size else None
 
 
-def run_a(family: str, scheme: str, data: dict, s: Settings) -> dict:
+def run_a(family: str, scheme: str, data: dict, s: Settings, seed: int = 0) -> dict:
+    """One cell of part (a); ``seed`` draws the model (and the advice's weights) and the
+    readout r of compare_model; the batch is the same for every seed."""
     t0 = time.time()
     n = s.n_a_bn if family == "resnet_bn" else s.n_a
     X = view(family, data["test"][0][:n])
-    model = build(family, s.width_a, 0, s)
-    out = {"family": family, "init": scheme, "width": s.width_a, "batch": n}
+    model = build(family, s.width_a, seed, s)
+    out = {"family": family, "init": scheme, "width": s.width_a, "batch": n, "seed": seed}
     net = None
     if scheme == "advised":
         adv, note = advise_for(family, model, X, s, s.width_a)
@@ -553,7 +555,7 @@ def run_a(family: str, scheme: str, data: dict, s: Settings) -> dict:
             out["refused"] = note
             out["seconds"] = time.time() - t0
             return out
-        mft.init_(model, adv, seed=0)
+        mft.init_(model, adv, seed=seed)
         net = adv.network if note == "advise_model" else None
     elif scheme == "pytorch_wq0":
         # the uniform-attention case (logits 0), exact at every width
@@ -561,7 +563,7 @@ def run_a(family: str, scheme: str, data: dict, s: Settings) -> dict:
         out["note"] = "torch's default with W_q = 0 in every attention layer (uniform attention)"
     elif scheme != "pytorch":
         raise ValueError(f"part a has no initialisation {scheme!r}")
-    cmp = mft.compare_model(model, X, net=net)
+    cmp = mft.compare_model(model, X, net=net, seed=seed)
     body = slice(0, len(cmp.layers) - 1)   # every row but the readout
     z, cz, gz = cmp.z[body], cmp.c_z[body], cmp.grad_z[body]
     out.update({
@@ -595,18 +597,20 @@ def table_a(res: dict) -> str:
     out = ["| family | init | max abs z: q / c / grad | rows outside abs z <= 4: q / c / grad | "
            "max rel err q | max c err | q last hidden: meas / pred | log10 grad ratio: meas / pred |",
            "|---|---|---|---|---|---|---|---|"]
-    for fam in FAMILIES:
-        for init in A_INITS:
-            c = res["cells"].get(f"a/{fam}/{init}")
+    seeds = sorted({int(k.split("#")[1]) for k in res["cells"] if k.startswith("a/") and "#" in k})
+    for fam, init, sd in ((f, i, d) for f in FAMILIES for i in A_INITS for d in [0] + seeds):
+        c = res["cells"].get(f"a/{fam}/{init}" + (f"#{sd}" if sd else ""))
+        if True:
             if c is None:
                 continue
+            name = f"{init}, seed {sd}" if seeds else init
             if "refused" in c:
-                out.append(f"| {fam} | {init} | refused | | | | | |")
+                out.append(f"| {fam} | {name} | refused | | | | | |")
                 continue
             mz, ro, rc = c["max_abs_z"], c["rows_outside"], c["rows_checked"]
             ql, lg = c["q_last_hidden"], c["log10_gradient_ratio"]
             out.append(
-                f"| {fam} | {init} | {_fmt(mz['q'])} / {_fmt(mz['c'])} / {_fmt(mz['grad'])} | "
+                f"| {fam} | {name} | {_fmt(mz['q'])} / {_fmt(mz['c'])} / {_fmt(mz['grad'])} | "
                 f"{ro['q']}/{rc['q']} / {ro['c']}/{rc['c']} / {ro['grad']}/{rc['grad']} | "
                 f"{_fmt(c['max_abs_rel_error']['q'], '{:.3f}')} | "
                 f"{_fmt(c['max_abs_c_error'], '{:.3f}')} | "
@@ -723,6 +727,8 @@ def main(argv=None) -> int:
     ap.add_argument("--figures", default=None, help="figure folder for --report (default figures/; 'none': no figures)")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--reverse", action="store_true", help="run the cells in reverse order")
+    ap.add_argument("--seed", type=int, default=0, help="part (a): the seed of the model, the "
+                    "advice's weights and the readout (cells a/FAMILY/INIT#SEED for seed > 0)")
     ap.add_argument("--steps", type=int, default=None, help="part (b): a variant with this many "
                     "steps (its cells are stored as b/FAMILY/INIT@steps=...;lrs=...)")
     ap.add_argument("--lrs", default=None, help="part (b): a variant with this comma-separated "
@@ -761,7 +767,10 @@ def main(argv=None) -> int:
     data = vr.load_data("digits")
     todo = []
     if args.part in ("a", "all"):
-        todo += [("a", f, i) for f in fams for i in A_INITS
+        if args.seed < 0:
+            ap.error(f"--seed: want a seed >= 0, got {args.seed}")
+        sfx = f"#{args.seed}" if args.seed else ""
+        todo += [("a", f, i + sfx) for f in fams for i in A_INITS
                  if i != "pytorch_wq0" or f == "transformer"]
     if args.part in ("b", "all"):
         todo += [("b", f, i + variant) for f in fams for i in inits]
@@ -775,7 +784,8 @@ def main(argv=None) -> int:
         cid = f"{part}/{fam}/{init}"
         if cid in vr.load_results(out, s)["cells"]:
             continue   # another process ran it meanwhile
-        r = run_a(fam, init, data, s) if part == "a" else run_b(fam, init.split("@")[0], data, s_b)
+        r = (run_a(fam, init.split("#")[0], data, s, args.seed) if part == "a"
+             else run_b(fam, init.split("@")[0], data, s_b))
         vr.append_cell(out, s, cid, r)
         if "refused" in r:
             log(f"{cid:28s} refused: {r['refused'][:120]}")
