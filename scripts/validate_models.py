@@ -20,15 +20,14 @@ Families (digits, scripts/validate_residual.load_data's train / validation / tes
 
 Part "a" (width 256): ``meanfield.torch.compare_model`` on a batch of test digits, per row of
 the algebra: q, the mean pair correlation and the gradient's second moment with their z-scores,
-for PyTorch's default initialisation and for ``advise_model`` + ``init_model_``.  Tolerance:
-|z| <= 4 in every row but the readout (the band tests/test_torch_graph.py calibrated).
-The transformer's default attention (independent W_q, W_k) is refused by to_network until the
-algebra has a softmax-attention layer; it is compared with W_q = 0 (uniform attention).
+for PyTorch's default initialisation and for ``advise_model`` + ``init_`` (the transformer also
+with W_q = 0, uniform attention: ``pytorch_wq0``).  Tolerance: |z| <= 4 in every row but the
+readout (the band tests/test_torch_graph.py calibrated).  ``--seed`` draws another network.
 
 Part "b": each family x initialisation, at every learning rate of a log grid x 2 seeds, SGD with
 momentum 0.9; the learning rate with the best mean validation accuracy is chosen and its test
 accuracy reported (validate_residual.summarise: diverged runs count as chance).  The
-initialisations: ``advised`` (advise_model + init_model_), ``pytorch`` (the modules' own
+initialisations: ``advised`` (advise_model + init_), ``pytorch`` (the modules' own
 default), ``autoinit`` (written from Bingham & Miikkulainen 2023: the mean and variance of each
 layer's input propagated analytically -- activations through meanfield.gaussian.expect1 --
 and each weight drawn N(0, 1 / (fan_in E[x^2])) so that the next pre-activation has variance 1;
@@ -42,7 +41,7 @@ append); a rerun skips what is done.  ``--report`` prints the tables and draws
 figures/model_<family>.png from that file.
 
 Usage: OMP_NUM_THREADS=1 python scripts/validate_models.py [--part a|b|all] [--family ...]
-           [--inits ...] [--tiny] [--out FILE]
+           [--inits ...] [--seed N] [--steps N] [--lrs 0.001,...] [--reverse] [--tiny] [--out FILE]
        python scripts/validate_models.py --report
 """
 
@@ -236,8 +235,8 @@ def zero_queries_(model: nn.Module) -> None:
 def advise_for(family: str, model: nn.Module, x: torch.Tensor, s: Settings, width: int):
     """advise_model's advice and how it was obtained.  For the BatchNorm ResNet, advise_model
     refuses BatchNorm inside a branch; the advice is then that of the same ResNet with Identity
-    in BatchNorm's place (resnet-full, W -> relu -> V), applied to the BN model (init_model_
-    sets BatchNorm to the identity affine map).  Returns (advice or None, note)."""
+    in BatchNorm's place (resnet-full, W -> relu -> V), applied to the BN model (init_ sets
+    BatchNorm to the identity affine map).  Returns (advice or None, note)."""
     try:
         return mft.advise_model(model, x), "advise_model"
     except MeanfieldError as err:
