@@ -4,7 +4,7 @@ A spec is what a user types: ``tanh``, ``relu``, ``leaky_relu:0.1``, ``alpha_rel
 ``elu:1.0``, ``gelu``, ``silu`` (alias ``swish``) ...  ``get_activation`` turns a spec, an
 :class:`Activation`, or any vectorised Python callable into an Activation.
 
-Closed forms (the ``closed_forms`` mapping, keys ``v``, ``vd``, ``dv``, ``vdd``, ``w``, ``wd``;
+Closed forms (the ``closed_forms`` mapping, keys ``m``, ``v``, ``vd``, ``dv``, ``vdd``, ``w``, ``wd``;
 see meanfield.gaussian for their meaning) come from docs/theory.md §A3: the arc-cosine family
 (Cho & Saul 2009) for relu / leaky_relu / abs / step / alpha_relu, Williams' arcsine kernel for
 erf, and characteristic functions for sin / cos.  Everything else is integrated by
@@ -100,6 +100,7 @@ def _leaky(a: float) -> dict:
         return (1.0 + a * a) * _k0(c) + 2.0 * a * _k0(-c) + 0.0 * q1 * q2
 
     return {
+        "m": lambda q: (1.0 - a) * np.sqrt(q / (2.0 * np.pi)),   # E[max(u, 0) + a min(u, 0)]
         "v": lambda q: k * q,
         "vd": lambda q: k + 0.0 * q,
         "dv": lambda q: k + 0.0 * q,
@@ -144,7 +145,9 @@ def _gelu_forms() -> dict:
         a, b, ia, ib, al, be, omc2, sq2, sq, rho, theta = parts(q1, q2, c)
         return (theta + rho / sq * (ia + ib) + (rho * ia / sq2) * (ib / sq)) / (2.0 * np.pi)
 
-    return {"w": w, "wd": wd, "v": lambda q: w(q, q, 1.0), "vd": lambda q: wd(q, q, 1.0)}
+    # E[u Phi(u)] = q E[pdf(u)] (Stein) = q / sqrt(2 pi (1 + q))
+    return {"w": w, "wd": wd, "v": lambda q: w(q, q, 1.0), "vd": lambda q: wd(q, q, 1.0),
+            "m": lambda q: q / np.sqrt(2.0 * np.pi * (1.0 + q))}
 
 
 def _erf_v(q):
@@ -202,6 +205,7 @@ def _sin_forms() -> dict:
 
 def _cos_forms() -> dict:
     return {
+        "m": lambda q: np.exp(-0.5 * q),
         "v": lambda q: 0.5 * (1.0 + np.exp(-2.0 * q)),
         "vd": lambda q: -0.5 * np.expm1(-2.0 * q),
         "dv": lambda q: -np.exp(-2.0 * q),
@@ -216,7 +220,10 @@ def _alpha_forms(alpha: float) -> dict:
     from . import special
 
     ca = float(special.c_alpha(alpha))
+    # E[max(0, z)^alpha] = c_(alpha/2) (c_a = E[max(0, z)^(2a)])
+    cm = float(special.c_alpha(alpha / 2.0))
     forms: dict = {
+        "m": lambda q: cm * q ** (alpha / 2),
         "v": lambda q: ca * q ** alpha,
         "w": lambda q1, q2, c: (q1 * q2) ** (alpha / 2) * special.alpha_relu_kernel(alpha, c),
     }
@@ -304,7 +311,8 @@ def _alpha_relu(alpha: float) -> Activation:
     if alpha == 0.0:
         return Activation(
             name=name, fn=lambda x: _nan_kept(x, (x > 0).astype(float)), d1=None, d2=None, kinks=(0.0,),
-            closed_forms={"v": lambda q: 0.5 + 0.0 * q, "w": lambda q1, q2, c: _k0(c) + 0.0 * q1 * q2},
+            closed_forms={"m": lambda q: 0.5 + 0.0 * q, "v": lambda q: 0.5 + 0.0 * q,
+                          "w": lambda q1, q2, c: _k0(c) + 0.0 * q1 * q2},
             description="step function Theta(x) (alpha-ReLU with alpha = 0)",
             missing_reason="the step's derivative is a delta function, so chi_1 is infinite",
         )
@@ -497,6 +505,7 @@ def _two_slopes(b: float, m: float) -> dict:
     s2, bm = b * b + m * m, b * m
     k = 0.5 * s2
     return {
+        "m": lambda q: (b + m) * np.sqrt(q / (2.0 * np.pi)),
         "v": lambda q: k * q,
         "vd": lambda q: k + 0.0 * q,
         "dv": lambda q: k + 0.0 * q,

@@ -397,7 +397,7 @@ def advise_mlp(activation, depth: int, *, sigma_b2: float | None = None, width: 
     elif ntk:
         ntk_cond = _ntk_condition(act, depth, sw, sb, notes)
     if sw > 10 and math.isfinite(q_star):
-        mean = float(gaussian.expect1(act.fn, q_star, act.kinks))
+        mean = float(gaussian.m_phi(act, q_star))
         v = float(gaussian.v_phi(act, q_star))
         msg = (f"sigma_w2 = {sw:.3g} is large: at this critical point (q* = {q_star:.3g}) phi' is small over most "
                f"pre-activations (E[phi'^2] = 1/sigma_w2 = {1 / sw:.3g}), and the Jacobian spread "

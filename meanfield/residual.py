@@ -172,7 +172,7 @@ class _Kernel:
                 # E[max(0, z)^alpha] = c_(alpha/2) = 2^(alpha/2 - 1) Gamma((alpha + 1)/2) / sqrt(pi)
                 k1 = float(special.c_alpha(self.alpha / 2.0))
                 return math.log(k1) + 0.5 * self.alpha * lq, np.ones(lq.shape)
-            m = gaussian.expect1(self.act.fn, _exp_q(lq, self.name), self.act.kinks)
+            m = gaussian.m_phi(self.act, _exp_q(lq, self.name))
             return np.log(np.abs(m)), np.sign(m)
 
     def moments(self, lq: float) -> tuple[float, float, float]:

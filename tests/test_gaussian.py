@@ -742,3 +742,43 @@ def test_hermite_half_rule_equals_the_full_rule():
     np.testing.assert_allclose(hermite_half_coefficients(*hermite_half_sums(act.fn, 0.7, xp), even_b, odd_b),
                                full[1], rtol=0, atol=4e-16)
     assert abs(2 * wp.sum() - 1) < 1e-15  # the positive half of the weights (n even: no node at 0)
+
+
+def test_m_phi_closed_forms_against_mpmath():
+    """M_phi(q) = E[phi(sqrt(q) z)]: the closed forms against 20-digit mpmath quadrature at
+    q = 2.5, including the power kinks (alpha-ReLU) where panel quadrature converges only
+    algebraically (expect1 is 1e-5..2e-4 off there, which this test would catch if m_phi fell back
+    to it); these forms are homogeneous in q, so one q and the power law pin them down.  The
+    smooth ones (gelu, cos) against expect1, 1e-15 accurate for them at moderate q."""
+    from meanfield.activations import get_activation
+
+    qq = 2.5
+    with mp.workdps(20):
+        s = mp.sqrt(qq)
+        cases = {
+            "relu": (lambda u: max(u, 0), [-mp.inf, 0, mp.inf], 0.5),
+            "leaky_relu:0.1": (lambda u: u if u > 0 else 0.1 * u, [-mp.inf, 0, mp.inf], 0.5),
+            "abs": (abs, [-mp.inf, 0, mp.inf], 0.5),
+            "alpha_relu:0.3": (lambda u: u ** mp.mpf(0.3) if u > 0 else 0, [0, 1, mp.inf], 0.15),
+            "alpha_relu:0.75": (lambda u: u ** mp.mpf(0.75) if u > 0 else 0, [0, 1, mp.inf], 0.375),
+            "alpha_relu:1.5": (lambda u: u ** mp.mpf(1.5) if u > 0 else 0, [0, 1, mp.inf], 0.75),
+            "step": (lambda u: 1 if u > 0 else 0, [0, mp.inf], 0.0),
+        }
+        q = np.array([1e-3, qq, 40.0])
+        for spec, (f, pts, power) in cases.items():
+            act = get_activation(spec)
+            assert "m" in act.closed_forms, spec
+            ref = float(mp.quad(lambda z, f=f: f(s * z) * mp.npdf(z), pts))
+            np.testing.assert_allclose(gaussian.m_phi(act, q), ref * (q / qq) ** power, rtol=2e-15,
+                                       err_msg=spec)
+    q = np.array([1e-3, 0.3, 1.0, 2.5])
+    for spec in ("gelu", "cos"):
+        act = get_activation(spec)
+        assert "m" in act.closed_forms, spec
+        np.testing.assert_allclose(gaussian.m_phi(act, q), gaussian.expect1(act.fn, q, act.kinks),
+                                   rtol=1e-14, err_msg=spec)
+    for spec in ("elu:1", "softplus", "tanh"):     # no closed form: quadrature; odd: exactly 0
+        act = get_activation(spec)
+        expected = 0.0 * q if act.odd else gaussian.expect1(act.fn, q, act.kinks)
+        np.testing.assert_array_equal(gaussian.m_phi(act, q), expected)
+    assert np.isnan(gaussian.m_phi(get_activation("relu"), np.array([np.nan])))[0]

@@ -163,9 +163,9 @@ class TabulatedMaps:
     def _zero_rows(self, q_rows, q_cols, zr, zc, w, d, want_w):
         act = self.act
         f0, d0 = float(act.fn(np.zeros(1))[0]), float(act.d1(np.zeros(1))[0])
-        m_c = gaussian.expect1(act.fn, q_cols, act.kinks)
+        m_c = gaussian.m_phi(act, q_cols)
         md_c = gaussian.expect1(act.d1, q_cols, act.kinks)
-        m_r = gaussian.expect1(act.fn, q_rows, act.kinks)
+        m_r = gaussian.m_phi(act, q_rows)
         md_r = gaussian.expect1(act.d1, q_rows, act.kinks)
         d = np.array(d, copy=True)
         if want_w:

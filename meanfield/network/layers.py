@@ -526,7 +526,7 @@ class ActivationLayer(Layer):
     def _mean(self, st: State, q: np.ndarray) -> np.ndarray | None:
         if self.act.odd or st.tile:   # a tile reads its means from the tape
             return None
-        return gaussian.expect1(self.act.fn, q, self.act.kinks).reshape((st.N,) + st.spatial)
+        return gaussian.m_phi(self.act, q).reshape((st.N,) + st.spatial)
 
     def fold(self, st: State) -> tuple[State, Backward]:
         law = getattr(st, "law", None)   # set by a layer whose output is not Gaussian (batch_norm)

@@ -250,7 +250,7 @@ class Rnn(Layer):
         T = None if Xi is None else self._read(Xi, rows, cols)
         mu = None
         if not self.act.odd and not st.tile:
-            m = gaussian.expect1(self.act.fn, Qr.reshape(-1), self.act.kinks).reshape(Qr.shape)
+            m = gaussian.m_phi(self.act, Qr.reshape(-1)).reshape(Qr.shape)
             mu = self._read_steps(m, rows)
         back = self._backward(Ed, rows)
         out = st.evolve(K=symmetrised(st, K), T=symmetrised(st, T), mu=mu, finite=False,
