@@ -332,6 +332,17 @@ def advise_model(model: nn.Module, example_input: torch.Tensor, **advise_options
                        def_d, bn, tuple(used), tuple(notes), adv_net)
 
 
+def _stem_and_head(top: list[Layer], first: int, path, advice: dict) -> None:
+    """The weight layers before the first residual block (stem) and after it (head)."""
+    for i, layer in enumerate(top):
+        if _weighted(layer):
+            role = "stem" if i < first else "head"
+            advice[id(layer)] = LayerAdvice(path(layer), role, 1.0,
+                                            0.0 if layer.sigma_b2 is not None else None,
+                                            f"{role}: sigma2 = 1 over fan-in, zero bias (x^0 = U xi, "
+                                            "docs/theory.md §A4.3), as init_ does for residual nets")
+
+
 def _named_block(b: Layer) -> bool:
     """A block x + V phi(W x + b) + a or x + phi(W x + b): meanfield.residual has its law."""
     br = list(b.branch.layers)
@@ -409,15 +420,8 @@ def _advise_branches(net, X, factors, top, blocks, path, advice, attn_over, used
         sb = None if layer.sigma_b2 is None else (0.0 if bn else a.sigma_b2)
         advice[id(layer)] = LayerAdvice(path(layer), "branch inner", a.sigma_w2, sb,
                                         f"edge of chaos of {act.name} for depth {depth}: {a.rule}")
-    first = top.index(blocks[0])
-    last = top.index(blocks[-1])
-    for i, layer in enumerate(top):
-        if _weighted(layer):
-            role = "stem" if i < first else "head"
-            advice[id(layer)] = LayerAdvice(path(layer), role, 1.0,
-                                            0.0 if layer.sigma_b2 is not None else None,
-                                            f"{role}: sigma2 = 1 over fan-in, zero bias (x^0 = U xi, "
-                                            "docs/theory.md §A4.3), as init_ does for residual nets")
+    first, last = top.index(blocks[0]), top.index(blocks[-1])
+    _stem_and_head(top, first, path, advice)
     weights = _weight_layers(net)
     q_in = float(np.mean(X.astype(float) ** 2))
 
@@ -523,14 +527,7 @@ def _advise_residual(top, blocks, path, advice, used, acts, options) -> tuple[st
             sv, sa = float(getattr(a, "sigma_v2", 1.0)), float(getattr(a, "sigma_a2", 0.0))
             advice[id(v)] = LayerAdvice(path(v), "branch V", sv, sa if v.sigma_b2 is not None else None,
                                         law + f" (sigma_v2 = {sv:g} scales the branch for the depth)")
-    first = top.index(blocks[0])
-    for i, layer in enumerate(top):
-        if _weighted(layer):
-            role = "stem" if i < first else "head"
-            advice[id(layer)] = LayerAdvice(path(layer), role, 1.0,
-                                            0.0 if layer.sigma_b2 is not None else None,
-                                            f"{role}: sigma2 = 1 over fan-in, zero bias (x^0 = U xi, "
-                                            "docs/theory.md §A4.3), as init_ does for residual nets")
+    _stem_and_head(top, top.index(blocks[0]), path, advice)
     return arch, depth
 
 
